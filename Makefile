@@ -1,0 +1,55 @@
+# ari-agent: `make up` runs the agent with an Asterisk; `make test` runs everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+ROOTFS ?= /var/cache/ari-agent/rootfs
+APT_PACKAGES := debootstrap espeak-ng sox
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install deps rootfs lint test test-unit test-integration bench up down check clean
+
+help:
+	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
+	@echo "make test    install what is needed and run lint, unit and integration tests"
+	@echo "make bench   run the benchmarks"
+
+# Debian packages the tests and the offline voice need (skipped when present).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+install: deps
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure]'
+
+rootfs: deps
+	bash asterisk/rootfs.sh $(ROOTFS)
+
+lint: install
+	$(PYTHON) -m ruff check ari_agent providers tests
+	$(PYTHON) -m mypy
+
+test-unit: install
+	$(PYTHON) -m pytest -q tests/unit
+
+test-integration: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/integration
+
+test: install rootfs lint
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+bench: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) tests/bench/bench_media.py
+
+check: install
+	ari-agent check
+
+up: install rootfs
+	bash deploy/up.sh
+
+down:
+	bash deploy/down.sh
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,3 @@
+from ari_agent.cli import main
+
+raise SystemExit(main())

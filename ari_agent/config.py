@@ -1,0 +1,187 @@
+"""Settings: environment (prefix ``AGENT_``, nesting ``__``) over a TOML file over defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ari_agent.errors import ConfigError
+from ari_agent.profiles import ProfileConfig, builtin_profiles
+
+ENV_PREFIX = "AGENT_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AriSettings(_Section):
+    url: str = "http://127.0.0.1:8088"
+    username: str = "ai-agent"
+    password: SecretStr = SecretStr("")
+    app: str = Field("ai-agent", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8088")
+        return value
+
+
+class MediaSettings(_Section):
+    bind_host: str = "127.0.0.1"
+    advertise_host: str | None = None
+    port_min: int = Field(40000, ge=1024, le=65535)
+    port_max: int = Field(40999, ge=1024, le=65535)
+    # slin16: wideband 16 kHz end to end, so STT gets twice the bandwidth of
+    # G.711 and nothing is companded twice; Asterisk transcodes per caller
+    # codec anyway. ulaw halves the bandwidth for sites that prefer it.
+    format: Literal["slin16", "ulaw"] = "slin16"
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaSettings:
+        if self.port_max < self.port_min:
+            raise ValueError("port_max must be >= port_min")
+        return self
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise_host or self.bind_host
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=1, le=65535)
+
+
+class CallSettings(_Section):
+    max_concurrent: int = Field(100, ge=1)
+    # Wait this long for the first inbound RTP packet before greeting anyway.
+    first_media_timeout: float = Field(2.0, gt=0)
+
+
+class RecordsSettings(_Section):
+    dir: Path | None = None
+
+
+def default_instance_id() -> str:
+    """Stable across restarts on one host, so a restarted agent finds its own leftovers."""
+    host = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")
+    return host[:24] or "agent"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    ari: AriSettings = AriSettings()
+    media: MediaSettings = MediaSettings()
+    http: HttpSettings = HttpSettings()
+    calls: CallSettings = CallSettings()
+    records: RecordsSettings = RecordsSettings()
+    default_profile: str = "frontdesk"
+    # Marks the bridges and channels this instance creates; give each agent
+    # instance sharing one Asterisk its own.
+    instance_id: str = Field(default_factory=default_instance_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    profiles: dict[str, ProfileConfig] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if settings_cls.model_config.get("toml_file"):
+            sources += (TomlConfigSettingsSource(settings_cls),)
+        return sources
+
+    def all_profiles(self) -> dict[str, ProfileConfig]:
+        """Built-in profiles with the file's profiles merged over them (same name: the file wins)."""
+        merged = builtin_profiles()
+        merged.update(self.profiles)
+        return merged
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets a settings field."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc) or "settings"
+    problem = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        fix = f"remove '{dotted}' ({source}); it is not a known setting"
+    elif err["type"] == "literal_error":
+        fix = f"set {env_name(loc)} (or '{dotted}' in the config file) to {problem.removeprefix('Input should be ')}"
+    elif loc and loc[0] == "profiles":
+        fix = f"correct '{dotted}' in the profile in the config file"
+    else:
+        fix = f"correct {env_name(loc)} (or '{dotted}' in the config file)"
+    more = f" ({len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return ConfigError(dotted, f"{problem}.{more}", fix)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Load and validate settings; any problem raises ConfigError naming the field and the fix."""
+    path_text = str(config_file) if config_file else os.environ.get(ENV_PREFIX + "CONFIG")
+    cls: type[Settings] = Settings
+    source = "environment"
+    if path_text:
+        path = Path(path_text)
+        if not path.is_file():
+            raise ConfigError("config", f"file {path} not found.", "pass an existing TOML file to --config")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError("config", f"{path} is not valid TOML: {exc}.", "correct the file") from None
+        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+        source = f"environment or {path}"
+    try:
+        settings = cls()
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    _check_profiles(settings)
+    return settings
+
+
+def _check_profiles(settings: Settings) -> None:
+    profiles = settings.all_profiles()
+    if settings.default_profile not in profiles:
+        raise ConfigError(
+            "default_profile",
+            f"no profile named '{settings.default_profile}'.",
+            f"set AGENT_DEFAULT_PROFILE to one of: {', '.join(sorted(profiles))}",
+        )
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The resolved settings as plain data, secrets masked, for ``ari-agent check``."""
+    data: dict[str, Any] = settings.model_dump(mode="json", exclude={"profiles"})
+    data["ari"]["password"] = "********" if settings.ari.password.get_secret_value() else "(empty)"
+    data["profiles"] = sorted(settings.all_profiles())
+    return data

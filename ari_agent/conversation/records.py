@@ -1,0 +1,90 @@
+"""Call records: one JSON line per ended call, appended to ``calls.jsonl``.
+
+Setting the records directory is the operator's opt-in: records carry the
+caller's number and the transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+EndReason = Literal["hangup_by_caller", "hangup_by_agent", "transferred", "busy", "failed", "drained"]
+
+# end_reason -> AI_AGENT_STATUS (None: the caller hung up, nobody to tell)
+STATUS_FOR: dict[str, str | None] = {
+    "hangup_by_caller": None,
+    "hangup_by_agent": "COMPLETED",
+    "transferred": "TRANSFERRED",
+    "busy": "BUSY",
+    "failed": "FAILED",
+    "drained": "DRAINING",
+}
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Turn:
+    role: Literal["user", "agent"]
+    text: str
+    at: str
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.interrupted:
+            del data["interrupted"]
+        return data
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    channel_id: str
+    caller: dict[str, str]
+    profile: str
+    started_at: str = field(default_factory=utc_now)
+    ended_at: str | None = None
+    end_reason: EndReason | None = None
+    turns: list[Turn] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "channel_id": self.channel_id,
+            "caller": self.caller,
+            "profile": self.profile,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "end_reason": self.end_reason,
+            "turns": [t.to_json() for t in self.turns],
+        }
+
+
+class RecordWriter:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "calls.jsonl"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = asyncio.Lock()
+
+    async def write(self, record: CallRecord) -> None:
+        line = json.dumps(record.to_json(), ensure_ascii=False) + "\n"
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._append, line)
+            except OSError as exc:
+                log.error("cannot write call record to %s: %s", self.path, exc)
+
+    def _append(self, line: str) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)

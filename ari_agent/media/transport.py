@@ -1,0 +1,266 @@
+"""One UDP RTP endpoint per call, bound from a port range, locked to Asterisk's address.
+
+Inbound datagrams are parsed, checked and decoded here; anything unwanted is
+counted by reason and dropped (never raised, never logged per packet), so
+garbage sent to a call's port cannot disturb the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from ari_agent.errors import MediaError
+from ari_agent.media.codecs import SESSION_SAMPLE_RATE, Pcm, WireFormat
+from ari_agent.media.resample import StreamResampler
+from ari_agent.media.rtp import ReceiveStats, parse_rtp
+
+log = logging.getLogger(__name__)
+
+# Every reason a datagram can be dropped for (label values for a metric).
+DROP_BEFORE_LOCK = "before_lock"
+DROP_WRONG_SOURCE = "wrong_source"
+DROP_NOT_RTP = "not_rtp"
+DROP_PAYLOAD_TYPE = "payload_type"
+DROP_BAD_PAYLOAD = "bad_payload"  # empty, or not decodable (odd-length L16)
+DROP_SEQUENCE = "sequence"  # RFC 3550 A.1 rejected it (wild sequence jump)
+DROP_REASONS = (
+    DROP_BEFORE_LOCK,
+    DROP_WRONG_SOURCE,
+    DROP_NOT_RTP,
+    DROP_PAYLOAD_TYPE,
+    DROP_BAD_PAYLOAD,
+    DROP_SEQUENCE,
+)
+
+
+class DropCounters:
+    """Dropped datagrams by reason; ``on_drop`` lets the app mirror them into its metrics."""
+
+    def __init__(self, on_drop: Callable[[str], None] | None = None) -> None:
+        self.counts: dict[str, int] = {}
+        self.on_drop = on_drop
+
+    def add(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.on_drop is not None:
+            self.on_drop(reason)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class PortPool:
+    """UDP ports for RTP endpoints, handed out round-robin so a just-freed port rests a while."""
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        if not 1 <= port_min <= port_max <= 65535:
+            raise ValueError(f"bad RTP port range {port_min}-{port_max}")
+        self.port_min = port_min
+        self.port_max = port_max
+        self._in_use: set[int] = set()
+        self._next = port_min
+
+    @property
+    def size(self) -> int:
+        return self.port_max - self.port_min + 1
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    def acquire(self) -> int:
+        """Reserve the next free port; MediaError when every port of the range is taken."""
+        for _ in range(self.size):
+            port = self._next
+            self._next = port + 1 if port < self.port_max else self.port_min
+            if port not in self._in_use:
+                self._in_use.add(port)
+                return port
+        raise MediaError(f"no free RTP port in {self.port_min}-{self.port_max} ({self.size} in use)")
+
+    def release(self, port: int) -> None:
+        self._in_use.discard(port)
+
+
+def _bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class RtpEndpoint(asyncio.DatagramProtocol):
+    """The agent's side of one ExternalMedia RTP leg. Build it with :func:`open_endpoint`."""
+
+    def __init__(
+        self,
+        pool: PortPool,
+        port: int,
+        wire: WireFormat,
+        on_audio: Callable[[Pcm], None],
+        counters: DropCounters | None,
+    ) -> None:
+        self.pool = pool
+        self.port = port
+        self.wire = wire
+        self.on_audio = on_audio
+        self.counters = counters if counters is not None else DropCounters()
+        self.stats = ReceiveStats()
+        self.first_packet = asyncio.Event()
+        self.packets_in = 0  # accepted RTP packets
+        self.packets_out = 0
+        self.send_errors = 0
+        self.callback_errors = 0
+        self.remote: tuple[str, int] | None = None
+        self.local_address: tuple[str, int] | None = None
+        self._resampler = StreamResampler(wire.sample_rate, SESSION_SAMPLE_RATE)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+
+    # asyncio.DatagramProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+        sockname = transport.get_extra_info("sockname")
+        self.local_address = (sockname[0], sockname[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        remote = self.remote
+        if remote is None:
+            self.counters.add(DROP_BEFORE_LOCK)
+            return
+        if addr[0] != remote[0] or addr[1] != remote[1]:
+            self.counters.add(DROP_WRONG_SOURCE)
+            return
+        try:
+            packet = parse_rtp(data)
+        except ValueError:
+            self.counters.add(DROP_NOT_RTP)
+            return
+        if not self.wire.accepts_payload_type(packet.payload_type):
+            self.counters.add(DROP_PAYLOAD_TYPE)
+            return
+        if not packet.payload:
+            self.counters.add(DROP_BAD_PAYLOAD)
+            return
+        try:
+            pcm = self.wire.decode(packet.payload)
+        except ValueError:
+            self.counters.add(DROP_BAD_PAYLOAD)
+            return
+        if not self.stats.update(packet, time.monotonic(), self.wire.sample_rate):
+            self.counters.add(DROP_SEQUENCE)
+            return
+        self.packets_in += 1
+        if not self.first_packet.is_set():
+            self.first_packet.set()
+        pcm = self._resampler.process(pcm)
+        if pcm.size == 0:
+            return
+        try:
+            self.on_audio(pcm)
+        except Exception:
+            # An exception escaping here would make asyncio close the socket: the call would go deaf.
+            self.callback_errors += 1
+            if self.callback_errors == 1:
+                log.exception("on_audio failed on RTP port %d (further failures only counted)", self.port)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable after Asterisk hung up) surface here, per packet.
+        self.send_errors += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+
+    # API
+
+    def lock_source(self, host: str, port: int) -> None:
+        """Accept RTP only from (host, port) and send to it (Asterisk's UNICASTRTP_LOCAL_*)."""
+        self.remote = (host, port)
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram to the locked remote; False when there is no remote or the socket is closed."""
+        transport = self._transport
+        if self.remote is None or transport is None or transport.is_closing():
+            self.send_errors += 1
+            return False
+        transport.sendto(data, self.remote)
+        self.packets_out += 1
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the socket and give the port back; safe to call twice."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        self._release()
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.pool.release(self.port)
+
+
+async def open_endpoint(
+    pool: PortPool,
+    host: str,
+    wire: WireFormat,
+    on_audio: Callable[[Pcm], None],
+    counters: DropCounters | None = None,
+) -> RtpEndpoint:
+    """Bind a UDP endpoint on the next free port of ``pool``; ports another process holds are skipped.
+
+    ``host`` must be an IP literal (no DNS lookup on the event loop).
+    Raises MediaError when no port of the range can be bound.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise MediaError(f"RTP bind host must be an IP address, got {host!r}") from None
+    last_error: OSError | None = None
+    for _ in range(pool.size):
+        port = pool.acquire()
+        try:
+            sock = _bind_udp(host, port)
+        except OSError as exc:
+            last_error = exc
+            pool.release(port)
+            continue
+        return await _wrap_socket(pool, port, sock, wire, on_audio, counters)
+    raise MediaError(
+        f"no bindable RTP port on {host} in {pool.port_min}-{pool.port_max}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+async def _wrap_socket(
+    pool: PortPool,
+    port: int,
+    sock: socket.socket,
+    wire: WireFormat,
+    on_audio: Callable[[Pcm], None],
+    counters: DropCounters | None,
+) -> RtpEndpoint:
+    endpoint = RtpEndpoint(pool, port, wire, on_audio, counters)
+    try:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
+    except OSError as exc:
+        sock.close()
+        pool.release(port)
+        raise MediaError(f"cannot open RTP endpoint on port {port}: {exc}") from exc
+    return endpoint
