@@ -9,6 +9,7 @@ never the credentials.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ __all__ = [
     "AriHttpError",
     "AriNotFound",
     "AriUnavailable",
+    "basic_auth_header",
     "normalize_ari_url",
 ]
 
@@ -92,6 +94,14 @@ def normalize_ari_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
+def basic_auth_header(username: str, password: str) -> str:
+    """The ``Authorization`` value for HTTP basic auth (aiohttp's BasicAuth is deprecated in 3.14)."""
+    if ":" in username:
+        raise ValueError("ARI username must not contain ':'")
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 def _seg(value: str) -> str:
     """Quote one path segment (ids may hold characters like '/' or '@')."""
     if not value:
@@ -139,7 +149,7 @@ class AriClient:
     ) -> None:
         self._root = normalize_ari_url(base_url)
         self._username = username
-        self._auth = aiohttp.BasicAuth(username, password)
+        self._headers = {"Authorization": basic_auth_header(username, password)}
         self._session = session
         self._own_session = session is None
         self._timeout_s = timeout
@@ -191,7 +201,7 @@ class AriClient:
                 self._root + path,
                 params=_query(params or {}),
                 json=body,
-                auth=self._auth,
+                headers=self._headers,
                 timeout=self._timeout,
             ) as resp:
                 raw = await resp.read()

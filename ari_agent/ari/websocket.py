@@ -9,6 +9,11 @@ application's callbacks one at a time, in order.
 connection: the application reconciles its state (the Stasis app is registered
 only once this WebSocket is up) before it sees any event of that connection,
 and events of the previous connection are all handled before it.
+
+``on_disconnect`` is synchronous and called at once by the reader when a
+connection ends (``connected`` is already false), so readiness drops without
+waiting for queued events; it may therefore run before the last events of the
+lost connection reach ``on_event``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Final
 
 import aiohttp
 
-from ari_agent.ari.client import normalize_ari_url
+from ari_agent.ari.client import basic_auth_header, normalize_ari_url
 from ari_agent.ari.events import Event, decode_event
 
 __all__ = ["EventListener"]
@@ -35,6 +40,11 @@ class _Connected:
 
 
 _CONNECTED: Final = _Connected()
+
+# An Asterisk that accepts TCP but never answers the upgrade must not hang us:
+# bound the connect and the wait for the handshake reply (the WebSocket itself then
+# lives on heartbeats, since aiohttp lifts the read timeout after the upgrade).
+_HANDSHAKE_TIMEOUT = 10.0
 
 # Past this many queued events the application is falling behind; say so once per episode.
 _BACKLOG_WARNING = 1000
@@ -64,7 +74,7 @@ class EventListener:
         self._url = ("wss" + root[5:] if root.startswith("https") else "ws" + root[4:]) + "/events"
         self._params = {"app": app, "subscribeAll": "false"}
         self._username = username
-        self._auth = aiohttp.BasicAuth(username, password)
+        self._headers = {"Authorization": basic_auth_header(username, password)}
         self._app = app
         self._on_event = on_event
         self._on_connect = on_connect
@@ -145,7 +155,10 @@ class EventListener:
         if self._session is None or self._session.closed:
             if not self._own_session:
                 raise RuntimeError("the aiohttp session given to EventListener is closed")
-            self._session = aiohttp.ClientSession()
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=_HANDSHAKE_TIMEOUT, sock_read=_HANDSHAKE_TIMEOUT
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
 
     async def _run(self) -> None:
@@ -159,7 +172,7 @@ class EventListener:
                 async with self._get_session().ws_connect(
                     self._url,
                     params=self._params,
-                    auth=self._auth,
+                    headers=self._headers,
                     heartbeat=self._heartbeat,
                     autoping=True,
                 ) as ws:

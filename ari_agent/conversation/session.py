@@ -201,7 +201,6 @@ class CallSession:
         except MediaError as exc:
             log.warning("no RTP port for the call: %s", exc)
             raise _Finish("busy") from None
-        self._endpoint.on_packet_in = self.deps.metrics.rtp_in.inc
         await ari.create_bridge(self.bridge_id, "mixing", name=self.bridge_id)
         await ari.add_channel(self.bridge_id, self.caller.id)
         try:
@@ -349,7 +348,8 @@ class CallSession:
         return heard
 
     def _on_audio(self, pcm: np.ndarray) -> None:
-        # Runs in the datagram callback: keep it to VAD-sized work.
+        # Runs in the datagram callback, once per accepted packet: keep it to VAD-sized work.
+        self.deps.metrics.rtp_in.inc()
         self._pending += pcm.astype("<i2", copy=False).tobytes()
         while len(self._pending) >= FRAME_BYTES:
             frame = bytes(self._pending[:FRAME_BYTES])
@@ -429,16 +429,16 @@ class CallSession:
         if self._endpoint is not None:
             self._endpoint.close()
         ari = self.deps.ari
-        for what, action in (
-            ("bridge", lambda: ari.destroy_bridge(self.bridge_id)),
-            ("media channel", lambda: ari.hangup(self.media_channel_id)),
-        ):
-            try:
-                await action()
-            except AriNotFound:
-                pass
-            except AriError as exc:
-                log.warning("cleanup of the %s failed: %s", what, exc)
+        try:
+            await ari.destroy_bridge(self.bridge_id)
+        except AriError as exc:
+            if not isinstance(exc, AriNotFound):
+                log.warning("cleanup of the bridge failed: %s", exc)
+        try:
+            await ari.hangup(self.media_channel_id)
+        except AriError as exc:
+            if not isinstance(exc, AriNotFound):
+                log.warning("cleanup of the media channel failed: %s", exc)
         self.record.ended_at = utc_now()
         self.record.end_reason = self.end_reason
         self.deps.metrics.calls.labels(self.end_reason).inc()

@@ -100,7 +100,7 @@ class RtpPacket:
         return b"".join(parts)
 
 
-def parse_rtp(data: bytes) -> RtpPacket:
+def parse_rtp(data: bytes | bytearray | memoryview) -> RtpPacket:
     """Decode one RTP datagram; raise ValueError saying exactly what is wrong."""
     size = len(data)
     if size < HEADER_LEN:
@@ -220,7 +220,9 @@ class ReceiveStats:
                 self._probation = self._min_sequential - 1
                 self._max_seq = seq
             return False
-        if udelta < MAX_DROPOUT:
+        if udelta == 0:
+            self.duplicates_or_late += 1
+        elif udelta < MAX_DROPOUT:
             if seq < self._max_seq:
                 self._cycles += SEQ_MOD
             self._max_seq = seq

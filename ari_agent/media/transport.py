@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 
 from ari_agent.errors import MediaError
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE, Pcm, WireFormat
@@ -88,6 +89,13 @@ class PortPool:
         self._in_use.discard(port)
 
 
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def _bind_udp(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -127,12 +135,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._resampler = StreamResampler(wire.sample_rate, SESSION_SAMPLE_RATE)
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
+        self._learn_host = False
+        self._released = False
 
     # asyncio.DatagramProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # The selector loop's datagram transport does not subclass asyncio.DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
         sockname = transport.get_extra_info("sockname")
         self.local_address = (sockname[0], sockname[1])
 
@@ -141,7 +151,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if remote is None:
             self.counters.add(DROP_BEFORE_LOCK)
             return
-        if addr[0] != remote[0] or addr[1] != remote[1]:
+        if addr[1] != remote[1] or (addr[0] != remote[0] and not self._learn_host):
             self.counters.add(DROP_WRONG_SOURCE)
             return
         try:
@@ -149,6 +159,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         except ValueError:
             self.counters.add(DROP_NOT_RTP)
             return
+        if self._learn_host:
+            self._learn_host = False
+            self.remote = (str(addr[0]), remote[1])
         if not self.wire.accepts_payload_type(packet.payload_type):
             self.counters.add(DROP_PAYLOAD_TYPE)
             return
@@ -187,7 +200,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     # API
 
     def lock_source(self, host: str, port: int) -> None:
-        """Accept RTP only from (host, port) and send to it (Asterisk's UNICASTRTP_LOCAL_*)."""
+        """Accept RTP only from (host, port) and send to it (Asterisk's UNICASTRTP_LOCAL_*).
+
+        An unspecified host (0.0.0.0, ::) locks the port only and takes the
+        host from the first packet that comes from that port.
+        """
+        self._learn_host = _is_unspecified(host)
         self.remote = (host, port)
 
     def send(self, data: bytes) -> bool:
@@ -205,14 +223,22 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         return self._closed
 
     def close(self) -> None:
-        """Close the socket and give the port back; safe to call twice."""
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
-        self._release()
+        """Close the socket; safe to call twice.
+
+        The port goes back to the pool in connection_lost, once asyncio has
+        really closed the socket, so the next call can bind it again.
+        """
+        self._closed = True
+        transport = self._transport
+        if transport is None:
+            self._release()
+        elif not transport.is_closing():
+            transport.close()
 
     def _release(self) -> None:
-        if not self._closed:
-            self._closed = True
+        self._closed = True
+        if not self._released:
+            self._released = True
             self.pool.release(self.port)
 
 

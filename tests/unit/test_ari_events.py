@@ -126,7 +126,10 @@ def test_stasis_start_without_args_and_with_replace_channel() -> None:
 def test_external_media_channel_vars() -> None:
     event = decode_event(envelope("StasisStart", args=[], channel=json.loads(EXTERNAL_MEDIA_JSON)))
     assert isinstance(event, StasisStart)
-    assert event.channel.channelvars == {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "14512"}
+    assert event.channel.channelvars == {
+        "UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1",
+        "UNICASTRTP_LOCAL_PORT": "14512",
+    }
 
 
 def test_channel_without_optional_parts() -> None:
@@ -160,7 +163,9 @@ def test_hangup_request_and_state_change() -> None:
 
 
 def test_dtmf() -> None:
-    event = decode_event(envelope("ChannelDtmfReceived", digit="#", duration_ms=120, channel=caller_channel()))
+    event = decode_event(
+        envelope("ChannelDtmfReceived", digit="#", duration_ms=120, channel=caller_channel())
+    )
     assert isinstance(event, ChannelDtmfReceived)
     assert (event.digit, event.duration_ms) == ("#", 120)
 
@@ -180,7 +185,9 @@ def test_bridge_events() -> None:
     bridge = json.loads(BRIDGE_JSON)
     destroyed = decode_event(envelope("BridgeDestroyed", bridge=bridge | {"channels": []}))
     assert destroyed == BridgeDestroyed(Bridge("aiagent-i1-br-7", "mixing", ()))
-    entered = decode_event(envelope("ChannelEnteredBridge", bridge=bridge, channel=json.loads(EXTERNAL_MEDIA_JSON)))
+    entered = decode_event(
+        envelope("ChannelEnteredBridge", bridge=bridge, channel=json.loads(EXTERNAL_MEDIA_JSON))
+    )
     assert isinstance(entered, ChannelEnteredBridge)
     assert entered.bridge.channels == ("1716989696.12", "aiagent-i1-em-7")
     assert entered.channel.id == "aiagent-i1-em-7"
@@ -206,9 +213,9 @@ def test_bridge_from_json_rest_shape() -> None:
 
 def test_events_are_frozen() -> None:
     event = decode_event(envelope("StasisEnd", channel=caller_channel()))
+    assert isinstance(event, StasisEnd)
     with pytest.raises(AttributeError):
         event.application = "other"  # type: ignore[misc]
-    assert isinstance(event, StasisEnd)
     with pytest.raises(TypeError):
         event.channel.channelvars["X"] = "1"  # type: ignore[index]
 
@@ -290,8 +297,14 @@ def _without(obj: dict[str, Any], key: str) -> dict[str, Any]:
             envelope("ChannelDestroyed", cause=True, cause_txt="Normal", channel=caller_channel()),
             "ChannelDestroyed: field 'cause' must be an integer, got bool",
         ),
-        (envelope("ChannelDtmfReceived", duration_ms=100, channel=caller_channel()), "field 'digit' is missing"),
-        (envelope("ChannelVarset", value="1", channel=caller_channel()), "ChannelVarset: field 'variable' is missing"),
+        (
+            envelope("ChannelDtmfReceived", duration_ms=100, channel=caller_channel()),
+            "field 'digit' is missing",
+        ),
+        (
+            envelope("ChannelVarset", value="1", channel=caller_channel()),
+            "ChannelVarset: field 'variable' is missing",
+        ),
         (envelope("BridgeDestroyed"), "BridgeDestroyed: field 'bridge' is missing"),
         (
             envelope("BridgeDestroyed", bridge={"bridge_type": "mixing"}),

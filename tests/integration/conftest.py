@@ -1,0 +1,53 @@
+"""Fixtures of the real-Asterisk lab (see lab.py).
+
+``lab_session`` starts both Asterisk instances once per test session;
+``lab`` hands it to a test and hangs up whatever the test left behind;
+``agent_factory`` / ``agent`` run the agent under test as a subprocess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[Lab]:
+    started = time.monotonic()
+    try:
+        ctx = running_lab()
+        lab = ctx.__enter__()
+    except LabError as exc:
+        # Never skip: a lab that cannot start is a failure to look at.
+        pytest.fail(f"the Asterisk lab did not start: {exc}", pytrace=False)
+    lab.startup_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    try:
+        yield lab
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+@pytest.fixture
+def lab(lab_session: Lab) -> Iterator[Lab]:
+    yield lab_session
+    lab_session.hangup_all()
+
+
+@pytest.fixture
+def agent_factory(lab: Lab, tmp_path: Path) -> Iterator[AgentFactory]:
+    factory = AgentFactory(lab, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def agent(agent_factory: AgentFactory) -> AgentProcess:
+    """The agent with the lab's settings and records in a temporary directory."""
+    return agent_factory.start()
