@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +17,12 @@ from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, run
 
 @pytest.fixture(scope="session")
 def lab_session() -> Iterator[Lab]:
-    started = time.monotonic()
     try:
         ctx = running_lab()
         lab = ctx.__enter__()
     except LabError as exc:
         # Never skip: a lab that cannot start is a failure to look at.
         pytest.fail(f"the Asterisk lab did not start: {exc}", pytrace=False)
-    lab.startup_seconds = time.monotonic() - started  # type: ignore[attr-defined]
     try:
         yield lab
     finally:

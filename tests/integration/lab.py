@@ -11,8 +11,11 @@ run, log and db directories under ``ROOT/lab/<session>/``:
   instance over PJSIP, one endpoint per codec.
 
 Calls are placed with call files; a scripted caller (``lab_script.conf``)
-listens, plays espeak-ng phrases, records what it hears and logs dialplan
-events to a file that the lab parses. Everything binds 127.0.0.1.
+records what it hears (MixMonitor) and plays espeak-ng phrases; the lab's
+"ears" (a thread reading that growing recording) decide when the far end has
+finished a turn and let the script go on. The dialplans log events as NOTICE
+lines (``ai-agent-event|...``) that the lab reads back, keyed by caller
+number. Everything binds 127.0.0.1.
 
 Ports come from a "slot" so that two test sessions on one machine do not
 clash: slot 0 uses the documented ports (ARI 18088, SIP 15060/15070, RTP
@@ -29,6 +32,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -207,10 +212,15 @@ class DialplanEvent:
     kind: str
     fields: dict[str, str]
     raw: str
+    instance: str = ""
 
     @classmethod
-    def parse(cls, line: str) -> DialplanEvent | None:
-        parts = line.rstrip("\n").split("|", 3)
+    def parse(cls, line: str, instance: str = "") -> DialplanEvent | None:
+        """From a log line holding ``ai-agent-event|<time>|<number>|<kind>|<k=v ...>``."""
+        _, marker, payload = line.rstrip("\n").partition(_EVENT_MARKER)
+        if not marker:
+            return None
+        parts = payload.split("|", 3)
         if len(parts) != 4:
             return None
         at, number, kind, rest = parts
@@ -223,7 +233,41 @@ class DialplanEvent:
             when = float(at)
         except ValueError:
             return None
-        return cls(at=when, number=number, kind=kind, fields=fields, raw=line.rstrip("\n"))
+        return cls(at=when, number=number, kind=kind, fields=fields, raw=payload, instance=instance)
+
+
+_EVENT_MARKER = "ai-agent-event|"
+
+
+class EventLog:
+    """Reads an instance's event log incrementally (it grows during a session)."""
+
+    def __init__(self, path: Path, instance: str) -> None:
+        self.path = path
+        self.instance = instance
+        self._offset = 0
+        self._partial = b""
+        self._events: list[DialplanEvent] = []
+        self._lock = threading.Lock()
+
+    def read(self) -> list[DialplanEvent]:
+        with self._lock:  # the lab's ears read from their own thread
+            return self._read()
+
+    def _read(self) -> list[DialplanEvent]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return list(self._events)
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            event = DialplanEvent.parse(line.decode(errors="replace"), self.instance)
+            if event is not None:
+                self._events.append(event)
+        return list(self._events)
 
 
 # ---------------------------------------------------------------- audio analysis
@@ -333,7 +377,7 @@ class AsteriskInstance:
         (self.etc / "asterisk.conf").write_text(_render_asterisk_conf(template, dirs), encoding="utf-8")
 
     def start(self) -> None:
-        out = open(self.stdout_path, "ab")  # noqa: SIM115 - owned by the child
+        out = open(self.stdout_path, "ab")
         try:
             self.proc = subprocess.Popen(
                 ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", self.conf, "-f", "-n"],
@@ -355,7 +399,9 @@ class AsteriskInstance:
             check=False,
         )
         if proc.returncode != 0:
-            raise LabError(f"{self.name}: `{command}` failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+            raise LabError(
+                f"{self.name}: `{command}` failed ({proc.returncode}): {proc.stderr or proc.stdout}"
+            )
         return proc.stdout
 
     def wait_booted(self, timeout: float) -> None:
@@ -369,7 +415,9 @@ class AsteriskInstance:
             except (LabError, subprocess.TimeoutExpired) as exc:
                 last = str(exc)
             time.sleep(0.2)
-        raise LabError(f"{self.name}: Asterisk not fully booted after {timeout:.0f} s ({last})\n{self.log_tail()}")
+        raise LabError(
+            f"{self.name}: Asterisk not fully booted after {timeout:.0f} s ({last})\n{self.log_tail()}"
+        )
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -416,6 +464,10 @@ class CallHandle:
     instance: str
     placed_at: float
 
+    def go_file(self, turn: int) -> Path:
+        """Created by the lab when the far end's turn ``turn`` is over."""
+        return self.done_marker.with_name(f"{self.number}.go{turn}")
+
 
 @dataclasses.dataclass
 class CallOutcome:
@@ -425,6 +477,122 @@ class CallOutcome:
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]
+
+
+# ---------------------------------------------------------------- the caller's ears
+
+
+_FRAME_S = 0.02
+_LOUD_DBFS = -40.0
+
+
+@dataclasses.dataclass
+class _Turn:
+    """Listening for one turn of the far end on a growing recording."""
+
+    n: int
+    started: float  # wall clock
+    heard_at: float | None = None  # wall clock of the first loud frame
+    loud_run: float = 0.0  # seconds of consecutive loud audio
+    last_loud: float = 0.0  # wall clock of the last loud frame read
+
+
+class _Script:
+    """The lab side of one scripted caller: decides when each of its turns is over."""
+
+    def __init__(self, lab: Lab, handle: CallHandle, opts: Mapping[str, float]) -> None:
+        self.lab = lab
+        self.handle = handle
+        self.opts = opts
+        self.offset = 44  # canonical WAV header that Asterisk writes
+        self.rest = b""
+        self.turn: _Turn | None = None
+        self.next_turn = 0 if opts["listen_first"] else 1
+        self.finished = False
+
+    def _go(self, turn: _Turn, status: str) -> None:
+        self.lab._lab_event(self.handle.number, "caller-heard-end", n=turn.n, status=status)
+        self.handle.go_file(turn.n).touch()
+        self.turn = None
+        self.next_turn = turn.n + 1
+
+    def _new_audio(self) -> np.ndarray:
+        try:
+            with open(self.handle.recording_path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return np.zeros(0)
+        self.offset += len(chunk)
+        data = self.rest + chunk
+        usable = len(data) // 320 * 320  # whole 20 ms frames at 8 kHz, 16-bit
+        self.rest = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64) / 32768.0
+        return samples.reshape(-1, 160)
+
+    def step(self, now: float) -> None:
+        events = self.lab.dialplan_events(self.handle.number)
+        if any(e.kind == "caller-end" for e in events):
+            self.finished = True
+            return
+        if self.turn is None:
+            # Turn n starts when the caller answered (n = 0) or finished phrase n.
+            starter = "caller-answered" if self.next_turn == 0 else "caller-say-end"
+            if not any(e.kind == starter and e.fields.get("n", "0") == str(self.next_turn) for e in events):
+                self._new_audio()  # what was heard before (while talking) is not this turn
+                return
+            if self.next_turn > int(self.opts["phrases"]):
+                self.finished = True
+                return
+            self._new_audio()
+            self.turn = _Turn(self.next_turn, started=now)
+        turn = self.turn
+        frames = self._new_audio()
+        for frame in frames:
+            loud = 20.0 * np.log10(max(float(np.sqrt(np.mean(frame * frame))), 1e-6)) > _LOUD_DBFS
+            turn.loud_run = turn.loud_run + _FRAME_S if loud else 0.0
+            if loud:
+                turn.last_loud = now
+            if turn.heard_at is None and turn.loud_run >= self.opts["noise_s"]:
+                turn.heard_at = now
+                self.lab._lab_event(self.handle.number, "caller-heard-start", n=turn.n)
+        if turn.heard_at is None:
+            if now - turn.started > self.opts["noise_timeout"]:
+                self._go(turn, "TIMEOUT")
+        elif now - turn.last_loud >= self.opts["silence_s"]:
+            # Wall clock, not samples: while the far end sends nothing the
+            # recording may not grow at all.
+            self._go(turn, "SILENCE")
+        elif now - turn.heard_at > self.opts["turn_timeout"]:
+            self._go(turn, "TURN_TIMEOUT")
+
+
+class _Ears(threading.Thread):
+    """One thread that listens to every scripted call in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lab-ears", daemon=True)
+        self.scripts: list[_Script] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def add(self, script: _Script) -> None:
+        with self.lock:
+            self.scripts.append(script)
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.05):
+            with self.lock:
+                scripts = list(self.scripts)
+            now = time.monotonic()
+            for script in scripts:
+                try:
+                    script.step(now)
+                except Exception:  # a broken call must not deafen the others
+                    logging.getLogger(__name__).exception("lab ears: call %s", script.handle.number)
+                    script.finished = True
+            with self.lock:
+                self.scripts = [s for s in self.scripts if not s.finished]
 
 
 # ---------------------------------------------------------------- the lab
@@ -447,11 +615,18 @@ class Lab:
         self.ari_url = f"http://127.0.0.1:{ports.ari}"
         self.agent = AsteriskInstance("agent", root, f"{self.chroot_dir}/agent")
         self.caller = AsteriskInstance("caller", root, f"{self.chroot_dir}/caller")
-        self.agent_events = self.agent.base / "events.log"
-        self.caller_events = self.caller.base / "events.log"
+        self._event_logs = (
+            EventLog(self.agent.log_dir / _EVENTS_LOG, "agent"),
+            EventLog(self.caller.log_dir / _EVENTS_LOG, "caller"),
+        )
         self.recordings = self.dir / "recordings"
         self._mounted_proc = False
         self._calls = 0
+        self.startup_seconds = 0.0
+        # Events the lab itself observes (the caller's ears), merged with the dialplan's.
+        self._own_events: list[DialplanEvent] = []
+        self._own_lock = threading.Lock()
+        self._ears = _Ears()
 
     # -- lifecycle
 
@@ -466,35 +641,30 @@ class Lab:
             shipped["pjsip.conf"], "bind = 127.0.0.1:5060", f"bind = 127.0.0.1:{p.agent_sip}", "pjsip.conf"
         )
         agent_files["rtp.conf"] = self._rtp_conf(shipped["rtp.conf"], p.agent_rtp)
-        agent_files["ari.conf"] = _replace_once(shipped["ari.conf"], "= @ARI_PASSWORD@", f"= {self.ari_password}", "ari.conf")
-        agent_events = self.agent.chroot_path(self.agent_events)
-        ext = _replace_once(
-            shipped["extensions.conf"],
-            "AI_AGENT_EVENT_LOG =\n",
-            f"AI_AGENT_EVENT_LOG = {agent_events}\n",
-            "extensions.conf",
+        agent_files["ari.conf"] = _replace_once(
+            shipped["ari.conf"], "= @ARI_PASSWORD@", f"= {self.ari_password}", "ari.conf"
         )
         overlay = (CALLER_CONFIG / "agent_overlay.conf").read_text(encoding="utf-8")
-        agent_files["extensions.conf"] = ext + "\n" + overlay.replace("@EVENT_LOG@", agent_events)
-        agent_files["lab_script.conf"] = (CALLER_CONFIG / "lab_script.conf").read_text(encoding="utf-8")
+        agent_files["extensions.conf"] = shipped["extensions.conf"] + "\n" + overlay
+        script = (CALLER_CONFIG / "lab_script.conf").read_text(encoding="utf-8")
+        agent_files["lab_script.conf"] = script
+        # The dialplan's events are NOTICE lines; a log file of notices only
+        # keeps them cheap to read back.
+        agent_files["logger.conf"] = shipped["logger.conf"] + f"\n[logfiles](+)\n{_EVENTS_LOG} => notice\n"
 
-        tokens = {
-            "@CALLER_SIP_PORT@": str(p.caller_sip),
-            "@AGENT_SIP_PORT@": str(p.agent_sip),
-            "@EVENT_LOG@": self.caller.chroot_path(self.caller_events),
-        }
+        tokens = {"@CALLER_SIP_PORT@": str(p.caller_sip), "@AGENT_SIP_PORT@": str(p.agent_sip)}
         caller_files = dict(shipped)
         caller_files["ari.conf"] = agent_files["ari.conf"]
+        caller_files["logger.conf"] = agent_files["logger.conf"]
+        caller_files["lab_script.conf"] = script
         caller_files["rtp.conf"] = self._rtp_conf(shipped["rtp.conf"], p.caller_rtp)
-        for name in ("pjsip.conf", "extensions.conf", "http.conf", "lab_script.conf"):
+        for name in ("pjsip.conf", "extensions.conf", "http.conf"):
             text = (CALLER_CONFIG / name).read_text(encoding="utf-8")
             for token, value in tokens.items():
                 text = text.replace(token, value)
             caller_files[name] = text
         self.agent.prepare(agent_files)
         self.caller.prepare(caller_files)
-        for path in (self.agent_events, self.caller_events):
-            path.touch()
         self.recordings.mkdir(parents=True, exist_ok=True)
         self.sounds_dir.mkdir(parents=True, exist_ok=True)
 
@@ -519,6 +689,7 @@ class Lab:
             subprocess.run(["mount", "-t", "proc", "proc", str(self.root / "proc")], check=True)
             self._mounted_proc = True
         self.render()
+        self._ears.start()
         self.agent.start()
         self.caller.start()
         self.agent.wait_booted(timeout)
@@ -537,9 +708,12 @@ class Lab:
             except OSError as exc:
                 last = exc
             time.sleep(0.2)
-        raise LabError(f"ARI not ready at {self.ari_url} after {timeout:.0f} s ({last})\n{self.agent.log_tail()}")
+        raise LabError(
+            f"ARI not ready at {self.ari_url} after {timeout:.0f} s ({last})\n{self.agent.log_tail()}"
+        )
 
     def close(self, *, unmount_proc: bool = True) -> None:
+        self._ears.stopping.set()
         errors = []
         for inst in (self.caller, self.agent):
             try:
@@ -633,7 +807,19 @@ class Lab:
                 for suffix, rate in ((".wav16", 16000), (".wav", 8000)):
                     tmp = self.sounds_dir / f".{name}.{os.getpid()}.tmp.wav"
                     subprocess.run(
-                        ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)],
+                        [
+                            "sox",
+                            str(raw),
+                            "-r",
+                            str(rate),
+                            "-c",
+                            "1",
+                            "-b",
+                            "16",
+                            "-e",
+                            "signed-integer",
+                            str(tmp),
+                        ],
                         check=True,
                         capture_output=True,
                     )
@@ -693,13 +879,12 @@ class Lab:
         rec_base = self.recordings / f"{number}"
         rec_chroot = inst.chroot_path(rec_base)
         variables = {
+            "LAB_NUMBER": number,
             "LAB_REC": rec_chroot,
             "LAB_NPHRASES": str(len(sounds)),
             "LAB_LISTEN_FIRST": "1" if listen_first else "0",
-            "LAB_NOISE_MS": str(noise_ms),
-            "LAB_NOISE_TIMEOUT": f"{noise_timeout:g}",
-            "LAB_SILENCE_MS": str(silence_ms),
-            "LAB_TURN_TIMEOUT": f"{turn_timeout:g}",
+            # Only if the lab's ears fail: go on after the longest a turn may take.
+            "LAB_POLL_MAX": str(int((noise_timeout + turn_timeout + silence_ms / 1000 + 5) / 0.05)),
             "LAB_TAIL": f"{tail:g}",
             "LAB_MAX": f"{int(max_duration)}",
         }
@@ -720,7 +905,7 @@ class Lab:
         tmp = inst.spool / "tmp" / name
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.replace(tmp, inst.spool / "outgoing" / name)
-        return CallHandle(
+        handle = CallHandle(
             number=number,
             via=via,
             codec=codec if via == "sip" else "slin",
@@ -734,6 +919,29 @@ class Lab:
             instance=inst.name,
             placed_at=time.time(),
         )
+        opts = {
+            "listen_first": float(listen_first),
+            "phrases": float(len(sounds)),
+            "noise_s": noise_ms / 1000,
+            "noise_timeout": noise_timeout,
+            "silence_s": silence_ms / 1000,
+            "turn_timeout": turn_timeout,
+        }
+        self._ears.add(_Script(self, handle, opts))
+        return handle
+
+    def _lab_event(self, number: str, kind: str, **fields: object) -> None:
+        details = " ".join(f"{k}={v}" for k, v in fields.items())
+        event = DialplanEvent(
+            at=time.time(),
+            number=number,
+            kind=kind,
+            fields={k: str(v) for k, v in fields.items()},
+            raw=f"{time.time():.3f}|{number}|{kind}|{details}",
+            instance="lab",
+        )
+        with self._own_lock:
+            self._own_events.append(event)
 
     def _call_failure(self, handle: CallHandle) -> str | None:
         try:
@@ -760,7 +968,7 @@ class Lab:
         self._poll(lambda: self._call_ended(handle), timeout, f"call {handle.number} to end")
         return CallOutcome(handle.number, self.dialplan_events(handle.number), handle.recording_path)
 
-    async def wait_call_ended_async(self, handle: CallHandle, timeout: float = 60.0) -> CallOutcome:
+    async def wait_call_ended_async(self, handle: CallHandle, timeout: float = 60.0) -> CallOutcome:  # noqa: ASYNC109
         await self._poll_async(lambda: self._call_ended(handle), timeout, f"call {handle.number} to end")
         return CallOutcome(handle.number, self.dialplan_events(handle.number), handle.recording_path)
 
@@ -772,20 +980,17 @@ class Lab:
         Kinds from the shipped dialplan: ``stasis-enter``, ``stasis-return``
         (fields STASISSTATUS, AI_AGENT_STATUS), ``reception`` (extension 200
         reached), ``hangup`` (h extension: AI_AGENT_STATUS, cause); from the
-        caller script: ``caller-answered`` (codec), ``caller-heard-start`` /
-        ``caller-heard-end`` (n, status), ``caller-say-start`` / ``-end`` (n),
-        ``caller-hangup``, ``caller-end``.
+        caller script: ``caller-answered`` (codec), ``caller-say-start`` /
+        ``-end`` (n), ``caller-turn-over`` (n), ``caller-hangup``,
+        ``caller-end``; from the lab's ears (instance "lab"):
+        ``caller-heard-start`` (n) and ``caller-heard-end`` (n, status SILENCE,
+        TIMEOUT = nothing heard, or TURN_TIMEOUT). Turn n is what the far end
+        says after phrase n (turn 0: before the first phrase).
         """
-        events: list[DialplanEvent] = []
-        for path in (self.agent_events, self.caller_events):
-            try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-            except FileNotFoundError:
-                continue
-            for line in text.splitlines():
-                event = DialplanEvent.parse(line)
-                if event is not None and (number is None or event.number == number):
-                    events.append(event)
+        with self._own_lock:
+            own = list(self._own_events)
+        events = [e for log in self._event_logs for e in log.read() if number is None or e.number == number]
+        events += [e for e in own if number is None or e.number == number]
         events.sort(key=lambda e: e.at)
         return events
 
@@ -804,7 +1009,7 @@ class Lab:
         self._poll(check, timeout, f"dialplan event {kind!r} for {number}")
         return found[0]
 
-    async def wait_dialplan_event_async(self, number: str, kind: str, timeout: float = 30.0) -> DialplanEvent:
+    async def wait_dialplan_event_async(self, number: str, kind: str, timeout: float = 30.0) -> DialplanEvent:  # noqa: ASYNC109
         found: list[DialplanEvent] = []
 
         def check() -> bool:
@@ -818,7 +1023,9 @@ class Lab:
 
     def _timeout_message(self, what: str, timeout: float) -> str:
         recent = [e.raw for e in self.dialplan_events()[-15:]]
-        return f"timed out after {timeout:g} s waiting for {what}; recent dialplan events:\n" + "\n".join(recent)
+        return f"timed out after {timeout:g} s waiting for {what}; recent dialplan events:\n" + "\n".join(
+            recent
+        )
 
     def _poll(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -827,7 +1034,7 @@ class Lab:
                 raise LabError(self._timeout_message(what, timeout))
             time.sleep(0.1)
 
-    async def _poll_async(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+    async def _poll_async(self, check: Callable[[], bool], timeout: float, what: str) -> None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
         while not check():
             if time.monotonic() > deadline:
@@ -835,14 +1042,25 @@ class Lab:
             await asyncio.sleep(0.1)
 
 
-_SHIPPED = ("modules.conf", "http.conf", "ari.conf", "rtp.conf", "pjsip.conf", "extensions.conf", "logger.conf")
+_EVENTS_LOG = "lab-events.log"
+_SHIPPED = (
+    "modules.conf",
+    "http.conf",
+    "ari.conf",
+    "rtp.conf",
+    "pjsip.conf",
+    "extensions.conf",
+    "logger.conf",
+)
 
 
 def _prune_old_sessions(root: Path, keep: int) -> None:
     lab = root / "lab"
     if not lab.is_dir():
         return
-    sessions = sorted((p for p in lab.iterdir() if p.is_dir() and p.name != "sounds"), key=lambda p: p.stat().st_mtime)
+    sessions = sorted(
+        (p for p in lab.iterdir() if p.is_dir() and p.name != "sounds"), key=lambda p: p.stat().st_mtime
+    )
     for old in sessions[:-keep] if keep else sessions:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -860,7 +1078,9 @@ def running_lab(root: Path | None = None, *, timeout: float = 90.0) -> Iterator[
         session = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-s{slot}"
         lab = Lab(root, Ports.for_slot(slot), session)
         try:
+            started = time.monotonic()
             lab.start(timeout=timeout)
+            lab.startup_seconds = time.monotonic() - started
             yield lab
         finally:
             lab.close(unmount_proc=slot_lock.others_idle())
@@ -874,12 +1094,14 @@ def running_lab(root: Path | None = None, *, timeout: float = 90.0) -> Iterator[
 class AgentProcess:
     """``python -m ari_agent.cli run`` as a subprocess, pointed at the lab."""
 
-    def __init__(self, lab: Lab, env: Mapping[str, str], records_dir: Path, log_path: Path, args: Sequence[str]):
+    def __init__(
+        self, lab: Lab, env: Mapping[str, str], records_dir: Path, log_path: Path, args: Sequence[str]
+    ):
         self.lab = lab
         self.records_dir = records_dir
         self.log_path = log_path
         self.http_port = int(env["AGENT_HTTP__PORT"])
-        log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(log_path, "ab")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ari_agent.cli", *args],
@@ -935,7 +1157,9 @@ class AgentProcess:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
-    def wait_record(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+    def wait_record(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             for record in self.records():

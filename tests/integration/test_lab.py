@@ -6,7 +6,9 @@ A tiny inline ARI client stands in for the agent where a Stasis app is needed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import json
 import socket
 import struct
@@ -17,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
 from tests.integration.lab import CODECS, DEMO_CONTEXT, Lab, read_wav, rms_dbfs, voiced_segments
 
 
@@ -46,7 +49,10 @@ class InlineAri:
         return body
 
     async def wait_event(
-        self, kind: str, predicate: Callable[[dict[str, Any]], bool] = lambda e: True, timeout: float = 20.0
+        self,
+        kind: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda e: True,
+        timeout: float = 20.0,  # noqa: ASYNC109
     ) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
@@ -63,8 +69,8 @@ class InlineAri:
 
 @contextlib.asynccontextmanager
 async def inline_ari(lab: Lab) -> AsyncIterator[InlineAri]:
-    auth = aiohttp.BasicAuth(lab.ari_user, lab.ari_password)
-    async with aiohttp.ClientSession(auth=auth) as session:
+    token = base64.b64encode(f"{lab.ari_user}:{lab.ari_password}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
         ws = await session.ws_connect(lab.ari_ws_url)
         client = InlineAri(lab, session, ws)
         try:
@@ -88,12 +94,14 @@ def test_lab_started_and_ari_reachable(lab: Lab) -> None:
     assert "Asterisk 22" in lab.caller.rx("core show version")
     modules = lab.agent.rx("module show like res_ari_channels")
     assert "Running" in modules, modules
-    print(f"\nlab start-up: {lab.startup_seconds:.1f} s (ports slot {lab.ports.slot})")  # type: ignore[attr-defined]
+    print(f"\nlab start-up: {lab.startup_seconds:.1f} s (ports slot {lab.ports.slot})")
 
 
 def test_sip_call_established_with_each_codec(lab: Lab) -> None:
     """A real PJSIP call per codec to extension 300, which answers and plays a prompt."""
-    handles = {codec: lab.place_call([], via="sip", codec=codec, extension="300", tail=0.5) for codec in CODECS}
+    handles = {
+        codec: lab.place_call([], via="sip", codec=codec, extension="300", tail=0.5) for codec in CODECS
+    }
     # While the calls are up the agent instance shows them with their codec.
     for codec, handle in handles.items():
         event = lab.wait_dialplan_event(handle.number, "test-300", timeout=20)
@@ -109,6 +117,30 @@ def test_sip_call_established_with_each_codec(lab: Lab) -> None:
         heard = sum(b - a for a, b in segments)
         assert heard > 2.0, f"{codec}: caller heard {segments}"
         assert rms_dbfs(handle.recording_path) > -40, codec
+
+
+def test_scripted_caller_takes_turns(lab: Lab) -> None:
+    """The caller listens to the greeting, then says each phrase and listens to the reply (extension 301)."""
+    phrases = ["hello there", "what time do you open"]
+    handle = lab.place_call(phrases, via="sip", codec="alaw", extension="301", tail=0.5)
+    outcome = lab.wait_call_ended(handle, timeout=60)
+    turns = [
+        (e.kind, e.fields.get("n"), e.fields.get("status")) for e in outcome.events if e.instance == "lab"
+    ]
+    assert turns == [
+        ("caller-heard-start", "0", None),
+        ("caller-heard-end", "0", "SILENCE"),
+        ("caller-heard-start", "1", None),
+        ("caller-heard-end", "1", "SILENCE"),
+        ("caller-heard-start", "2", None),
+        ("caller-heard-end", "2", "SILENCE"),
+    ], turns
+    kinds = outcome.kinds()
+    assert kinds.index("caller-say-end") < kinds.index("caller-hangup")
+    assert [e.kind for e in outcome.events].count("test-301-reply") == 2
+    # Heard: the greeting and two replies; said: two phrases.
+    assert len(voiced_segments(handle.recording_path)) == 3, voiced_segments(handle.recording_path)
+    assert len(voiced_segments(handle.sent_path)) == 2, voiced_segments(handle.sent_path)
 
 
 async def test_stasis_start_then_continue_to_next_priority(lab: Lab) -> None:
@@ -136,7 +168,9 @@ async def test_continue_to_extension_200_is_a_transfer(lab: Lab) -> None:
         handle = lab.place_call([], via="local", noise_timeout=10, tail=0.5)
         start = await ari.wait_event("StasisStart", _is_caller(handle.number))
         channel_id = start["channel"]["id"]
-        await ari.ok("POST", f"/channels/{channel_id}/variable", variable="AI_AGENT_STATUS", value="TRANSFERRED")
+        await ari.ok(
+            "POST", f"/channels/{channel_id}/variable", variable="AI_AGENT_STATUS", value="TRANSFERRED"
+        )
         await ari.ok(
             "POST", f"/channels/{channel_id}/continue", context=DEMO_CONTEXT, extension="200", priority="1"
         )
@@ -158,11 +192,19 @@ def _rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = F
     return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts, ssrc) + payload
 
 
-async def test_external_media_slin16_round_trip(lab: Lab) -> None:
-    """slin16 ExternalMedia: what Asterisk sends, and that a static payload type gets back to the caller.
+@dataclasses.dataclass
+class RoundTrip:
+    received_pts: set[int]
+    received_sizes: set[int]
+    heard: list[tuple[float, float]]  # voiced segments of the caller's recording
+    peak_hz: float  # dominant frequency of the longest one (0 if none)
 
-    Design note: Asterisk 22.10.1 drops slin16 sent back with a dynamic
-    payload type; sent with static L16 (11) it reaches the caller intact.
+
+async def external_media_round_trip(lab: Lab, fmt: str, send_pt: int, send_rate: int) -> RoundTrip:
+    """A Local call bridged to an ExternalMedia channel of ``fmt`` whose far end is this test.
+
+    Sends 1.5 s of a 1 kHz tone (``send_rate`` Hz, payload type ``send_pt``)
+    and reports what Asterisk sent and what the caller heard.
     """
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -173,7 +215,7 @@ async def test_external_media_slin16_round_trip(lab: Lab) -> None:
     received: list[tuple[bytes, tuple[str, int]]] = []
     try:
         async with inline_ari(lab) as ari:
-            handle = lab.place_call([], via="local", noise_timeout=15, silence_ms=800, tail=0.5)
+            handle = lab.place_call([], via="local", noise_timeout=10, silence_ms=800, tail=0.5)
             start = await ari.wait_event("StasisStart", _is_caller(handle.number))
             caller_id = start["channel"]["id"]
             await ari.ok("POST", f"/channels/{caller_id}/answer")
@@ -185,27 +227,27 @@ async def test_external_media_slin16_round_trip(lab: Lab) -> None:
                 channelId=em_id,
                 app=lab.app,
                 external_host=f"127.0.0.1:{port}",
-                format="slin16",
+                format=fmt,
             )
             await ari.wait_event("StasisStart", lambda e: e["channel"]["id"] == em_id)
             await ari.ok("POST", f"/bridges/{bridge_id}/addChannel", channel=em_id)
-            local_port = (await ari.ok("GET", f"/channels/{em_id}/variable", variable="UNICASTRTP_LOCAL_PORT"))[
-                "value"
-            ]
-
+            variable = await ari.ok("GET", f"/channels/{em_id}/variable", variable="UNICASTRTP_LOCAL_PORT")
+            # The caller sends nothing, yet Asterisk streams (silence) at once.
             async with asyncio.timeout(5):
                 received.append(await loop.sock_recvfrom(sock, 2048))
             source = received[0][1]
-            assert source == ("127.0.0.1", int(local_port))
-            # 1.5 s of a 1 kHz tone at 16 kHz, big-endian, static payload type 11.
-            rate, ssrc = 16000, 0x1234ABCD
-            t = np.arange(int(1.5 * rate)) / rate
-            tone = (0.3 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(">i2").tobytes()
-            frame = rate // 50 * 2
+            assert source == ("127.0.0.1", int(variable["value"]))
+            t = np.arange(int(1.5 * send_rate)) / send_rate
+            pcm = (0.3 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+            payload = pcm.astype(">i2").tobytes() if fmt.startswith("slin") else _ulaw(pcm)
+            per_frame = send_rate // 50
+            width = len(payload) // len(pcm)
             started = time.monotonic()
-            for n, offset in enumerate(range(0, len(tone), frame)):
-                packet = _rtp(11, n, n * (rate // 50), ssrc, tone[offset : offset + frame], marker=n == 0)
-                await loop.sock_sendto(sock, packet, source)
+            for n, offset in enumerate(range(0, len(payload), per_frame * width)):
+                chunk = payload[offset : offset + per_frame * width]
+                await loop.sock_sendto(
+                    sock, _rtp(send_pt, n, n * per_frame, 0x1234ABCD, chunk, n == 0), source
+                )
                 await asyncio.sleep(max(0.0, started + (n + 1) * 0.02 - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.2):
@@ -216,18 +258,54 @@ async def test_external_media_slin16_round_trip(lab: Lab) -> None:
         sock.close()
         for path in (f"/channels/{em_id}", f"/bridges/{bridge_id}"):
             lab.ari_request("DELETE", path)
+    heard = voiced_segments(handle.recording_path)
+    peak = 0.0
+    if heard:
+        samples, rate = read_wav(handle.recording_path)
+        a, b = max(heard, key=lambda s: s[1] - s[0])
+        middle = samples[int((a + 0.2) * rate) : int((b - 0.2) * rate)]
+        if len(middle) > rate // 10:
+            spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+            peak = float(np.argmax(spectrum) * rate / len(middle))
+    return RoundTrip(
+        received_pts={data[1] & 0x7F for data, _ in received},
+        received_sizes={len(data) - 12 for data, _ in received},
+        heard=heard,
+        peak_hz=peak,
+    )
 
-    payload_types = {data[1] & 0x7F for data, _ in received}
-    sizes = {len(data) - 12 for data, _ in received}
-    print(f"\nExternalMedia slin16: Asterisk sends payload type(s) {payload_types}, payload bytes {sizes}")
-    assert payload_types and all(96 <= pt <= 127 for pt in payload_types), payload_types
-    assert sizes == {640}, sizes  # 20 ms of 16 kHz 16-bit
-    # The caller heard the tone: about 1.5 s, dominant frequency 1 kHz.
-    segments = voiced_segments(handle.recording_path)
-    assert segments and 1.2 < max(b - a for a, b in segments) < 1.8, segments
-    samples, rate = read_wav(handle.recording_path)
-    a, b = max(segments, key=lambda s: s[1] - s[0])
-    chunk = samples[int((a + 0.2) * rate) : int((b - 0.2) * rate)]
-    spectrum = np.abs(np.fft.rfft(chunk * np.hanning(len(chunk))))
-    peak_hz = np.argmax(spectrum) * rate / len(chunk)
-    assert abs(peak_hz - 1000) < 30, peak_hz
+
+def _ulaw(pcm: np.ndarray) -> bytes:
+    x = pcm.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    encoded: bytes = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    return encoded
+
+
+async def test_external_media_ulaw_round_trip(lab: Lab) -> None:
+    trip = await external_media_round_trip(lab, "ulaw", send_pt=0, send_rate=8000)
+    assert trip.received_pts == {0} and trip.received_sizes == {160}, trip
+    assert len(trip.heard) == 1 and 1.3 < trip.heard[0][1] - trip.heard[0][0] < 1.7, trip
+    assert abs(trip.peak_hz - 1000) < 30, trip
+
+
+async def test_external_media_slin16_facts(lab: Lab) -> None:
+    """What the media plane must know about slin16 on Asterisk 22.10.1 (silent failures otherwise).
+
+    Asterisk sends slin16 as dynamic payload type 118, 640-byte (20 ms) payloads.
+    Sent back with a dynamic type (118) it is dropped: the caller hears nothing.
+    Sent back with static L16 (11) it is accepted but decoded as 8 kHz slin, so
+    16 kHz audio plays at half speed (a 1 kHz tone is heard at 500 Hz, twice as
+    long); 8 kHz audio with type 11 is heard intact.
+    """
+    dynamic = await external_media_round_trip(lab, "slin16", send_pt=118, send_rate=16000)
+    assert dynamic.received_pts == {118} and dynamic.received_sizes == {640}, dynamic
+    assert dynamic.heard == [], dynamic
+    static16 = await external_media_round_trip(lab, "slin16", send_pt=11, send_rate=16000)
+    assert len(static16.heard) == 1 and 2.8 < static16.heard[0][1] - static16.heard[0][0] < 3.2, static16
+    assert abs(static16.peak_hz - 500) < 20, static16
+    static8 = await external_media_round_trip(lab, "slin16", send_pt=11, send_rate=8000)
+    assert abs(static8.peak_hz - 1000) < 30, static8

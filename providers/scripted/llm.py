@@ -1,0 +1,137 @@
+"""A dialog script in place of a language model.
+
+The caller's last message picks an intent: a DTMF digit, an example said
+exactly, an example said inside a longer sentence, or failing those the
+example sharing the most meaningful words, above a threshold. Anything else
+gets the fallback reply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Self
+
+from providers.base import LLM, Intent, LLMEvent, Message, ProviderContext, TextDelta, ToolCall, ToolSpec
+
+_WORD_RE = re.compile(r"[a-z0-9']+")
+_DTMF_RE = re.compile(r"^\s*caller pressed\s+([0-9*#a-d])\s*\.?\s*$", re.IGNORECASE)
+
+# Words that say little about what the caller wants: shared by many
+# questions, they count a quarter of a word in the overlap score.
+_FUNCTION_WORDS = frozenset(
+    "a an the i i'm im me my you your we us our it its is are was be been am do does did can could "
+    "would will should to on in at of for and or with that this there please just like id i'd".split()
+)
+_FUNCTION_WEIGHT = 0.25
+DEFAULT_THRESHOLD = 0.5
+
+
+def normalise(text: str) -> tuple[str, ...]:
+    """Lower-case words, punctuation and apostrophes removed ("That's it!" -> ("thats", "it"))."""
+    return tuple(
+        w.replace("'", "") for w in _WORD_RE.findall(text.lower().replace("\u2019", "'")) if w.strip("'")
+    )
+
+
+def _weight(word: str) -> float:
+    return _FUNCTION_WEIGHT if word in _FUNCTION_WORDS else 1.0
+
+
+def _overlap(said: tuple[str, ...], example: tuple[str, ...]) -> float:
+    """Weighted Jaccard similarity of the two word sets, 0..1."""
+    a, b = set(said), set(example)
+    union = sum(_weight(w) for w in a | b)
+    return sum(_weight(w) for w in a & b) / union if union else 0.0
+
+
+def _contains(said: tuple[str, ...], example: tuple[str, ...]) -> bool:
+    n = len(example)
+    return any(said[i : i + n] == example for i in range(len(said) - n + 1))
+
+
+class ScriptedLLM(LLM):
+    name = "scripted"
+
+    def __init__(
+        self, intents: Sequence[Intent], fallback_reply: str, *, threshold: float = DEFAULT_THRESHOLD
+    ) -> None:
+        self.intents = tuple(intents)
+        self.fallback_reply = fallback_reply
+        self.threshold = threshold
+        self._examples = [(intent, normalise(ex)) for intent in self.intents for ex in intent.examples]
+        self._examples = [(intent, ex) for intent, ex in self._examples if ex]
+        self._call_ids = itertools.count(1)
+
+    @classmethod
+    def create(cls, ctx: ProviderContext) -> Self:
+        return cls(
+            ctx.intents, ctx.fallback_reply, threshold=float(ctx.options.get("threshold", DEFAULT_THRESHOLD))
+        )
+
+    @classmethod
+    def check(cls, ctx: ProviderContext) -> list[str]:
+        problems: list[str] = []
+        if not ctx.intents and not ctx.fallback_reply:
+            problems.append(
+                f"profile {ctx.profile}: the scripted dialog has no intents and no fallback reply"
+            )
+        digits: dict[str, str] = {}
+        for intent in ctx.intents:
+            if intent.action == "transfer" and not intent.destination:
+                problems.append(
+                    f"profile {ctx.profile}: intent {intent.name} transfers but names no destination; "
+                    "set its destination"
+                )
+            if not intent.examples and not intent.dtmf:
+                problems.append(
+                    f"profile {ctx.profile}: intent {intent.name} has no examples and no dtmf digit; "
+                    "add examples callers would say"
+                )
+            if intent.dtmf:
+                if intent.dtmf in digits:
+                    problems.append(
+                        f"profile {ctx.profile}: intents {digits[intent.dtmf]} and {intent.name} "
+                        f"share dtmf {intent.dtmf}; give each its own digit"
+                    )
+                digits[intent.dtmf] = intent.name
+        return problems
+
+    def match(self, text: str) -> Intent | None:
+        """The intent ``text`` asks for, or None for the fallback."""
+        dtmf = _DTMF_RE.match(text)
+        if dtmf:
+            digit = dtmf.group(1).upper()
+            return next((i for i in self.intents if i.dtmf and i.dtmf.upper() == digit), None)
+        said = normalise(text)
+        if not said:
+            return None
+        for intent, example in self._examples:
+            if said == example:
+                return intent
+        contained = [(len(ex), intent) for intent, ex in self._examples if _contains(said, ex)]
+        if contained:
+            return max(contained, key=lambda c: c[0])[1]
+        best: Intent | None = None
+        best_score = 0.0
+        for intent, example in self._examples:
+            score = _overlap(said, example)
+            if score > best_score:
+                best, best_score = intent, score
+        return best if best_score >= self.threshold else None
+
+    async def _chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
+        said = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        intent = self.match(said)
+        if intent is None:
+            if self.fallback_reply:
+                yield TextDelta(self.fallback_reply)
+            return
+        if intent.reply:
+            yield TextDelta(intent.reply)
+        call_id = f"scripted-{next(self._call_ids)}"
+        if intent.action == "hangup":
+            yield ToolCall("hangup", {}, call_id)
+        elif intent.action == "transfer":
+            yield ToolCall("transfer", {"destination": intent.destination}, call_id)
