@@ -120,6 +120,12 @@ class WireFormat:
     _encode: Callable[[Pcm], bytes] = field(repr=False, compare=False)
     # None: accept any payload type but comfort noise (Asterisk picks a dynamic one for slin16).
     receive_payload_types: frozenset[int] | None = None
+    # The format of what we send back, when it differs from what we receive.
+    send_as: WireFormat | None = None
+
+    @property
+    def outbound(self) -> WireFormat:
+        return self.send_as or self
 
     @property
     def samples_per_frame(self) -> int:
@@ -155,8 +161,21 @@ ULAW = WireFormat(
     receive_payload_types=frozenset({0}),
 )
 
-# Asterisk 22 sends slin16 with dynamic PT 118 but silently drops dynamic PTs
-# coming back; static PT 11 (L16) is played to the caller (design note).
+# What goes back on a slin16 leg. Asterisk 22 sends slin16 with dynamic PT
+# 118 but silently drops dynamic PTs coming back, and static PT 11 is L16 at
+# 8 kHz: 16 kHz audio sent with it plays at half speed (seen in the lab test
+# test_external_media_slin16_facts). So we send 8 kHz L16 with PT 11.
+SLIN8_OUT = WireFormat(
+    name="slin",
+    sample_rate=8000,
+    send_payload_type=11,
+    bytes_per_sample=2,
+    _decode=slin_decode,
+    _encode=slin_encode,
+    receive_payload_types=frozenset({10, 11}),
+)
+
+# Wideband in (speech recognition gets 16 kHz), 8 kHz linear out.
 SLIN16 = WireFormat(
     name="slin16",
     sample_rate=16000,
@@ -165,6 +184,7 @@ SLIN16 = WireFormat(
     _decode=slin_decode,
     _encode=slin_encode,
     receive_payload_types=None,
+    send_as=SLIN8_OUT,
 )
 
 WIRE_FORMATS: dict[str, WireFormat] = {w.name: w for w in (ULAW, SLIN16)}

@@ -42,7 +42,8 @@ class OutboundPacer:
         on_sent: Callable[[Hashable | None], None] | None = None,
     ) -> None:
         self._send = endpoint_send
-        self.wire = wire
+        # A leg may send in another format than it receives (slin16: 8 kHz back).
+        self.wire = wire = wire.outbound
         self.ssrc = ssrc if ssrc is not None else random.getrandbits(32)
         self._clock = clock
         self.on_sent = on_sent

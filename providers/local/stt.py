@@ -96,10 +96,12 @@ class _WorkerPool:
     futures of whichever loop asked.
     """
 
-    def __init__(self, spec: sphinx.GrammarSpec, cap: int) -> None:
-        self.spec = spec
+    def __init__(self, requested: sphinx.GrammarSpec, cap: int) -> None:
+        self.requested = requested
         self.cap = cap
         self._lock = threading.Lock()
+        self._plan_lock = threading.Lock()
+        self._spec: sphinx.GrammarSpec | None = None
         self._free: list[_Worker] = []
         self._count = 0  # started or starting, free or lent
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
@@ -121,10 +123,27 @@ class _WorkerPool:
             if isinstance(result, BaseException):
                 raise result
 
+    def spec(self) -> sphinx.GrammarSpec:
+        """The grammar the dictionary can pronounce, planned once (reads the dictionary: blocks)."""
+        with self._plan_lock:
+            if self._spec is None:
+                plan = sphinx.plan_grammar(self.requested.phrases, self.requested.phone_penalty)
+                if plan.dropped_words:
+                    log.warning(
+                        "words not in the pocketsphinx dictionary left out of the grammar: %s",
+                        ", ".join(plan.dropped_words),
+                    )
+                if not plan.spec.phrases:
+                    raise ProviderError(
+                        "no phrase of the grammar can be pronounced", provider="local", retryable=False
+                    )
+                self._spec = plan.spec
+            return self._spec
+
     def _start_blocking(self) -> None:
         """Start one worker (``_count`` already counts it) and put it in the pool."""
         try:
-            worker = _Worker(self.spec)
+            worker = _Worker(self.spec())
         except BaseException:
             with self._lock:
                 self._count -= 1
@@ -215,16 +234,12 @@ class PocketsphinxSTT(STT):
         prewarm: int = 2,
         max_decoders: int | None = None,
     ) -> None:
-        plan = sphinx.plan_grammar(phrases, phone_penalty)
-        if not plan.spec.phrases:
-            raise ProviderError("no usable phrases for the grammar", provider=self.name, retryable=False)
-        if plan.dropped_words:
-            log.warning(
-                "words not in the pocketsphinx dictionary left out of the grammar: %s",
-                ", ".join(plan.dropped_words),
-            )
-        self.spec = plan.spec
-        self.dropped_words = plan.dropped_words
+        # Only normalised here: the dictionary is read off the event loop,
+        # when the first decoder starts.
+        normalised = (" ".join(sphinx.normalise_words(p)) for p in phrases)
+        self.spec = sphinx.GrammarSpec(tuple(sorted(set(filter(None, normalised)))), phone_penalty)
+        if not self.spec.phrases:
+            raise ProviderError("no phrases for the grammar", provider=self.name, retryable=False)
         self._prewarm = prewarm
         cap = max_decoders if max_decoders is not None else max(2, os.cpu_count() or 2)
         with self._pools_lock:

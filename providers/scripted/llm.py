@@ -21,18 +21,38 @@ _DTMF_RE = re.compile(r"^\s*caller pressed\s+([0-9*#a-d])\s*\.?\s*$", re.IGNOREC
 # Words that say little about what the caller wants: shared by many
 # questions, they count a quarter of a word in the overlap score.
 _FUNCTION_WORDS = frozenset(
-    "a an the i i'm im me my you your we us our it its is are was be been am do does did can could "
-    "would will should to on in at of for and or with that this there please just like id i'd".split()
+    "a an the i me my you your we us our it its is are was be been am do does did can could not "
+    "would will should to on in at of for and or with that this there please just like".split()
 )
 _FUNCTION_WEIGHT = 0.25
 DEFAULT_THRESHOLD = 0.5
 
 
+_CONTRACTIONS = {
+    "what's": "what is",
+    "where's": "where is",
+    "when's": "when is",
+    "that's": "that is",
+    "it's": "it is",
+    "i'd": "i would",
+    "i'm": "i am",
+    "i'll": "i will",
+    "you're": "you are",
+    "can't": "can not",
+    "cannot": "can not",
+    "don't": "do not",
+    "won't": "will not",
+}
+
+
 def normalise(text: str) -> tuple[str, ...]:
-    """Lower-case words, punctuation and apostrophes removed ("That's it!" -> ("thats", "it"))."""
-    return tuple(
-        w.replace("'", "") for w in _WORD_RE.findall(text.lower().replace("\u2019", "'")) if w.strip("'")
-    )
+    """Lower-case words without punctuation, contractions spelled out ("That's it!" -> that is it)."""
+    words: list[str] = []
+    for word in _WORD_RE.findall(text.lower().replace("\u2019", "'")):
+        word = word.strip("'")
+        if word:
+            words.extend(_CONTRACTIONS.get(word, word).replace("'", "").split())
+    return tuple(words)
 
 
 def _weight(word: str) -> float:
@@ -40,10 +60,10 @@ def _weight(word: str) -> float:
 
 
 def _overlap(said: tuple[str, ...], example: tuple[str, ...]) -> float:
-    """Weighted Jaccard similarity of the two word sets, 0..1."""
+    """Weighted Dice similarity of the two word sets, 0..1."""
     a, b = set(said), set(example)
-    union = sum(_weight(w) for w in a | b)
-    return sum(_weight(w) for w in a & b) / union if union else 0.0
+    total = sum(_weight(w) for w in a) + sum(_weight(w) for w in b)
+    return 2 * sum(_weight(w) for w in a & b) / total if total else 0.0
 
 
 def _contains(said: tuple[str, ...], example: tuple[str, ...]) -> bool:

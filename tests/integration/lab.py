@@ -492,9 +492,13 @@ class _Turn:
 
     n: int
     started: float  # wall clock
-    heard_at: float | None = None  # wall clock of the first loud frame
+    heard_at: float | None = None  # wall clock when the far end was first heard
     loud_run: float = 0.0  # seconds of consecutive loud audio
-    last_loud: float = 0.0  # wall clock of the last loud frame read
+    # Positions in the recording (seconds of audio read in this turn), not wall
+    # clock: Asterisk writes the recording through a buffer, so the file grows
+    # in bursts seconds behind real time; audio time is what the caller heard.
+    pos: float = 0.0
+    last_loud_pos: float = 0.0
 
 
 class _Script:
@@ -549,19 +553,20 @@ class _Script:
         turn = self.turn
         frames = self._new_audio()
         for frame in frames:
+            turn.pos += _FRAME_S
             loud = 20.0 * np.log10(max(float(np.sqrt(np.mean(frame * frame))), 1e-6)) > _LOUD_DBFS
             turn.loud_run = turn.loud_run + _FRAME_S if loud else 0.0
             if loud:
-                turn.last_loud = now
+                turn.last_loud_pos = turn.pos
             if turn.heard_at is None and turn.loud_run >= self.opts["noise_s"]:
                 turn.heard_at = now
                 self.lab._lab_event(self.handle.number, "caller-heard-start", n=turn.n)
         if turn.heard_at is None:
             if now - turn.started > self.opts["noise_timeout"]:
                 self._go(turn, "TIMEOUT")
-        elif now - turn.last_loud >= self.opts["silence_s"]:
-            # Wall clock, not samples: while the far end sends nothing the
-            # recording may not grow at all.
+        elif turn.pos - turn.last_loud_pos >= self.opts["silence_s"]:
+            # MixMonitor keeps the recording continuous (silence included)
+            # even while the far end sends no RTP.
             self._go(turn, "SILENCE")
         elif now - turn.heard_at > self.opts["turn_timeout"]:
             self._go(turn, "TURN_TIMEOUT")

@@ -110,6 +110,10 @@ def test_check_reports_a_profile_without_phrases() -> None:
     assert PocketsphinxSTT.check(frontdesk_context()) == []
 
 
-def test_no_usable_phrase_is_an_error() -> None:
-    with pytest.raises(ProviderError, match="no usable phrases"):
-        PocketsphinxSTT(("xyzzyq",))
+async def test_no_usable_phrase_is_an_error() -> None:
+    with pytest.raises(ProviderError, match="no phrases"):
+        PocketsphinxSTT(("?!",))
+    stt = PocketsphinxSTT(("xyzzyq",))
+    with pytest.raises(ProviderError, match="can be pronounced") as err:
+        await stt.prepare()
+    assert not err.value.retryable

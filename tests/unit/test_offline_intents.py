@@ -63,7 +63,9 @@ def _params() -> list[object]:
         for text, want in CASES:
             reason = KNOWN_MISSES.get((voice, text))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(voice, text, want, marks=marks, id=f"{voice}-{text.replace(' ', '_')}"))
+            params.append(
+                pytest.param(voice, text, want, marks=marks, id=f"{voice}-{text.replace(' ', '_')}")
+            )
     return params
 
 
@@ -74,7 +76,7 @@ def table() -> Iterator[list[tuple[str, str, str | None, str, str | None, float]
     PocketsphinxSTT.shutdown_pools()
     if not rows:
         return
-    print("\n\nvoice  question                            want       heard                          got        ms")
+    print(f"\n\n  {'voice':5} {'question':35} {'want':10} {'heard':30} {'got':10} {'ms':>4}")
     for voice, text, want, heard, got, ms in rows:
         mark = "  " if got == want else "XX"
         print(f"{mark}{voice:5} {text:35} {want or '-':10} {heard or '-':30} {got or '-':10} {ms:4.0f}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -72,7 +73,7 @@ def _tone(ms: int, freq: float = 1000.0, rate: int = 16000) -> np.ndarray:
 def _check_continuous(packets: list[RtpPacket], wire: WireFormat) -> None:
     for a, b in itertools.pairwise(packets):
         assert seq_diff(a.sequence, b.sequence) == 1
-        assert ts_diff(a.timestamp, b.timestamp) == wire.samples_per_frame
+        assert ts_diff(a.timestamp, b.timestamp) == wire.outbound.samples_per_frame
         assert b.ssrc == a.ssrc
 
 
@@ -90,7 +91,7 @@ async def test_headers_and_increments(leg: Leg, wire: WireFormat, pt: int) -> No
         assert {p.payload_type for p in pkts} == {pt}
         assert {p.ssrc for p in pkts} == {0xABCD}
         assert [p.marker for p in pkts] == [True] + [False] * 9
-        assert {len(p.payload) for p in pkts} == {wire.bytes_per_frame}
+        assert {len(p.payload) for p in pkts} == {wire.outbound.bytes_per_frame}
         _check_continuous(pkts, wire)
         assert pacer.frames_sent("hello") == 10
         assert pacer.packets_sent == 10 and not pacer.speaking and pacer.queued_ms == 0
@@ -105,17 +106,21 @@ async def test_audio_survives_resample_and_encode(leg: Leg, wire: WireFormat) ->
     try:
         frames = pacer.enqueue(_tone(400, 1000.0))
         await leg.receiver.wait_for(frames)
-        pcm = np.concatenate([wire.decode(p.payload) for p in leg.receiver.packets]).astype(np.float64)
-        core = pcm[wire.sample_rate // 20 : -wire.sample_rate // 20]
+        pcm = np.concatenate([wire.outbound.decode(p.payload) for p in leg.receiver.packets]).astype(np.float64)
+        core = pcm[wire.outbound.sample_rate // 20 : -wire.outbound.sample_rate // 20]
         spectrum = np.abs(np.fft.rfft(core * np.hanning(core.size)))
-        assert np.argmax(spectrum) * wire.sample_rate / core.size == pytest.approx(1000, abs=5)
+        assert np.argmax(spectrum) * wire.outbound.sample_rate / core.size == pytest.approx(1000, abs=5)
         assert np.sqrt(np.mean(core**2)) == pytest.approx(8000 / np.sqrt(2), rel=0.05)
     finally:
         await pacer.stop()
 
 
+# A 16 kHz leg in both directions, so frame sizes equal session samples.
+WIDE = dataclasses.replace(SLIN16, send_as=None)
+
+
 async def test_second_talkspurt_gets_marker_and_true_clock(leg: Leg) -> None:
-    pacer = OutboundPacer(leg.send, SLIN16)
+    pacer = OutboundPacer(leg.send, WIDE)
     pacer.start()
     try:
         pacer.enqueue(_tone(60))
@@ -130,13 +135,13 @@ async def test_second_talkspurt_gets_marker_and_true_clock(leg: Leg) -> None:
         gap_ticks = ts_diff(pkts[2].timestamp, pkts[3].timestamp) // 320
         assert ts_diff(pkts[2].timestamp, pkts[3].timestamp) % 320 == 0
         assert gap_ticks >= 10  # the RTP clock moved on through the silence (>= 200 ms passed)
-        _check_continuous(pkts[3:], SLIN16)
+        _check_continuous(pkts[3:], WIDE)
     finally:
         await pacer.stop()
 
 
 async def test_partial_frame_padded_and_streaming_carry(leg: Leg) -> None:
-    pacer = OutboundPacer(leg.send, SLIN16)
+    pacer = OutboundPacer(leg.send, WIDE)
     assert pacer.enqueue(np.full(330, 1000, dtype=np.int16)) == 2  # 320 + 10 padded to 320
     assert pacer.enqueue(np.full(330, 2000, dtype=np.int16), final=False) == 1  # 10 held back
     assert pacer.enqueue(np.full(310, 3000, dtype=np.int16).tobytes()) == 1  # 10 + 310 = one frame
@@ -145,7 +150,7 @@ async def test_partial_frame_padded_and_streaming_carry(leg: Leg) -> None:
     try:
         await pacer.wait_idle()
         await leg.receiver.wait_for(4)
-        frames = [SLIN16.decode(p.payload) for p in leg.receiver.packets]
+        frames = [WIDE.decode(p.payload) for p in leg.receiver.packets]
         assert frames[1][:10].tolist() == [1000] * 10 and not frames[1][10:].any()
         assert frames[3][:10].tolist() == [2000] * 10 and frames[3][10:].tolist() == [3000] * 310
     finally:

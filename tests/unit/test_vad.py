@@ -84,10 +84,8 @@ def test_a_click_is_not_an_utterance() -> None:
 
 def test_noise_bursts_then_speech_gives_only_the_speech() -> None:
     words = telephone("where are you located")
-    audio = np.concatenate(
-        [silence(400), noise(60, -12, seed=1), silence(800), noise(40, -12, seed=2), silence(800), words]
-        + [silence(1200)]
-    )
+    bursts = [silence(400), noise(60, -12, seed=1), silence(800), noise(40, -12, seed=2), silence(800)]
+    audio = np.concatenate([*bursts, words, silence(1200)])
     start, _ = loud_span_ms(words, 400 + 60 + 800 + 40 + 800)
     events = run(VoiceActivityDetector(min_speech_ms=200), audio)
     kept = [e for e, audio in events if isinstance(e, SpeechEnded) and not e.discarded]
