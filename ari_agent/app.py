@@ -49,7 +49,9 @@ class AgentApp:
         self.settings = settings
         self.metrics = Metrics()
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
-        self.ari = AriClient(settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value())
+        self.ari = AriClient(
+            settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value()
+        )
         self.listener = EventListener(
             settings.ari.url,
             settings.ari.username,

@@ -9,7 +9,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -137,7 +145,8 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
     if err["type"] == "extra_forbidden":
         fix = f"remove '{dotted}' ({source}); it is not a known setting"
     elif err["type"] == "literal_error":
-        fix = f"set {env_name(loc)} (or '{dotted}' in the config file) to {problem.removeprefix('Input should be ')}"
+        allowed = problem.removeprefix("Input should be ")
+        fix = f"set {env_name(loc)} (or '{dotted}' in the config file) to {allowed}"
     elif loc and loc[0] == "profiles":
         fix = f"correct '{dotted}' in the profile in the config file"
     else:
@@ -159,7 +168,9 @@ def load_settings(config_file: str | Path | None = None) -> Settings:
             tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError("config", f"{path} is not valid TOML: {exc}.", "correct the file") from None
-        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+        cls = type(
+            "FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+        )
         source = f"environment or {path}"
     try:
         settings = cls()

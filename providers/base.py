@@ -13,19 +13,19 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ari_agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class ProviderError(AgentError):
     """A provider failed. ``retryable`` says whether trying again may help."""
 
-    def __init__(
-        self, message: str, *, provider: str, retryable: bool, status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, provider: str, retryable: bool, status: int | None = None) -> None:
         self.provider = provider
         self.retryable = retryable
         self.status = status
@@ -42,6 +42,40 @@ class ProviderError(AgentError):
 class ProviderTimeout(ProviderError):
     def __init__(self, provider: str, what: str, seconds: float) -> None:
         super().__init__(f"{what} timed out after {seconds:g} s", provider=provider, retryable=True)
+
+
+def as_provider_error(provider: str, exc: Exception) -> ProviderError:
+    """An adapter bug or an SDK failure becomes a ProviderError, so it never kills the call."""
+    if isinstance(exc, ProviderError):
+        return exc
+    return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, retryable=True)
+
+
+async def guarded_stream(
+    stream: AsyncIterator[T], *, provider: str, what: str, first_timeout: float
+) -> AsyncIterator[T]:
+    """Re-yield ``stream`` with a deadline on its first item and errors as ProviderError."""
+    iterator = stream.__aiter__()
+    first = True
+    try:
+        while True:
+            try:
+                if first:
+                    item = await asyncio.wait_for(anext(iterator), first_timeout)
+                    first = False
+                else:
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ProviderTimeout(provider, what, first_timeout) from None
+            except Exception as exc:
+                raise as_provider_error(provider, exc) from exc
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 # --------------------------------------------------------------------------
@@ -108,10 +142,8 @@ class STT(ABC):
             return await asyncio.wait_for(self._recognize(pcm, sample_rate), self.timeout)
         except TimeoutError:
             raise ProviderTimeout(self.name, "recognition", self.timeout) from None
-        except ProviderError:
-            raise
-        except Exception as exc:  # an adapter bug or SDK failure must not kill the call
-            raise ProviderError(f"{type(exc).__name__}: {exc}", provider=self.name, retryable=True) from exc
+        except Exception as exc:
+            raise as_provider_error(self.name, exc) from exc
 
     async def aclose(self) -> None:
         await self._aclose()
@@ -169,23 +201,12 @@ class LLM(ABC):
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
     ) -> AsyncIterator[LLMEvent]:
         """Stream the reply: text deltas and tool calls, in order."""
-        stream = self._chat(messages, tools).__aiter__()
-        first = True
-        while True:
-            try:
-                if first:
-                    event = await asyncio.wait_for(anext(stream), self.first_token_timeout)
-                    first = False
-                else:
-                    event = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise ProviderTimeout(self.name, "first token", self.first_token_timeout) from None
-            except ProviderError:
-                raise
-            except Exception as exc:
-                raise ProviderError(f"{type(exc).__name__}: {exc}", provider=self.name, retryable=True) from exc
+        async for event in guarded_stream(
+            self._chat(messages, tools),
+            provider=self.name,
+            what="first token",
+            first_timeout=self.first_token_timeout,
+        ):
             yield event
 
     async def aclose(self) -> None:
@@ -215,23 +236,12 @@ class TTS(ABC):
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Stream PCM16 mono chunks at ``sample_rate``."""
-        stream = self._synthesize(text, sample_rate).__aiter__()
-        first = True
-        while True:
-            try:
-                if first:
-                    chunk = await asyncio.wait_for(anext(stream), self.first_audio_timeout)
-                    first = False
-                else:
-                    chunk = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise ProviderTimeout(self.name, "first audio", self.first_audio_timeout) from None
-            except ProviderError:
-                raise
-            except Exception as exc:
-                raise ProviderError(f"{type(exc).__name__}: {exc}", provider=self.name, retryable=True) from exc
+        async for chunk in guarded_stream(
+            self._synthesize(text, sample_rate),
+            provider=self.name,
+            what="first audio",
+            first_timeout=self.first_audio_timeout,
+        ):
             if chunk:
                 yield chunk
 

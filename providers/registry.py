@@ -20,7 +20,6 @@ _REGISTRY: dict[Stage, dict[str, str]] = {
 }
 
 
-
 class _Factory(Protocol):
     @classmethod
     def create(cls, ctx: ProviderContext) -> object: ...

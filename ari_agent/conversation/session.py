@@ -445,7 +445,5 @@ class CallSession:
         if self.deps.records is not None:
             await self.deps.records.write(self.record)
         self.state = "ended"
-        log.info(
-            "call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono
-        )
+        log.info("call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono)
         self.deps.on_done(self)

@@ -12,7 +12,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.active_calls = Gauge("ari_agent_active_calls", "Calls in progress", registry=r)
-        self.calls = Counter("ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r)
+        self.calls = Counter(
+            "ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r
+        )
         self.rtp_in = Counter("ari_agent_rtp_packets_in", "RTP packets accepted from Asterisk", registry=r)
         self.rtp_out = Counter("ari_agent_rtp_packets_out", "RTP packets sent to Asterisk", registry=r)
         self.rtp_dropped = Counter(
@@ -33,4 +35,6 @@ class Metrics:
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
             registry=r,
         )
-        self.barge_ins = Counter("ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r)
+        self.barge_ins = Counter(
+            "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
+        )

@@ -106,7 +106,9 @@ async def test_audio_survives_resample_and_encode(leg: Leg, wire: WireFormat) ->
     try:
         frames = pacer.enqueue(_tone(400, 1000.0))
         await leg.receiver.wait_for(frames)
-        pcm = np.concatenate([wire.outbound.decode(p.payload) for p in leg.receiver.packets]).astype(np.float64)
+        pcm = np.concatenate([wire.outbound.decode(p.payload) for p in leg.receiver.packets]).astype(
+            np.float64
+        )
         core = pcm[wire.outbound.sample_rate // 20 : -wire.outbound.sample_rate // 20]
         spectrum = np.abs(np.fft.rfft(core * np.hanning(core.size)))
         assert np.argmax(spectrum) * wire.outbound.sample_rate / core.size == pytest.approx(1000, abs=5)
