@@ -117,15 +117,19 @@ class AgentApp:
                 log.error("profile %s cannot take calls: %s", name, exc)
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
-        ctx = profile.provider_context(name)
-        for stage, wanted in (("stt", profile.stt[0]), ("llm", profile.llm[0]), ("tts", profile.tts[0])):
-            problems = registry.check(stage, wanted, ctx)  # type: ignore[arg-type]
+        stages: tuple[tuple[registry.Stage, str], ...] = (
+            ("stt", profile.stt[0]),
+            ("llm", profile.llm[0]),
+            ("tts", profile.tts[0]),
+        )
+        for stage, wanted in stages:
+            problems = registry.check(stage, wanted, profile.provider_context(name, wanted))
             if problems:
                 raise ProfileUnavailable(f"{stage} provider {wanted}: {'; '.join(problems)}")
         providers = ProfileProviders(
-            stt=registry.create_stt(profile.stt[0], ctx),
-            llm=registry.create_llm(profile.llm[0], ctx),
-            tts=registry.create_tts(profile.tts[0], ctx),
+            stt=registry.create_stt(profile.stt[0], profile.provider_context(name, profile.stt[0])),
+            llm=registry.create_llm(profile.llm[0], profile.provider_context(name, profile.llm[0])),
+            tts=registry.create_tts(profile.tts[0], profile.provider_context(name, profile.tts[0])),
         )
         await asyncio.gather(
             providers.stt.prepare(),

@@ -37,7 +37,6 @@ def profile_problems(settings: Settings) -> list[str]:
     """What stops each profile's providers from running, each naming the field."""
     problems: list[str] = []
     for name, profile in sorted(settings.all_profiles().items()):
-        ctx = profile.provider_context(name)
         stages: tuple[tuple[registry.Stage, list[str]], ...] = (
             ("stt", profile.stt),
             ("llm", profile.llm),
@@ -45,7 +44,7 @@ def profile_problems(settings: Settings) -> list[str]:
         )
         for stage, wanted in stages:
             for provider in wanted:
-                for problem in registry.check(stage, provider, ctx):
+                for problem in registry.check(stage, provider, profile.provider_context(name, provider)):
                     problems.append(f"profiles.{name}.{stage} ({provider}): {problem}")
     return problems
 

@@ -52,15 +52,15 @@ def as_provider_error(provider: str, exc: Exception) -> ProviderError:
 
 
 async def guarded_stream(
-    stream: AsyncIterator[T], *, provider: str, what: str, first_timeout: float
+    stream: AsyncIterator[T], *, provider: str, what: str, first_timeout: float | None
 ) -> AsyncIterator[T]:
-    """Re-yield ``stream`` with a deadline on its first item and errors as ProviderError."""
+    """Re-yield ``stream`` with a deadline on its first item (None: none) and errors as ProviderError."""
     iterator = stream.__aiter__()
     first = True
     try:
         while True:
             try:
-                if first:
+                if first and first_timeout is not None:
                     item = await asyncio.wait_for(anext(iterator), first_timeout)
                     first = False
                 else:
@@ -68,7 +68,7 @@ async def guarded_stream(
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise ProviderTimeout(provider, what, first_timeout) from None
+                raise ProviderTimeout(provider, what, first_timeout or 0.0) from None
             except Exception as exc:
                 raise as_provider_error(provider, exc) from exc
             yield item
@@ -115,6 +115,18 @@ class ProviderContext:
 
 
 @dataclass(frozen=True)
+class AudioSpec:
+    """How audio crosses a provider boundary: PCM16 mono little-endian, or G.711 µ-law."""
+
+    encoding: Literal["pcm16", "mulaw"] = "pcm16"
+    sample_rate: int = 16000
+
+
+PCM16_16K = AudioSpec()
+MULAW_8K = AudioSpec("mulaw", 8000)
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str  # empty when nothing usable was recognised
     confidence: float | None = None
@@ -123,25 +135,117 @@ class Transcript:
 
 @dataclass(frozen=True)
 class STTCapabilities:
-    streaming: bool = False
-    endpointing: bool = False
+    streaming: bool = False  # a live stream with interim results
+    endpointing: bool = False  # the provider itself tells when the caller's turn ended
+    input_specs: tuple[AudioSpec, ...] = (PCM16_16K,)  # what stream() accepts, preferred first
+
+
+# Events of a live recognition stream.
+@dataclass(frozen=True)
+class InterimTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class FinalTranscript:
+    """A finished stretch of the caller's speech; a turn may have several."""
+
+    text: str
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    """The provider's own endpointing says the caller finished their turn."""
+
+
+@dataclass(frozen=True)
+class ProviderSpeechStarted:
+    """The provider heard speech start (its own VAD)."""
+
+
+SpeechEvent = InterimTranscript | FinalTranscript | EndOfTurn | ProviderSpeechStarted
+
+
+class SpeechStream(ABC):
+    """Live recognition for one call.
+
+    ``push`` never blocks (audio in the stream's ``spec``); ``finalize`` asks
+    for the final transcript of what was pushed since the last turn (the
+    local end of turn); ``events`` yields results until ``aclose``.
+    """
+
+    def __init__(self, provider: str, spec: AudioSpec) -> None:
+        self.provider = provider
+        self.spec = spec
+        self.closed = False
+
+    def push(self, audio: bytes) -> None:
+        if not self.closed:
+            self._push(audio)
+
+    async def finalize(self) -> None:
+        try:
+            await self._finalize()
+        except Exception as exc:
+            raise as_provider_error(self.provider, exc) from exc
+
+    async def events(self) -> AsyncIterator[SpeechEvent]:
+        # No first-item deadline: a silent caller legitimately produces nothing.
+        async for event in guarded_stream(
+            self._events(), provider=self.provider, what="events", first_timeout=None
+        ):
+            yield event
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._aclose()
+        except Exception as exc:
+            log.debug("closing %s stream: %s", self.provider, exc)
+
+    @abstractmethod
+    def _push(self, audio: bytes) -> None: ...
+
+    @abstractmethod
+    async def _finalize(self) -> None: ...
+
+    @abstractmethod
+    def _events(self) -> AsyncIterator[SpeechEvent]: ...
+
+    async def _aclose(self) -> None:
+        return None
 
 
 class STT(ABC):
     name: str = "stt"
     capabilities: STTCapabilities = STTCapabilities()
     timeout: float = 10.0
+    connect_timeout: float = 5.0
 
     async def prepare(self) -> None:
         """Load models or open pools before the first call (off the event loop)."""
         await self._prepare()
 
     async def recognize(self, pcm: bytes, sample_rate: int) -> Transcript:
-        """Transcribe one finished utterance."""
+        """Transcribe one finished utterance (PCM16)."""
         try:
             return await asyncio.wait_for(self._recognize(pcm, sample_rate), self.timeout)
         except TimeoutError:
             raise ProviderTimeout(self.name, "recognition", self.timeout) from None
+        except Exception as exc:
+            raise as_provider_error(self.name, exc) from exc
+
+    async def stream(self, spec: AudioSpec = PCM16_16K) -> SpeechStream:
+        """Open a live recognition stream; providers without one get turn-by-turn recognition."""
+        if spec not in self.capabilities.input_specs:
+            raise ProviderError(f"audio {spec} not supported", provider=self.name, retryable=False)
+        try:
+            return await asyncio.wait_for(self._open_stream(spec), self.connect_timeout)
+        except TimeoutError:
+            raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
         except Exception as exc:
             raise as_provider_error(self.name, exc) from exc
 
@@ -154,8 +258,44 @@ class STT(ABC):
     async def _aclose(self) -> None:
         return None
 
+    async def _open_stream(self, spec: AudioSpec) -> SpeechStream:
+        return BufferedSpeechStream(self, spec)
+
     @abstractmethod
     async def _recognize(self, pcm: bytes, sample_rate: int) -> Transcript: ...
+
+
+class BufferedSpeechStream(SpeechStream):
+    """A stream over ``STT.recognize``: buffers a turn, recognises it on ``finalize``."""
+
+    def __init__(self, stt: STT, spec: AudioSpec) -> None:
+        if spec.encoding != "pcm16":
+            raise ValueError("turn-by-turn recognition takes PCM16")
+        super().__init__(stt.name, spec)
+        self._stt = stt
+        self._buffer = bytearray()
+        self._queue: asyncio.Queue[SpeechEvent | BaseException] = asyncio.Queue()
+
+    def _push(self, audio: bytes) -> None:
+        self._buffer += audio
+
+    async def _finalize(self) -> None:
+        audio = bytes(self._buffer)
+        self._buffer.clear()
+        try:
+            transcript = await self._stt.recognize(audio, self.spec.sample_rate)
+        except ProviderError as exc:
+            self._queue.put_nowait(exc)
+            return
+        self._queue.put_nowait(FinalTranscript(transcript.text, transcript.confidence))
+        self._queue.put_nowait(EndOfTurn())
+
+    async def _events(self) -> AsyncIterator[SpeechEvent]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 # --------------------------------------------------------------------------
@@ -256,3 +396,143 @@ class TTS(ABC):
 
     @abstractmethod
     def _synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]: ...
+
+
+# --------------------------------------------------------------------------
+# Speech-to-speech (realtime)
+
+
+@dataclass(frozen=True)
+class RealtimeCapabilities:
+    # Audio the provider takes and gives, preferred first; the session picks
+    # the call's own format when listed, so nothing is resampled needlessly.
+    audio_specs: tuple[AudioSpec, ...] = (PCM16_16K,)
+    turn_detection: tuple[str, ...] = ("server_vad",)
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    instructions: str = ""
+    voice: str | None = None
+    language: str = "en-US"
+    tools: tuple[ToolSpec, ...] = ()
+    turn_detection: str = "server_vad"  # or "semantic_vad"
+    audio: AudioSpec = PCM16_16K  # both directions
+    greeting: str = ""  # said first, as is
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentAudio:
+    audio: bytes  # in the session's AudioSpec
+    item_id: str
+
+
+@dataclass(frozen=True)
+class AgentTranscript:
+    """What the agent said in one response item (the full text once done)."""
+
+    text: str
+    item_id: str
+
+
+@dataclass(frozen=True)
+class CallerSpeechStarted:
+    """The provider heard the caller start speaking: barge-in if the agent talks."""
+
+
+@dataclass(frozen=True)
+class CallerTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    """The agent finished a response (all its audio has been delivered)."""
+
+
+RealtimeEvent = (
+    AgentAudio | AgentTranscript | CallerSpeechStarted | CallerTranscript | ToolCall | ResponseDone
+)
+
+
+class RealtimeSession(ABC):
+    """One call's live speech-to-speech conversation."""
+
+    def __init__(self, provider: str, config: RealtimeConfig) -> None:
+        self.provider = provider
+        self.config = config
+        self.closed = False
+
+    def push(self, audio: bytes) -> None:
+        """Caller audio in ``config.audio``; never blocks."""
+        if not self.closed:
+            self._push(audio)
+
+    async def events(self) -> AsyncIterator[RealtimeEvent]:
+        async for event in guarded_stream(
+            self._events(), provider=self.provider, what="events", first_timeout=None
+        ):
+            yield event
+
+    async def interrupt(self, item_id: str, heard_ms: int) -> None:
+        """Barge-in: stop the response and keep only what the caller heard in the history."""
+        try:
+            await self._interrupt(item_id, heard_ms)
+        except Exception as exc:
+            raise as_provider_error(self.provider, exc) from exc
+
+    async def tool_result(self, call_id: str, output: str) -> None:
+        try:
+            await self._tool_result(call_id, output)
+        except Exception as exc:
+            raise as_provider_error(self.provider, exc) from exc
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._aclose()
+        except Exception as exc:
+            log.debug("closing %s session: %s", self.provider, exc)
+
+    @abstractmethod
+    def _push(self, audio: bytes) -> None: ...
+
+    @abstractmethod
+    def _events(self) -> AsyncIterator[RealtimeEvent]: ...
+
+    @abstractmethod
+    async def _interrupt(self, item_id: str, heard_ms: int) -> None: ...
+
+    @abstractmethod
+    async def _tool_result(self, call_id: str, output: str) -> None: ...
+
+    async def _aclose(self) -> None:
+        return None
+
+
+class Realtime(ABC):
+    name: str = "realtime"
+    capabilities: RealtimeCapabilities = RealtimeCapabilities()
+    connect_timeout: float = 10.0
+
+    async def prepare(self) -> None:
+        return None
+
+    async def connect(self, config: RealtimeConfig) -> RealtimeSession:
+        if config.audio not in self.capabilities.audio_specs:
+            raise ProviderError(f"audio {config.audio} not supported", provider=self.name, retryable=False)
+        try:
+            return await asyncio.wait_for(self._connect(config), self.connect_timeout)
+        except TimeoutError:
+            raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
+        except Exception as exc:
+            raise as_provider_error(self.name, exc) from exc
+
+    async def aclose(self) -> None:
+        return None
+
+    @abstractmethod
+    async def _connect(self, config: RealtimeConfig) -> RealtimeSession: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,11 @@ class ProfileConfig(_Model):
     stt: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
     llm: list[str] = Field(default_factory=lambda: ["scripted"], min_length=1)
     tts: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
+    # Speech-to-speech instead of the three stages, when set (failover order).
+    realtime: list[str] = []
+    # Per provider name: its own settings (model, base_url, voice...), e.g.
+    # [profiles.x.options.openai] model = "gpt-4o-mini"
+    options: dict[str, dict[str, Any]] = {}
     intents: list[IntentConfig] = []
     fallback_reply: str = "Sorry, I did not catch that."
     apology: str = "Sorry, I cannot help right now. Please hold."
@@ -70,7 +75,8 @@ class ProfileConfig(_Model):
                 )
         return self
 
-    def provider_context(self, name: str) -> ProviderContext:
+    def provider_context(self, name: str, provider: str | None = None) -> ProviderContext:
+        """What a provider factory needs for this profile (``provider``: whose options)."""
         intents = tuple(
             Intent(
                 name=i.name,
@@ -91,6 +97,7 @@ class ProfileConfig(_Model):
             hints=hints,
             intents=intents,
             fallback_reply=self.fallback_reply,
+            options=self.options.get(provider, {}) if provider else {},
         )
 
     def known_phrases(self) -> list[str]:
