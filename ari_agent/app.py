@@ -22,7 +22,8 @@ from ari_agent.ari.events import (
 from ari_agent.ari.websocket import EventListener
 from ari_agent.config import Settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
-from ari_agent.conversation.session import SESSION_RATE, CallSession, ProfileProviders, SessionDeps
+from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
+from ari_agent.conversation.speech import SESSION_RATE
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import make_http_app
 from ari_agent.observability.logs import call_id_var
@@ -126,17 +127,22 @@ class AgentApp:
             problems = registry.check(stage, wanted, profile.provider_context(name, wanted))
             if problems:
                 raise ProfileUnavailable(f"{stage} provider {wanted}: {'; '.join(problems)}")
-        providers = ProfileProviders(
-            stt=registry.create_stt(profile.stt[0], profile.provider_context(name, profile.stt[0])),
-            llm=registry.create_llm(profile.llm[0], profile.provider_context(name, profile.llm[0])),
-            tts=registry.create_tts(profile.tts[0], profile.provider_context(name, profile.tts[0])),
-        )
-        await asyncio.gather(
-            providers.stt.prepare(),
-            providers.llm.prepare(),
-            providers.tts.prepare(profile.known_phrases(), SESSION_RATE),
-        )
-        return providers
+        stt = registry.create_stt(profile.stt[0], profile.provider_context(name, profile.stt[0]))
+        llm = registry.create_llm(profile.llm[0], profile.provider_context(name, profile.llm[0]))
+        tts = registry.create_tts(profile.tts[0], profile.provider_context(name, profile.tts[0]))
+        await asyncio.gather(stt.prepare(), llm.prepare(), tts.prepare(profile.known_phrases(), SESSION_RATE))
+        canned = await self._canned(name, profile)
+        return ProfileProviders(stt=stt, llm=llm, tts=tts, canned=canned)
+
+    async def _canned(self, name: str, profile: ProfileConfig) -> dict[str, bytes]:
+        """The apology and error replies, synthesised now by the apology voice (offline by default)."""
+        voice = registry.create_tts(profile.apology_tts, profile.provider_context(name, profile.apology_tts))
+        canned: dict[str, bytes] = {}
+        for phrase in profile.canned_phrases():
+            chunks = [chunk async for chunk in voice.synthesize(phrase, SESSION_RATE)]
+            canned[phrase] = b"".join(chunks)
+        await voice.aclose()
+        return canned
 
     # ------------------------------------------------------------------
     # ARI events

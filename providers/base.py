@@ -92,6 +92,8 @@ class Intent:
     action: Literal["none", "hangup", "transfer"] = "none"
     destination: str | None = None  # a transfer destination name
     dtmf: str | None = None  # a digit that selects this intent
+    result: str | None = None  # sets AI_AGENT_RESULT (tool set_variable)
+    capture: str | None = None  # the caller's next answer is captured into this field
 
 
 @dataclass(frozen=True)

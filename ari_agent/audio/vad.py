@@ -94,6 +94,15 @@ class VoiceActivityDetector:
         """Stream time: milliseconds of audio processed since the start or the last reset."""
         return self._now_ms
 
+    @property
+    def speech_ms(self) -> int:
+        """Voiced milliseconds in the utterance under way (0 when not speaking)."""
+        return self._speech_ms if self._speaking else 0
+
+    def current_audio(self) -> bytes:
+        """The utterance under way so far, pre-roll included (empty when not speaking)."""
+        return b"".join(self._current) if self._speaking else b""
+
     def utterance(self) -> bytes:
         """Audio of the last finished utterance (empty if discarded or none yet)."""
         return self._utterance

@@ -39,11 +39,15 @@ class Turn:
     text: str
     at: str
     interrupted: bool = False
+    # Per-stage milliseconds of the turn that produced this reply (agent turns).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.interrupted:
             del data["interrupted"]
+        if not self.timings:
+            del data["timings"]
         return data
 
 
@@ -57,6 +61,8 @@ class CallRecord:
     ended_at: str | None = None
     end_reason: EndReason | None = None
     turns: list[Turn] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)  # captured by the capture tool
+    variables: dict[str, str] = field(default_factory=dict)  # set on the channel (AI_AGENT_RESULT, AI_FIELD_*)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +74,7 @@ class CallRecord:
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
             "turns": [t.to_json() for t in self.turns],
+            "fields": self.fields,
         }
 
 

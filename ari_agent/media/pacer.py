@@ -40,6 +40,7 @@ class OutboundPacer:
         clock: Callable[[], float] = time.monotonic,
         *,
         on_sent: Callable[[Hashable | None], None] | None = None,
+        on_audio_sent: Callable[[Pcm, float], None] | None = None,
     ) -> None:
         self._send = endpoint_send
         # A leg may send in another format than it receives (slin16: 8 kHz back).
@@ -47,6 +48,8 @@ class OutboundPacer:
         self.ssrc = ssrc if ssrc is not None else random.getrandbits(32)
         self._clock = clock
         self.on_sent = on_sent
+        # Gets each frame's audio (at the wire rate) as it leaves: the echo guard's reference.
+        self.on_audio_sent = on_audio_sent
         self._spf = wire.samples_per_frame
         self._seq = random.getrandbits(16)
         self._ts_base = random.getrandbits(32)
@@ -208,3 +211,8 @@ class OutboundPacer:
                 self.on_sent(tag)
             except Exception:
                 log.exception("on_sent callback failed")
+        if self.on_audio_sent is not None:
+            try:
+                self.on_audio_sent(self.wire.decode(frame), now)
+            except Exception:
+                log.exception("on_audio_sent callback failed")

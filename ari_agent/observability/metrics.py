@@ -30,11 +30,40 @@ class Metrics:
         )
         self.turn_latency = Histogram(
             "ari_agent_turn_latency_seconds",
-            "End of caller speech to first agent audio handed to the pacer",
+            "End of the caller's speech to the first packet of the agent's reply sent",
             ["profile"],
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
             registry=r,
         )
         self.barge_ins = Counter(
             "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
+        )
+        fast = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
+        self.barge_in_reaction = Histogram(
+            "ari_agent_barge_in_reaction_seconds",
+            "Caller speech onset to the agent's audio flushed",
+            ["profile"],
+            buckets=fast,
+            registry=r,
+        )
+        self.stt_latency = Histogram(
+            "ari_agent_stt_final_latency_seconds",
+            "Local end of the caller's turn to the final transcript",
+            ["provider", "profile"],
+            buckets=fast,
+            registry=r,
+        )
+        self.llm_first_token = Histogram(
+            "ari_agent_llm_first_token_seconds",
+            "LLM request to its first token",
+            ["provider", "profile"],
+            buckets=fast,
+            registry=r,
+        )
+        self.tts_first_audio = Histogram(
+            "ari_agent_tts_first_audio_seconds",
+            "Text handed to TTS to its first audio",
+            ["provider", "profile"],
+            buckets=fast,
+            registry=r,
         )

@@ -26,6 +26,10 @@ class IntentConfig(_Model):
     action: Literal["none", "hangup", "transfer"] = "none"
     destination: str | None = None
     dtmf: str | None = Field(None, pattern=r"^[0-9*#]$")
+    # Sets AI_AGENT_RESULT so the dialplan can branch after the call comes back.
+    result: str | None = None
+    # The caller's next answer is captured into this field (AI_FIELD_<NAME>).
+    capture: str | None = None
 
 
 class DestinationConfig(_Model):
@@ -54,15 +58,46 @@ class ProfileConfig(_Model):
     fallback_reply: str = "Sorry, I did not catch that."
     apology: str = "Sorry, I cannot help right now. Please hold."
     destinations: dict[str, DestinationConfig] = {}
+    # Tools the dialog or the LLM may call.
+    tools: list[Literal["hangup", "transfer", "capture", "set_variable"]] = ["hangup", "transfer"]
+    capture_fields: list[str] = []  # names the capture tool accepts, e.g. name, callback_number
+    variables: list[str] = ["AI_AGENT_RESULT"]  # channel variables set_variable may set
+    # Channel variables templated into the instructions as {NAME} (besides
+    # {caller_number}, {caller_name}, {extension}, {context}).
+    template_variables: list[str] = []
     # Turn-taking
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     end_of_turn_ms: int = Field(600, ge=100, le=5000)
     min_speech_ms: int = Field(120, ge=20, le=2000)
+    # Take the STT provider's own end-of-turn when it has one and it comes first.
+    provider_endpointing: bool = True
     barge_in: bool = True
     barge_in_min_ms: int = Field(150, ge=20, le=2000)
+    echo_guard: bool = True
+    # No dead air
+    filler_after_ms: int = Field(1200, ge=0, le=10000)  # 0: no filler
+    filler: str = "One moment."
+    turn_error_reply: str = "Sorry, I had a problem with that. Could you say it again?"
+    idle_timeout_s: float = Field(10, gt=0)
+    idle_reprompt: str = "Are you still there?"
+    max_reprompts: int = Field(2, ge=0)
+    idle_goodbye: str = "I will end the call now. Goodbye."
+    max_duration_s: float = Field(900, gt=0)
+    max_duration_goodbye: str = "We have reached the time limit for this call. Goodbye."
     # After the agent's last word, wait this long before acting (hang up, transfer).
     action_delay_ms: int = Field(200, ge=0, le=5000)
-    max_duration_s: float = Field(900, gt=0)
+    # Speaks the apology and error replies, synthesised at start-up, so they
+    # never depend on the TTS that failed.
+    apology_tts: str = "local"
+
+    @model_validator(mode="after")
+    def _captures_known(self) -> ProfileConfig:
+        for i, intent in enumerate(self.intents):
+            if intent.capture and intent.capture not in self.capture_fields:
+                raise ValueError(
+                    f"intents[{i}] ({intent.name}) captures '{intent.capture}', which is not in capture_fields"
+                )
+        return self
 
     @model_validator(mode="after")
     def _destinations_known(self) -> ProfileConfig:
@@ -85,6 +120,8 @@ class ProfileConfig(_Model):
                 action=i.action,
                 destination=i.destination,
                 dtmf=i.dtmf,
+                result=i.result,
+                capture=i.capture,
             )
             for i in self.intents
         )
@@ -102,8 +139,20 @@ class ProfileConfig(_Model):
 
     def known_phrases(self) -> list[str]:
         """Everything the agent may say from the script, to synthesise ahead."""
-        phrases = [self.greeting, self.fallback_reply, self.apology, *(i.reply for i in self.intents)]
+        phrases = [
+            self.greeting,
+            self.fallback_reply,
+            self.filler,
+            self.idle_reprompt,
+            self.idle_goodbye,
+            self.max_duration_goodbye,
+            *(i.reply for i in self.intents),
+        ]
         return [p for p in dict.fromkeys(phrases) if p]
+
+    def canned_phrases(self) -> list[str]:
+        """Said by the apology voice, prepared at start-up: they must work when the providers don't."""
+        return [self.apology, self.turn_error_reply]
 
 
 def builtin_profiles() -> dict[str, ProfileConfig]:

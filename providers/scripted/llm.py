@@ -143,15 +143,36 @@ class ScriptedLLM(LLM):
 
     async def _chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
         said = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        intent = self.match(said)
+        asking = self._asking_for(messages)
+        if asking is not None and asking.capture and said and not said.startswith("caller pressed"):
+            # The previous reply asked for a detail: this answer is it.
+            yield ToolCall("capture", {"field": asking.capture, "value": said}, self._next_id())
+            intent = self.match(said)
+            if intent is None or intent is asking:
+                return
+        else:
+            intent = self.match(said)
         if intent is None:
             if self.fallback_reply:
                 yield TextDelta(self.fallback_reply)
             return
         if intent.reply:
             yield TextDelta(intent.reply)
-        call_id = f"scripted-{next(self._call_ids)}"
+        if intent.result is not None:
+            yield ToolCall("set_variable", {"name": "AI_AGENT_RESULT", "value": intent.result}, self._next_id())
         if intent.action == "hangup":
-            yield ToolCall("hangup", {}, call_id)
+            yield ToolCall("hangup", {}, self._next_id())
         elif intent.action == "transfer":
-            yield ToolCall("transfer", {"destination": intent.destination}, call_id)
+            yield ToolCall("transfer", {"destination": intent.destination}, self._next_id())
+
+    def _asking_for(self, messages: Sequence[Message]) -> Intent | None:
+        """The intent whose reply the agent said last, if the caller has answered it since."""
+        for message in reversed(messages[:-1]):
+            if message.role == "assistant":
+                return next((i for i in self.intents if i.reply == message.content), None)
+            if message.role == "user":
+                return None
+        return None
+
+    def _next_id(self) -> str:
+        return f"scripted-{next(self._call_ids)}"

@@ -1,0 +1,441 @@
+"""The cascaded conversation: caller audio -> STT -> LLM (+tools) -> TTS -> caller.
+
+Listening runs on every inbound frame (echo guard, VAD, STT push, barge-in);
+thinking and speaking run one turn at a time. The end of a caller's turn is
+the local VAD's silence or the STT provider's own endpointing, whichever
+comes first; the reply streams: the LLM's text is cut into sentences, each
+synthesised while the previous one plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ari_agent.audio.echo import EchoGuard
+from ari_agent.audio.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
+from ari_agent.conversation.chunker import SentenceChunker
+from ari_agent.conversation.records import CallRecord, Turn, utc_now
+from ari_agent.conversation.speech import (
+    Apology,
+    Farewell,
+    Filler,
+    Greeting,
+    Reply,
+    Reprompt,
+    Speaker,
+    Spoken,
+    Utterance,
+)
+from ari_agent.conversation.tools import Finish, ToolRunner, tool_specs
+from ari_agent.observability.metrics import Metrics
+from ari_agent.profiles import ProfileConfig
+from providers.base import (
+    LLM,
+    STT,
+    EndOfTurn,
+    FinalTranscript,
+    Message,
+    ProviderError,
+    SpeechStream,
+    TextDelta,
+    ToolCall,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_RATE = 16000
+FRAME_BYTES = SESSION_RATE // 50 * 2  # 20 ms of PCM16
+SILENT_FRAME = bytes(FRAME_BYTES)
+VAD_ONSET_MS = 60  # short: barge-in timing is judged on speech_ms, not on onset
+MAX_TOOL_ROUNDS = 3
+MAX_TURN_ERRORS = 2
+
+
+@dataclass(frozen=True)
+class CallerTurn:
+    text: str
+    speech_end_at: float  # monotonic: when the caller stopped speaking
+    stt_ms: float | None  # local end of turn -> final transcript
+    ended_at: float = 0.0  # monotonic: when the turn was taken as ended (transcript in hand)
+
+
+@dataclass(frozen=True)
+class Digit:
+    digit: str
+
+
+class PipelineConversation:
+    def __init__(
+        self,
+        *,
+        profile_name: str,
+        profile: ProfileConfig,
+        stt: STT,
+        llm: LLM,
+        speaker: Speaker,
+        tools: ToolRunner,
+        record: CallRecord,
+        metrics: Metrics,
+        instructions: str,
+        canned: Mapping[str, bytes],
+    ) -> None:
+        self.profile_name = profile_name
+        self.profile = profile
+        self.stt = stt
+        self.llm = llm
+        self.speaker = speaker
+        self.tools = tools
+        self.record = record
+        self.metrics = metrics
+        self.canned = canned
+        self.state = "starting"
+        self._specs = tool_specs(profile)
+        self._history: list[Message] = [Message("system", instructions)] if instructions else []
+        self._vad = VoiceActivityDetector(
+            sample_rate=SESSION_RATE,
+            aggressiveness=profile.vad_aggressiveness,
+            onset_ms=VAD_ONSET_MS,
+            hangover_ms=profile.end_of_turn_ms,
+            min_speech_ms=profile.min_speech_ms,
+        )
+        self._echo = EchoGuard() if profile.echo_guard else None
+        self._pending = bytearray()
+        self._inbox: asyncio.Queue[CallerTurn | Digit] = asyncio.Queue()
+        self._stream: SpeechStream | None = None
+        # Per caller utterance
+        self._onset_at = 0.0
+        self._last_voiced_at = 0.0
+        self._pushing = False  # audio goes to STT once speech outlasts min_speech_ms
+        self._barged = False
+        self._utterance_done = False  # the provider already ended this utterance's turn
+        # Per turn (may span utterances until an end of turn)
+        self._texts: list[str] = []
+        self._pushed = False
+        self._finalize_at: float | None = None
+        self._reply_task: asyncio.Task[None] | None = None
+        self._turn_errors = 0
+
+    # ------------------------------------------------------------------
+    # Listening: called for every inbound packet, so no awaits and no I/O.
+
+    def on_audio(self, pcm: np.ndarray) -> None:
+        self._pending += pcm.astype("<i2", copy=False).tobytes()
+        while len(self._pending) >= FRAME_BYTES:
+            frame = bytes(self._pending[:FRAME_BYTES])
+            del self._pending[:FRAME_BYTES]
+            self._on_frame(frame)
+
+    def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
+        if self._echo is not None:
+            self._echo.sent(pcm8k, at)
+
+    def on_dtmf(self, digit: str) -> None:
+        if self.speaker.interrupt():
+            self._cancel_reply()
+        self._inbox.put_nowait(Digit(digit))
+
+    def _on_frame(self, frame: bytes) -> None:
+        now = time.monotonic()
+        heard = frame
+        if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), now):
+            heard = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
+        event = self._vad.process(heard)
+        if isinstance(event, SpeechStarted):
+            self._onset_at = now - (self._vad.now_ms - event.at_ms) / 1000
+            self._pushing = self._barged = self._utterance_done = False
+        if self._vad.speaking:
+            if heard is not SILENT_FRAME:
+                self._last_voiced_at = now
+            speech_ms = self._vad.speech_ms
+            if not self._pushing and speech_ms >= self.profile.min_speech_ms:
+                self._pushing = True
+                self._push(self._vad.current_audio())
+            elif self._pushing:
+                self._push(heard)
+            if (
+                self.profile.barge_in
+                and not self._barged
+                and speech_ms >= self.profile.barge_in_min_ms
+                and self.speaker.interruptible
+            ):
+                self._barge_in(now)
+        elif isinstance(event, SpeechEnded):
+            if self._pushing and not self._utterance_done:
+                self._push(heard)
+                self._finalize_at = now
+                asyncio.get_running_loop().create_task(self._finalize())
+            self._pushing = False
+
+    def _push(self, audio: bytes) -> None:
+        if self._stream is not None and audio:
+            self._stream.push(audio)
+            self._pushed = True
+
+    def _barge_in(self, now: float) -> None:
+        self._barged = True
+        if not self.speaker.interrupt():
+            return
+        self._cancel_reply()
+        reaction = time.monotonic() - self._onset_at
+        self.metrics.barge_ins.labels(self.profile_name).inc()
+        self.metrics.barge_in_reaction.labels(self.profile_name).observe(reaction)
+        log.info("caller barged in (%.0f ms after speech onset)", reaction * 1000)
+
+    def _cancel_reply(self) -> None:
+        if self._reply_task is not None and not self._reply_task.done():
+            self._reply_task.cancel()
+
+    async def _finalize(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            await self._stream.finalize()
+        except ProviderError as exc:
+            log.warning("STT finalize failed: %s", exc)
+
+    async def _read_stt(self, stream: SpeechStream) -> None:
+        async for event in stream.events():
+            if isinstance(event, FinalTranscript):
+                if event.text.strip():
+                    self._texts.append(event.text.strip())
+            elif isinstance(event, EndOfTurn):
+                self._end_of_turn()
+
+    def _end_of_turn(self) -> None:
+        local = self._finalize_at is not None
+        early = (
+            not local
+            and self.profile.provider_endpointing
+            and self.stt.capabilities.endpointing
+            and self._pushed
+            and bool(self._texts)
+        )
+        if not (local or early):
+            return
+        now = time.monotonic()
+        text = " ".join(self._texts)
+        stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
+        if early:
+            self._utterance_done = True  # the VAD's own end of this utterance is not a new turn
+        self._texts = []
+        self._pushed = False
+        self._finalize_at = None
+        if stt_ms is not None:
+            self.metrics.stt_latency.labels(self.stt.name, self.profile_name).observe(stt_ms / 1000)
+        self._inbox.put_nowait(CallerTurn(text, self._last_voiced_at or now, stt_ms, now))
+
+    # ------------------------------------------------------------------
+    # Thinking and speaking
+
+    async def run(self) -> None:
+        """The conversation; leaves only by raising Finish."""
+        try:
+            self._stream = await self.stt.stream()
+        except ProviderError as exc:
+            self._failed("stt", exc)
+            raise Finish("failed") from exc
+        reader = asyncio.create_task(self._read_stt(self._stream), name="stt-reader")
+        reader.add_done_callback(self._reader_done)
+        try:
+            async with asyncio.timeout(self.profile.max_duration_s):
+                self.state = "greeting"
+                await self.speaker.say(Greeting, self.profile.greeting)
+                while True:
+                    self.state = "listening"
+                    item = await self._next_input()
+                    self.state = "thinking"
+                    await self._turn(item)
+        except TimeoutError:
+            log.info("maximum call duration reached")
+            self.speaker.interrupt()
+            self._cancel_reply()
+            await self._say_canned(Farewell, self.profile.max_duration_goodbye)
+            raise Finish("hangup_by_agent") from None
+        finally:
+            reader.cancel()
+            await self._stream.aclose()
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ProviderError):
+            self._failed("stt", exc)
+        elif exc is not None:
+            log.error("STT reader failed: %r", exc)
+        # A dead recogniser leaves the caller unheard: end the turn loop with a failure.
+        self._inbox.put_nowait(CallerTurn("\0stt-failed", time.monotonic(), None))
+
+    async def _next_input(self) -> CallerTurn | Digit:
+        reprompts = 0
+        while True:
+            try:
+                return await asyncio.wait_for(self._inbox.get(), self.profile.idle_timeout_s)
+            except TimeoutError:
+                if self._vad.speaking or self._finalize_at is not None:
+                    continue  # the caller is talking or being transcribed: not idle
+                reprompts += 1
+                if reprompts > self.profile.max_reprompts:
+                    await self.speaker.say(Farewell, self.profile.idle_goodbye)
+                    await self._act_delay()
+                    raise Finish("hangup_by_agent") from None
+                await self.speaker.say(Reprompt, self.profile.idle_reprompt)
+
+    async def _turn(self, item: CallerTurn | Digit) -> None:
+        if isinstance(item, CallerTurn) and item.text == "\0stt-failed":
+            raise Finish("failed")
+        if isinstance(item, Digit):
+            text = f"caller pressed {item.digit}"
+            speech_end_at = ended_at = time.monotonic()
+            stt_ms = None
+        else:
+            text, speech_end_at, stt_ms, ended_at = item.text, item.speech_end_at, item.stt_ms, item.ended_at
+        if not text:
+            # Speech nobody could make out (or out of the dialog's scope).
+            await self.speaker.say(Reply, self.profile.fallback_reply)
+            return
+        self.record.turns.append(Turn("user", text, utc_now()))
+        self._history.append(Message("user", text))
+        self._reply_task = asyncio.create_task(self._reply(speech_end_at, ended_at, stt_ms), name="reply")
+        await asyncio.wait({self._reply_task})
+        task, self._reply_task = self._reply_task, None
+        if task.cancelled():
+            return  # barged in: the caller's new turn follows
+        exc = task.exception()
+        if exc is None:
+            self._turn_errors = 0
+            return
+        if isinstance(exc, ProviderError):
+            self._turn_errors += 1
+            if not exc.retryable or self._turn_errors >= MAX_TURN_ERRORS:
+                raise Finish("failed") from exc
+            await self._say_canned(Reply, self.profile.turn_error_reply)
+            return
+        raise exc
+
+    async def _reply(self, speech_end_at: float, ended_at: float, stt_ms: float | None) -> None:
+        """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
+        filler = (
+            asyncio.create_task(self._filler(speech_end_at)) if self.profile.filler_after_ms > 0 else None
+        )
+        try:
+            for _ in range(MAX_TOOL_ROUNDS):
+                finish, tool_notes, spoken = await self._reply_round(speech_end_at, ended_at, stt_ms)
+                stt_ms = None  # later rounds answer tool results, not the caller
+                if filler is not None:
+                    filler.cancel()
+                if spoken is not None and spoken.turn.text:
+                    self._history.append(Message("assistant", spoken.turn.text))
+                if finish is not None:
+                    await self._act_delay()
+                    raise finish
+                if not tool_notes or (spoken is not None and spoken.turn.text):
+                    return
+                # Tools ran but nothing was said: let the model answer with their results.
+                self._history.append(Message("tool", "; ".join(tool_notes)))
+        finally:
+            if filler is not None:
+                filler.cancel()
+
+    async def _reply_round(
+        self, speech_end_at: float, ended_at: float, stt_ms: float | None
+    ) -> tuple[Finish | None, list[str], Spoken | None]:
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        state: dict[str, object] = {}
+        llm_started = time.monotonic()
+        timings: dict[str, float] = {}
+        if stt_ms is not None:
+            timings["stt_ms"] = round(stt_ms, 1)
+        notes: list[str] = []
+
+        async def produce() -> None:
+            chunker = SentenceChunker()
+            try:
+                async for event in self.llm.chat(self._history, self._specs):
+                    if "llm_first_token_ms" not in timings:
+                        ttft = time.monotonic() - llm_started
+                        timings["llm_first_token_ms"] = round(ttft * 1000, 1)
+                        self.metrics.llm_first_token.labels(self.llm.name, self.profile_name).observe(ttft)
+                    if isinstance(event, TextDelta):
+                        for piece in chunker.push(event.text):
+                            state.setdefault("first_piece_at", time.monotonic())
+                            pieces.put_nowait(piece)
+                    elif isinstance(event, ToolCall):
+                        outcome = await self.tools.run(event)
+                        notes.append(f"{event.name}: {outcome.output}")
+                        if outcome.finish is not None:
+                            state["finish"] = outcome.finish
+                            spoken = state.get("spoken")
+                            if isinstance(spoken, Spoken):
+                                spoken.kind = Farewell  # the call ends after it: say it in full
+                for piece in chunker.flush():
+                    state.setdefault("first_piece_at", time.monotonic())
+                    pieces.put_nowait(piece)
+                timings["llm_total_ms"] = round((time.monotonic() - llm_started) * 1000, 1)
+            finally:
+                pieces.put_nowait(None)
+
+        async def texts() -> AsyncIterator[str]:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+
+        def first_audio(spoken: Spoken) -> None:
+            state["spoken"] = spoken
+            if spoken.first_audio_at is not None:
+                # Our own pipeline: turn taken as ended -> first audio handed to the pacer.
+                timings["end_to_audio_ms"] = round((spoken.first_audio_at - ended_at) * 1000, 1)
+                timings["llm_start_to_audio_ms"] = round((spoken.first_audio_at - llm_started) * 1000, 1)
+            first_piece = state.get("first_piece_at")
+            if isinstance(first_piece, float) and spoken.first_audio_at is not None:
+                tts_s = spoken.first_audio_at - first_piece
+                timings["tts_first_audio_ms"] = round(tts_s * 1000, 1)
+                self.metrics.tts_first_audio.labels(self.speaker.tts.name, self.profile_name).observe(tts_s)
+
+        producer = asyncio.create_task(produce(), name="llm")
+        try:
+            kind: type[Utterance] = Reply
+            spoken = await self.speaker.say(kind, texts(), on_first_audio=first_audio)
+            await producer
+        finally:
+            producer.cancel()
+        if "finish" in state and isinstance(state["finish"], Finish):
+            spoken.kind = Farewell
+        if spoken.first_packet_at is not None:
+            latency = spoken.first_packet_at - speech_end_at
+            timings["turn_latency_ms"] = round(latency * 1000, 1)
+            self.metrics.turn_latency.labels(self.profile_name).observe(latency)
+        spoken.turn.timings = timings
+        finish = state.get("finish")
+        if not spoken.pieces:
+            # Nothing was said: drop the empty agent turn from the record.
+            self.record.turns.remove(spoken.turn)
+            return (finish if isinstance(finish, Finish) else None), notes, None
+        return (finish if isinstance(finish, Finish) else None), notes, spoken
+
+    async def _filler(self, speech_end_at: float) -> None:
+        delay = self.profile.filler_after_ms / 1000 - (time.monotonic() - speech_end_at)
+        await asyncio.sleep(max(0.0, delay))
+        if not self.speaker.speaking:
+            await self.speaker.say(Filler, self.profile.filler)
+
+    async def _say_canned(self, kind: type[Utterance], text: str) -> Spoken:
+        return await self.speaker.say(kind, text, audio=self.canned.get(text))
+
+    async def apologise(self) -> None:
+        """Before handing a failed call back: a short apology that needs no provider."""
+        self.speaker.interrupt()
+        self._cancel_reply()
+        await self._say_canned(Apology, self.profile.apology)
+
+    async def _act_delay(self) -> None:
+        await asyncio.sleep(self.profile.action_delay_ms / 1000)
+
+    def _failed(self, stage: str, exc: ProviderError) -> None:
+        self.metrics.provider_errors.labels(stage, exc.provider).inc()
+        log.error("%s provider failed: %s", stage, exc)

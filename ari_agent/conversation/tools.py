@@ -1,0 +1,136 @@
+"""The tools a profile gives its dialog or LLM: hang up, transfer, capture, set a variable.
+
+Terminal tools (hang up, transfer) end the conversation after the reply has
+been heard; the others act at once and report back to the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ari_agent.conversation.records import EndReason
+from ari_agent.profiles import DestinationConfig, ProfileConfig
+from providers.base import ToolCall, ToolSpec
+
+log = logging.getLogger(__name__)
+
+_FIELD_NAME = re.compile(r"[^A-Za-z0-9]+")
+
+
+class Finish(Exception):
+    """Leave the conversation: hand the call back (or hang up) with this outcome."""
+
+    def __init__(self, reason: EndReason, target: DestinationConfig | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.target = target
+
+
+def field_variable(field: str) -> str:
+    """The channel variable of a captured field: AI_FIELD_<NAME>, name upper-cased."""
+    return "AI_FIELD_" + _FIELD_NAME.sub("_", field).strip("_").upper()
+
+
+def tool_specs(profile: ProfileConfig) -> tuple[ToolSpec, ...]:
+    specs: list[ToolSpec] = []
+    for name in profile.tools:
+        if name == "hangup":
+            specs.append(ToolSpec("hangup", "End the call after saying goodbye."))
+        elif name == "transfer" and profile.destinations:
+            specs.append(
+                ToolSpec(
+                    "transfer",
+                    "Transfer the caller to a destination after telling them so.",
+                    _object({"destination": {"type": "string", "enum": sorted(profile.destinations)}}),
+                )
+            )
+        elif name == "capture" and profile.capture_fields:
+            specs.append(
+                ToolSpec(
+                    "capture",
+                    "Store a detail the caller gave (for example their name or callback number).",
+                    _object(
+                        {
+                            "field": {"type": "string", "enum": list(profile.capture_fields)},
+                            "value": {"type": "string"},
+                        }
+                    ),
+                )
+            )
+        elif name == "set_variable" and profile.variables:
+            specs.append(
+                ToolSpec(
+                    "set_variable",
+                    "Set a result the phone system uses after the call (for example AI_AGENT_RESULT).",
+                    _object(
+                        {
+                            "name": {"type": "string", "enum": list(profile.variables)},
+                            "value": {"type": "string"},
+                        }
+                    ),
+                )
+            )
+    return tuple(specs)
+
+
+def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": dict(properties), "required": list(properties)}
+
+
+@dataclass
+class ToolOutcome:
+    output: str  # what the model is told
+    finish: Finish | None = None
+
+
+class ToolRunner:
+    """Runs tool calls for one call; variables go to the channel at once."""
+
+    def __init__(
+        self,
+        profile: ProfileConfig,
+        set_variable: Callable[[str, str], Awaitable[None]],
+        fields: dict[str, str],
+        variables: dict[str, str],
+    ) -> None:
+        self.profile = profile
+        self._set_variable = set_variable
+        self.fields = fields
+        self.variables = variables
+
+    async def run(self, call: ToolCall) -> ToolOutcome:
+        allowed = set(self.profile.tools)
+        args = call.arguments
+        if call.name not in allowed:
+            log.warning("tool %r is not enabled for this profile", call.name)
+            return ToolOutcome(f"error: tool {call.name} is not available")
+        if call.name == "hangup":
+            return ToolOutcome("ok", Finish("hangup_by_agent"))
+        if call.name == "transfer":
+            name = str(args.get("destination", ""))
+            target = self.profile.destinations.get(name)
+            if target is None:
+                return ToolOutcome(f"error: unknown destination {name!r}")
+            return ToolOutcome("ok", Finish("transferred", target))
+        if call.name == "capture":
+            field, value = str(args.get("field", "")), str(args.get("value", "")).strip()
+            if field not in self.profile.capture_fields or not value:
+                return ToolOutcome(f"error: cannot capture {field!r}")
+            self.fields[field] = value
+            await self._set(field_variable(field), value)
+            return ToolOutcome("ok")
+        if call.name == "set_variable":
+            name, value = str(args.get("name", "")), str(args.get("value", ""))
+            if name not in self.profile.variables:
+                return ToolOutcome(f"error: variable {name!r} may not be set")
+            await self._set(name, value)
+            return ToolOutcome("ok")
+        return ToolOutcome(f"error: unknown tool {call.name}")
+
+    async def _set(self, name: str, value: str) -> None:
+        self.variables[name] = value
+        await self._set_variable(name, value)

@@ -1,0 +1,133 @@
+"""What the call store keeps: one call, its turns and its captured fields, as frozen values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ari_agent.conversation.records import CallRecord
+
+Role = Literal["user", "agent"]
+
+
+def _require_aware(name: str, value: datetime | None) -> None:
+    # Naive datetimes would be stored as if UTC and silently shift by the host's offset.
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}")
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """One utterance. ``text`` is None when the call's text was not stored.
+
+    Timings in ms, None when not measured: ``stt_ms`` on the caller's turn (end of speech to
+    final transcript); ``llm_first_token_ms``, ``tts_first_audio_ms`` and ``turn_latency_ms``
+    (end of caller speech to first agent packet) on the agent's reply to it.
+    """
+
+    role: Role
+    text: str | None
+    at: datetime
+    interrupted: bool = False
+    stt_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    turn_latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ("user", "agent"):
+            raise ValueError(f"role must be 'user' or 'agent', got {self.role!r}")
+        _require_aware("at", self.at)
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """A call as saved. ``store_text`` False: turn texts are written as NULL, roles and timings kept."""
+
+    call_id: str
+    channel_id: str
+    profile: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    status: str | None = None  # AI_AGENT_STATUS handed to the dialplan, None if nobody was told
+    result: str | None = None  # AI_AGENT_RESULT
+    store_text: bool = False
+    turns: tuple[StoredTurn, ...] = ()
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_aware("started_at", self.started_at)
+        _require_aware("ended_at", self.ended_at)
+
+    def __repr__(self) -> str:
+        # Keeps the caller's number, name and transcript out of logs and tracebacks.
+        return (
+            f"StoredCall(call_id={self.call_id!r}, profile={self.profile!r}, "
+            f"end_reason={self.end_reason!r}, turns={len(self.turns)}, fields={sorted(self.fields)})"
+        )
+
+    @classmethod
+    def from_record(
+        cls,
+        record: CallRecord,
+        *,
+        store_text: bool,
+        result: str | None = None,
+        fields: Mapping[str, str] | None = None,
+    ) -> StoredCall:
+        """The store's view of a skeleton call record (no per-stage timings: the record has none)."""
+        from ari_agent.conversation.records import STATUS_FOR
+
+        return cls(
+            call_id=record.call_id,
+            channel_id=record.channel_id,
+            profile=record.profile,
+            started_at=parse_utc(record.started_at),
+            ended_at=parse_utc(record.ended_at) if record.ended_at else None,
+            end_reason=record.end_reason,
+            caller_number=record.caller.get("number") or None,
+            caller_name=record.caller.get("name") or None,
+            status=STATUS_FOR.get(record.end_reason) if record.end_reason else None,
+            result=result,
+            store_text=store_text,
+            turns=tuple(
+                StoredTurn(role=t.role, text=t.text, at=parse_utc(t.at), interrupted=t.interrupted)
+                for t in record.turns
+            ),
+            fields=dict(fields or {}),
+        )
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """A calls row without its turns and fields, for listings."""
+
+    call_id: str
+    channel_id: str
+    profile: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    caller_number: str | None
+    caller_name: str | None
+    status: str | None
+    result: str | None
+    store_text: bool
+    turn_count: int
+
+    def __repr__(self) -> str:
+        return f"CallSummary(call_id={self.call_id!r}, profile={self.profile!r}, turns={self.turn_count})"
+
+
+def parse_utc(text: str) -> datetime:
+    """ISO 8601 (``Z`` or an offset) to an aware UTC datetime; naive input is taken as UTC."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,407 @@
+"""The call store on SQLite: one connection owned by one worker thread; the event loop never waits on disk.
+
+Every operation is a job on a single-thread executor: jobs run one at a time
+in submission order, which gives one writer without any lock, and the
+connection never crosses threads. WAL lets an operator read the file (sqlite3
+CLI, a backup) while the agent writes. Caller numbers are stored — operators
+call back — but this module never logs them, nor any turn text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from ari_agent.errors import AgentError
+from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PATH_SETTING = "AGENT_STORE__PATH"
+
+# MIGRATIONS[n] brings the schema from version n to n + 1. Append, never edit: a released
+# script may already have run on an operator's file. Statements are split on ';' so one
+# transaction covers a whole step (executescript would commit it): no ';' inside a statement.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        call_id       TEXT PRIMARY KEY,
+        channel_id    TEXT NOT NULL,
+        profile       TEXT NOT NULL,
+        caller_number TEXT,
+        caller_name   TEXT,
+        started_at    TEXT NOT NULL,
+        ended_at      TEXT,
+        end_reason    TEXT,
+        status        TEXT,
+        result        TEXT,
+        text_stored   INTEGER NOT NULL CHECK (text_stored IN (0, 1))
+    );
+    CREATE INDEX calls_started_at ON calls (started_at);
+    CREATE TABLE turns (
+        call_id            TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+        seq                INTEGER NOT NULL,
+        role               TEXT NOT NULL CHECK (role IN ('user', 'agent')),
+        text               TEXT,
+        at                 TEXT NOT NULL,
+        interrupted        INTEGER NOT NULL CHECK (interrupted IN (0, 1)),
+        stt_ms             REAL,
+        llm_first_token_ms REAL,
+        tts_first_audio_ms REAL,
+        turn_latency_ms    REAL,
+        PRIMARY KEY (call_id, seq)
+    );
+    CREATE TABLE fields (
+        call_id TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+        name    TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (call_id, name)
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_CALL_COLUMNS = (
+    "call_id, channel_id, profile, caller_number, caller_name, started_at, ended_at, "
+    "end_reason, status, result, text_stored"
+)
+
+
+class StoreError(AgentError):
+    """The call store cannot be used; the message names the file and the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"call store {path}: {problem} Fix: {fix}")
+
+
+def _ts(value: datetime) -> str:
+    # Fixed width, UTC: text order is time order, so purge and listings compare strings.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ts_or_none(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _dt_or_none(value: str | None) -> datetime | None:
+    return None if value is None else parse_utc(value)
+
+
+class CallStore:
+    """Async SQLite store of ended calls. ``open()`` before use, ``close()`` when done."""
+
+    def __init__(self, path: Path, *, retention_days: int | None, busy_timeout: float = 5.0) -> None:
+        if retention_days is not None and retention_days < 1:
+            raise ValueError("retention_days must be >= 1, or None to keep calls forever")
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self._busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or open the file and bring its schema up to date."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="call-store")
+        try:
+            await self._run(self._w_open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        """Wait for queued writes, then close the connection. Safe to call twice."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._w_close)
+        finally:
+            # The close job ran last, so the worker is idle and exits on its own.
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> CallStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- API ---------------------------------------------------------------
+
+    async def save_call(self, call: StoredCall) -> None:
+        """Insert or replace a call with its turns and fields, in one transaction."""
+        await self._run(self._w_save, call)
+
+    async def get_call(self, call_id: str) -> StoredCall | None:
+        return await self._run(self._w_get, call_id)
+
+    async def list_calls(self, limit: int = 50, since: datetime | None = None) -> list[CallSummary]:
+        """Newest first; ``since`` keeps calls started at or after it."""
+        return await self._run(self._w_list, limit, since)
+
+    async def purge(self, now: datetime | None = None) -> int:
+        """Delete calls started more than ``retention_days`` before ``now``; returns how many."""
+        if self.retention_days is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.retention_days)
+        count = await self._run(self._w_purge, cutoff)
+        if count:
+            log.info("call store: purged %d call(s) older than %d day(s)", count, self.retention_days)
+        return count
+
+    async def purge_forever(self, interval: float = 3600.0) -> None:
+        """Purge now and then every ``interval`` seconds until cancelled; errors are logged, not fatal."""
+        while True:
+            try:
+                await self.purge()
+            except StoreError as exc:
+                log.error("%s", exc)
+            await asyncio.sleep(interval)
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError(self.path, "the store is not open.", "await store.open() first")
+        # A cancelled caller does not stop the job: a write that started lands whole.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from exc
+        except OSError as exc:
+            raise StoreError(
+                self.path,
+                f"cannot create the file ({exc.strerror}).",
+                f"make its directory writable by this user, or set {PATH_SETTING} to a writable path",
+            ) from exc
+
+    def _explain(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        lowered = text.lower()
+        if "locked" in lowered or "busy" in lowered:
+            return StoreError(
+                self.path,
+                f"the database is locked by another process ({text}).",
+                f"stop the other process using it, or give this agent its own {PATH_SETTING}",
+            )
+        if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+            return StoreError(
+                self.path,
+                f"not a valid SQLite database ({text}).",
+                f"move the file aside (a new one is created on start) or set {PATH_SETTING} to another file",
+            )
+        if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+            return StoreError(
+                self.path,
+                f"cannot open it for writing ({text}).",
+                f"make the file and its directory writable by this user, or set {PATH_SETTING}",
+            )
+        return StoreError(self.path, f"SQLite error ({text}).", f"check the file, or set {PATH_SETTING}")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(self.path, "the store is not open.", "await store.open() first")
+        return self._conn
+
+    # -- worker thread -----------------------------------------------------
+
+    def _w_open(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(self.path, "is a directory.", f"set {PATH_SETTING} to a file path")
+        if not self.path.exists():
+            # The file holds caller numbers: readable by the agent's user only. SQLite gives
+            # its -wal and -shm files the same mode.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("call store %s: WAL not available, journal mode is %s", self.path, mode)
+            conn.execute(
+                "PRAGMA synchronous=NORMAL"
+            )  # WAL + NORMAL: no corruption, at most the last commit lost
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._w_migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _w_migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0)
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    self.path,
+                    f"schema version {current} is from a newer ari-agent (this one knows {SCHEMA_VERSION}).",
+                    f"upgrade ari-agent, or set {PATH_SETTING} to another file",
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                # executescript() would commit our transaction; run the statements one by one.
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if current < SCHEMA_VERSION:
+            log.info("call store %s: schema at version %d", self.path, SCHEMA_VERSION)
+
+    def _w_close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _w_save(self, call: StoredCall) -> None:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Replacing: the cascade drops the old turns and fields with the old row.
+            conn.execute("DELETE FROM calls WHERE call_id = ?", (call.call_id,))
+            conn.execute(
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    call.call_id,
+                    call.channel_id,
+                    call.profile,
+                    call.caller_number,
+                    call.caller_name,
+                    _ts(call.started_at),
+                    _ts_or_none(call.ended_at),
+                    call.end_reason,
+                    call.status,
+                    call.result,
+                    int(call.store_text),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO turns (call_id, seq, role, text, at, interrupted, stt_ms, llm_first_token_ms,"
+                " tts_first_audio_ms, turn_latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        call.call_id,
+                        seq,
+                        t.role,
+                        t.text if call.store_text else None,
+                        _ts(t.at),
+                        int(t.interrupted),
+                        t.stt_ms,
+                        t.llm_first_token_ms,
+                        t.tts_first_audio_ms,
+                        t.turn_latency_ms,
+                    )
+                    for seq, t in enumerate(call.turns)
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO fields (call_id, name, value) VALUES (?, ?, ?)",
+                [(call.call_id, name, value) for name, value in call.fields.items()],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _w_get(self, call_id: str) -> StoredCall | None:
+        conn = self._db()
+        # One read transaction, so a concurrent replace can't pair the new row with old turns.
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+            if row is None:
+                return None
+            turns = conn.execute(
+                "SELECT role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms,"
+                " turn_latency_ms FROM turns WHERE call_id = ? ORDER BY seq",
+                (call_id,),
+            ).fetchall()
+            fields = conn.execute(
+                "SELECT name, value FROM fields WHERE call_id = ? ORDER BY name", (call_id,)
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return StoredCall(
+            call_id=row[0],
+            channel_id=row[1],
+            profile=row[2],
+            caller_number=row[3],
+            caller_name=row[4],
+            started_at=parse_utc(row[5]),
+            ended_at=_dt_or_none(row[6]),
+            end_reason=row[7],
+            status=row[8],
+            result=row[9],
+            store_text=bool(row[10]),
+            turns=tuple(
+                StoredTurn(
+                    role=cast(Role, t[0]),
+                    text=t[1],
+                    at=parse_utc(t[2]),
+                    interrupted=bool(t[3]),
+                    stt_ms=t[4],
+                    llm_first_token_ms=t[5],
+                    tts_first_audio_ms=t[6],
+                    turn_latency_ms=t[7],
+                )
+                for t in turns
+            ),
+            fields={name: value for name, value in fields},
+        )
+
+    def _w_list(self, limit: int, since: datetime | None) -> list[CallSummary]:
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {_CALL_COLUMNS}, (SELECT COUNT(*) FROM turns t WHERE t.call_id = c.call_id)"
+                " FROM calls c WHERE started_at >= ? ORDER BY started_at DESC, call_id LIMIT ?",
+                (_ts(since) if since else "", max(0, limit)),
+            )
+            .fetchall()
+        )
+        return [
+            CallSummary(
+                call_id=r[0],
+                channel_id=r[1],
+                profile=r[2],
+                caller_number=r[3],
+                caller_name=r[4],
+                started_at=parse_utc(r[5]),
+                ended_at=_dt_or_none(r[6]),
+                end_reason=r[7],
+                status=r[8],
+                result=r[9],
+                store_text=bool(r[10]),
+                turn_count=int(r[11]),
+            )
+            for r in rows
+        ]
+
+    def _w_purge(self, cutoff: datetime) -> int:
+        cur = self._db().execute("DELETE FROM calls WHERE started_at < ?", (_ts(cutoff),))
+        return max(0, cur.rowcount)

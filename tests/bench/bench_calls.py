@@ -1,0 +1,308 @@
+"""Call benchmark through the real Asterisk: what a caller hears, in percentiles.
+
+    python -m tests.bench.bench_calls            (from the repository root, as root: `make bench`)
+    python -m tests.bench.bench_calls --quick    (fewer samples, one concurrency level)
+
+Starts the lab (tests/integration/lab.py) and the agent, then places calls
+with ``RtpCaller`` (tests/integration/rtp_caller.py), a caller whose RTP is
+a socket in this process, so every figure is taken from its own packet
+timestamps. Two profiles:
+
+* ``timed``: providers of known simulated latency (tests/fakes/timed.py):
+  STT final 150 ms, LLM first token 300 ms, TTS first audio 150 ms. The
+  agent's own overhead is the turn latency minus those and the profile's
+  end-of-turn silence.
+* ``offline``: the shipped default (frontdesk: pocketsphinx, scripted
+  dialog, espeak-ng).
+
+Per profile: turn latency (the caller's last speech packet sent -> the
+first agent audio packet received), barge-in stop (the caller's first
+speech packet -> the last agent packet), inter-packet intervals of the
+agent's audio, and calls held at once with the agent's CPU per call (from
+/proc/<pid>/stat). Per-stage figures come from the agent's own /metrics
+histograms (``ari_agent_*``), whichever it has. A table goes to stdout,
+everything to ``tests/bench/results/<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ari_agent.profiles import ProfileConfig
+from tests.bench.measure import describe_histograms, histogram_delta, parse_histograms
+from tests.bench.phases import LevelResult, idle_cpu, run_barge_in, run_concurrency, run_turns
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
+
+RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
+
+# The simulated provider latencies (tests/fakes/timed.py defaults, written out in the profile).
+STT_FINAL_MS, LLM_FIRST_TOKEN_MS, TTS_FIRST_AUDIO_MS = 150, 300, 150
+END_OF_TURN_MS = ProfileConfig().end_of_turn_ms  # both profiles use the default
+SHORT_REPLY = "Sure. We open at nine."
+LONG_REPLY = (
+    "Sure. Let me tell you all about our opening hours. We are open Monday to Friday, from nine in the "
+    "morning to five in the evening, and on Saturdays from ten to two. On public holidays we are closed, "
+    "but you can leave a message and we will call you back on the next working day."
+)
+TARGETS = {"own_overhead_p95_ms": 30.0, "barge_in_stop_p95_ms": 250.0, "offline_turn_p50_ms": 1000.0}
+
+
+def timed_config(reply: str) -> str:
+    """A config file whose frontdesk profile (the one the lab's extension 100 names) is timed."""
+    stt, llm, tts = (f"tests.fakes.timed:Timed{s}" for s in ("STT", "LLM", "TTS"))
+    return f"""
+[profiles.frontdesk]
+greeting = "Hello, this is the benchmark."
+stt = ["{stt}"]
+llm = ["{llm}"]
+tts = ["{tts}"]
+end_of_turn_ms = {END_OF_TURN_MS}
+
+[profiles.frontdesk.options."{stt}"]
+text = "tell me about your opening hours"
+final_ms = {STT_FINAL_MS}
+
+[profiles.frontdesk.options."{llm}"]
+reply = {json.dumps(reply)}
+first_token_ms = {LLM_FIRST_TOKEN_MS}
+word_ms = 20
+
+[profiles.frontdesk.options."{tts}"]
+first_audio_ms = {TTS_FIRST_AUDIO_MS}
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    samples: int
+    levels: tuple[int, ...]
+    profiles: tuple[str, ...]
+
+
+class Bench:
+    def __init__(self, lab: Lab, workdir: Path, plan: Plan) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.plan = plan
+        self.factory = AgentFactory(lab, workdir)
+        self.results: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def agent(self, config: str | None) -> Iterator[AgentProcess]:
+        env = {"AGENT_LOG_LEVEL": "WARNING"}
+        if config is not None:
+            path = self.workdir / f"bench-{len(self.factory.started) + 1}.toml"
+            path.write_text(config, encoding="utf-8")
+            env["AGENT_CONFIG"] = str(path)
+        agent = self.factory.start(env)
+        try:
+            yield agent
+        finally:
+            agent.stop()
+            self.lab.hangup_all()
+
+    def measured(self, agent: AgentProcess, name: str, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a phase; keep the agent's histograms observed meanwhile under ``name``."""
+        before = self._histograms(agent)
+        started = time.monotonic()
+        print(f"  {name} ...", end="", flush=True)
+        result = asyncio.run(coro())
+        print(f" {time.monotonic() - started:.0f} s", flush=True)
+        self._agent_metrics[name] = describe_histograms(histogram_delta(before, self._histograms(agent)))
+        return result
+
+    @staticmethod
+    def _histograms(agent: AgentProcess) -> dict[str, Any]:
+        try:
+            status, text = agent.http_get("/metrics")
+        except OSError:
+            return {}
+        return parse_histograms(text) if status == 200 else {}
+
+    def run_profile(self, profile: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"agent_metrics": {}}
+        self._agent_metrics: dict[str, Any] = out["agent_metrics"]
+        n = self.plan.samples
+        short_config: str | None = None
+        long_config: str | None = None
+        if profile == "timed":
+            questions = ["tell me about your opening hours"]
+            barge_opener = barge_words = "tell me about your opening hours"
+            short_config, long_config = timed_config(SHORT_REPLY), timed_config(LONG_REPLY)
+        else:
+            questions = ["where are you located", "what is your address", "where is your office"]
+            # The hours reply is the longest; each interruption asks for it again.
+            barge_opener = barge_words = "what time do you open"
+        with self.agent(short_config) as agent:
+            out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(agent.pid))
+            turns = self.measured(agent, "turns", lambda: run_turns(self.lab, questions, n))
+            out["turns"] = turns.report()
+            if profile == "timed":
+                known = END_OF_TURN_MS + STT_FINAL_MS + LLM_FIRST_TOKEN_MS + TTS_FIRST_AUDIO_MS
+                out["known_latency_ms"] = known
+                out["own_overhead_ms"] = {
+                    k: round(v - known, 1) if k not in ("n",) else v
+                    for k, v in out["turns"]["turn_latency_ms"].items()
+                }
+            out["concurrency"] = []
+            assert self.lab.agent.proc is not None
+            asterisk_pid = self.lab.agent.proc.pid
+            for level in self.plan.levels:
+                res = self.measured(
+                    agent, f"calls_{level}", self._concurrency(agent.pid, asterisk_pid, level, questions[0])
+                )
+                out["concurrency"].append(res.report())
+                self.lab.hangup_all()
+                time.sleep(1.0)
+        # A fresh agent: with the long reply for the timed profile.
+        with self.agent(long_config) as agent:
+            barge = self.measured(
+                agent, "barge_in", lambda: run_barge_in(self.lab, barge_opener, barge_words, n)
+            )
+            out["barge_in"] = barge.report()
+        return out
+
+    def _concurrency(
+        self, agent_pid: int, asterisk_pid: int, level: int, question: str
+    ) -> Callable[[], Coroutine[Any, Any, LevelResult]]:
+        return lambda: run_concurrency(self.lab, agent_pid, asterisk_pid, level, question)
+
+    def run(self) -> dict[str, Any]:
+        for profile in self.plan.profiles:
+            print(f"profile {profile}:", flush=True)
+            self.results[profile] = self.run_profile(profile)
+        return self.results
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    timed = results.get("timed")
+    if timed:
+        checks["own_overhead_p95_ms"] = timed["own_overhead_ms"].get("p95")
+        checks["timed_barge_in_stop_p95_ms"] = timed["barge_in"]["barge_in_stop_ms"].get("p95")
+    offline = results.get("offline")
+    if offline:
+        checks["offline_turn_p50_ms"] = offline["turns"]["turn_latency_ms"].get("p50")
+        checks["offline_barge_in_stop_p95_ms"] = offline["barge_in"]["barge_in_stop_ms"].get("p95")
+    limits = {
+        "own_overhead_p95_ms": TARGETS["own_overhead_p95_ms"],
+        "timed_barge_in_stop_p95_ms": TARGETS["barge_in_stop_p95_ms"],
+        "offline_barge_in_stop_p95_ms": TARGETS["barge_in_stop_p95_ms"],
+        "offline_turn_p50_ms": TARGETS["offline_turn_p50_ms"],
+    }
+    return {
+        name: {"value": value, "target": limits[name], "met": value is not None and value <= limits[name]}
+        for name, value in checks.items()
+    }
+
+
+def _fmt(stats: dict[str, Any]) -> str:
+    if not stats.get("n"):
+        return "no samples"
+    return f"p50 {stats['p50']:>7} p95 {stats['p95']:>7} max {stats['max']:>7}  (n={stats['n']})"
+
+
+def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
+    print()
+    print(f"{'profile':8} {'measure':42} figures (ms)")
+    print("-" * 100)
+    for profile, r in results.items():
+        rows = [("turn latency (caller end -> agent audio)", r["turns"]["turn_latency_ms"])]
+        if "own_overhead_ms" in r:
+            rows.append((f"own overhead (minus {r['known_latency_ms']} ms known)", r["own_overhead_ms"]))
+        rows.append(("barge-in stop (onset -> last agent pkt)", r["barge_in"]["barge_in_stop_ms"]))
+        rows.append(("agent inter-packet interval", r["turns"]["outbound_interval_ms"]))
+        for label, stats in rows:
+            print(f"{profile:8} {label:42} {_fmt(stats)}")
+        b = r["barge_in"]
+        label = "  barge-in: not stopped / quiet at onset"
+        print(f"{profile:8} {label:42} {b['not_stopped']} / {b['agent_quiet_at_onset']}")
+        for phase, hists in r["agent_metrics"].items():
+            for name, h in hists.items():
+                label = f"  agent {name.removeprefix('ari_agent_')} [{phase}]"
+                figures = f"p50 {h['p50']:>7} p95 {h['p95']:>7} mean {h['mean']:>7}  (n={h['count']:.0f})"
+                print(f"{profile:8} {label[:42]:42} {figures}")
+        for c in r["concurrency"]:
+            cpu = c["agent_cpu_percent_per_call"]
+            label = f"calls held: {c['calls']}"
+            print(
+                f"{profile:8} {label:42} {c['held_with_reply']}/{c['calls']} with reply; "
+                f"agent CPU {c['agent_cpu_percent'].get('with_children', 0):.1f}% "
+                f"= {cpu.get('with_children', 0):.2f}%/call (own {cpu.get('own', 0):.2f}); "
+                f"Asterisk {c['asterisk_cpu_percent'].get('own', 0):.0f}%; "
+                f"turn p50 {c['turn_latency_ms'].get('p50')} p95 {c['turn_latency_ms'].get('p95')}; "
+                f"interval p99 {c['outbound_interval_ms'].get('p99')}"
+            )
+    print("-" * 100)
+    for name, check in checks.items():
+        verdict = "met" if check["met"] else "NOT met"
+        print(f"target {name}: {check['value']} (target <= {check['target']}): {verdict}")
+
+
+def parse_args(argv: list[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--samples", type=int, default=20, help="turns and barge-ins per profile (default 20)"
+    )
+    parser.add_argument("--levels", default="10,20", help="concurrent calls to hold, comma separated")
+    parser.add_argument("--profiles", default="timed,offline", help="timed and/or offline")
+    parser.add_argument("--quick", action="store_true", help="5 samples, one level of 5 calls")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return Plan(5, (5,), tuple(args.profiles.split(",")))
+    levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
+    profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
+    unknown = set(profiles) - {"timed", "offline"}
+    if unknown:
+        parser.error(f"unknown profiles {sorted(unknown)}; use timed and/or offline")
+    return Plan(args.samples, levels, profiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_args(argv)
+    started = time.time()
+    try:
+        with running_lab() as lab, tempfile.TemporaryDirectory(prefix="ari-bench-") as tmp:
+            print(f"lab up in {lab.startup_seconds:.1f} s (slot {lab.ports.slot})", flush=True)
+            results = Bench(lab, Path(tmp), plan).run()
+    except LabError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    checks = targets(results)
+    print_table(results, checks)
+    report = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
+        "plan": {"samples": plan.samples, "levels": plan.levels, "profiles": plan.profiles},
+        "simulated_latency_ms": {
+            "end_of_turn": END_OF_TURN_MS,
+            "stt_final": STT_FINAL_MS,
+            "llm_first_token": LLM_FIRST_TOKEN_MS,
+            "tts_first_audio": TTS_FIRST_AUDIO_MS,
+        },
+        "results": results,
+        "targets": checks,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path} ({report['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

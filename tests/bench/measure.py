@@ -1,0 +1,127 @@
+"""Measuring helpers of the call benchmark: percentiles, process CPU, the agent's histograms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def summary(values: Sequence[float], *, scale: float = 1000.0, ndigits: int = 1) -> dict[str, Any]:
+    """n, p50, p95, p99, min, max, mean of ``values`` (seconds, reported ×``scale``: ms by default)."""
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values, dtype=np.float64) * scale
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), ndigits),
+        "p95": round(float(np.percentile(a, 95)), ndigits),
+        "p99": round(float(np.percentile(a, 99)), ndigits),
+        "min": round(float(a.min()), ndigits),
+        "max": round(float(a.max()), ndigits),
+        "mean": round(float(a.mean()), ndigits),
+    }
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds of a process (its own, and of its waited-for children) at one moment."""
+
+    own: float
+    children: float
+
+
+def cpu_seconds(pid: int) -> CpuSample:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        stat = f.read()
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return CpuSample((utime + stime) / _TICK, (cutime + cstime) / _TICK)
+
+
+def cpu_percent(before: CpuSample, after: CpuSample, wall: float) -> dict[str, float]:
+    """Percent of one core over ``wall`` seconds: the process alone and with its children."""
+    own = (after.own - before.own) / wall * 100
+    total = own + (after.children - before.children) / wall * 100
+    return {"own": round(own, 2), "with_children": round(total, 2)}
+
+
+# -------------------------------------------------------------- the agent's /metrics
+
+
+@dataclass
+class Histogram:
+    buckets: dict[float, float]  # upper bound -> cumulative count
+    count: float
+    total: float
+
+
+def parse_histograms(text: str, prefix: str = "ari_agent_") -> dict[str, Histogram]:
+    """Histograms of a Prometheus text page, their label sets summed (``le`` aside)."""
+    result: dict[str, Histogram] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram" or not family.name.startswith(prefix):
+            continue
+        hist = result.setdefault(family.name, Histogram({}, 0.0, 0.0))
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                hist.buckets[le] = hist.buckets.get(le, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                hist.count += sample.value
+            elif sample.name.endswith("_sum"):
+                hist.total += sample.value
+    return result
+
+
+def histogram_delta(before: Mapping[str, Histogram], after: Mapping[str, Histogram]) -> dict[str, Histogram]:
+    """What was observed between two scrapes."""
+    delta: dict[str, Histogram] = {}
+    for name, hist in after.items():
+        old = before.get(name, Histogram({}, 0.0, 0.0))
+        count = hist.count - old.count
+        if count <= 0:
+            continue
+        buckets = {le: n - old.buckets.get(le, 0.0) for le, n in hist.buckets.items()}
+        delta[name] = Histogram(buckets, count, hist.total - old.total)
+    return delta
+
+
+def histogram_quantile(hist: Histogram, q: float) -> float:
+    """Estimate as Prometheus does: linear within the bucket holding the quantile."""
+    rank = q * hist.count
+    lower_bound, lower_count = 0.0, 0.0
+    for le in sorted(hist.buckets):
+        count = hist.buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return lower_bound
+            span = count - lower_count
+            return lower_bound + (le - lower_bound) * ((rank - lower_count) / span if span else 1.0)
+        lower_bound, lower_count = le, count
+    return lower_bound
+
+
+def describe_histograms(hists: Mapping[str, Histogram]) -> dict[str, dict[str, float]]:
+    """Per histogram: count, mean, p50, p95 (ms for *_seconds histograms)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, hist in sorted(hists.items()):
+        scale = 1000.0 if name.endswith("_seconds") else 1.0
+        out[name] = {
+            "count": hist.count,
+            "mean": round(hist.total / hist.count * scale, 1),
+            "p50": round(histogram_quantile(hist, 0.5) * scale, 1),
+            "p95": round(histogram_quantile(hist, 0.95) * scale, 1),
+        }
+    return out
+
+
+def flatten(values: Iterable[Sequence[float]]) -> list[float]:
+    return [v for seq in values for v in seq]

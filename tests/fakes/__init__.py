@@ -1,0 +1,1 @@
+"""Wire-level fakes of vendor services, driven through the vendors' real SDKs."""
