@@ -30,6 +30,7 @@ from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
 from providers import registry
+from providers.base import ProviderContext
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +119,30 @@ class AgentApp:
                 log.error("profile %s cannot take calls: %s", name, exc)
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
-        stages: tuple[tuple[registry.Stage, str], ...] = (
-            ("stt", profile.stt[0]),
-            ("llm", profile.llm[0]),
-            ("tts", profile.tts[0]),
+        stages: list[tuple[registry.Stage, str]] = (
+            [("realtime", profile.realtime[0])]
+            if profile.realtime
+            else [("stt", profile.stt[0]), ("llm", profile.llm[0]), ("tts", profile.tts[0])]
         )
         for stage, wanted in stages:
             problems = registry.check(stage, wanted, profile.provider_context(name, wanted))
             if problems:
                 raise ProfileUnavailable(f"{stage} provider {wanted}: {'; '.join(problems)}")
-        stt = registry.create_stt(profile.stt[0], profile.provider_context(name, profile.stt[0]))
-        llm = registry.create_llm(profile.llm[0], profile.provider_context(name, profile.llm[0]))
-        tts = registry.create_tts(profile.tts[0], profile.provider_context(name, profile.tts[0]))
-        await asyncio.gather(stt.prepare(), llm.prepare(), tts.prepare(profile.known_phrases(), SESSION_RATE))
         canned = await self._canned(name, profile)
-        return ProfileProviders(stt=stt, llm=llm, tts=tts, canned=canned)
+
+        def ctx(provider: str) -> ProviderContext:
+            return profile.provider_context(name, provider)
+
+        if profile.realtime:
+            realtime = registry.create_realtime(profile.realtime[0], ctx(profile.realtime[0]))
+            await realtime.prepare()
+            voice = registry.create_tts(profile.apology_tts, ctx(profile.apology_tts))
+            return ProfileProviders(tts=voice, realtime=realtime, canned=canned)
+        stt = registry.create_stt(profile.stt[0], ctx(profile.stt[0]))
+        llm = registry.create_llm(profile.llm[0], ctx(profile.llm[0]))
+        tts = registry.create_tts(profile.tts[0], ctx(profile.tts[0]))
+        await asyncio.gather(stt.prepare(), llm.prepare(), tts.prepare(profile.known_phrases(), SESSION_RATE))
+        return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned)
 
     async def _canned(self, name: str, profile: ProfileConfig) -> dict[str, bytes]:
         """The apology and error replies, synthesised now by the apology voice (offline by default)."""

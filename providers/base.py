@@ -69,6 +69,8 @@ async def guarded_stream(
                 return
             except TimeoutError:
                 raise ProviderTimeout(provider, what, first_timeout or 0.0) from None
+            except ProviderError:
+                raise
             except Exception as exc:
                 raise as_provider_error(provider, exc) from exc
             yield item
@@ -189,6 +191,8 @@ class SpeechStream(ABC):
     async def finalize(self) -> None:
         try:
             await self._finalize()
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.provider, exc) from exc
 
@@ -237,6 +241,8 @@ class STT(ABC):
             return await asyncio.wait_for(self._recognize(pcm, sample_rate), self.timeout)
         except TimeoutError:
             raise ProviderTimeout(self.name, "recognition", self.timeout) from None
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.name, exc) from exc
 
@@ -248,6 +254,8 @@ class STT(ABC):
             return await asyncio.wait_for(self._open_stream(spec), self.connect_timeout)
         except TimeoutError:
             raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.name, exc) from exc
 
@@ -481,12 +489,16 @@ class RealtimeSession(ABC):
         """Barge-in: stop the response and keep only what the caller heard in the history."""
         try:
             await self._interrupt(item_id, heard_ms)
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.provider, exc) from exc
 
     async def tool_result(self, call_id: str, output: str) -> None:
         try:
             await self._tool_result(call_id, output)
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.provider, exc) from exc
 
@@ -530,6 +542,8 @@ class Realtime(ABC):
             return await asyncio.wait_for(self._connect(config), self.connect_timeout)
         except TimeoutError:
             raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
+        except ProviderError:
+            raise
         except Exception as exc:
             raise as_provider_error(self.name, exc) from exc
 

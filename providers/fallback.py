@@ -188,10 +188,14 @@ class FallbackLLM(LLM):
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
     ) -> AsyncIterator[LLMEvent]:
         # No deadline of its own: each member has its first-token deadline.
-        async for event in guarded_stream(
+        inner = guarded_stream(
             self._chat(messages, tools), provider=self.name, what="first token", first_timeout=None
-        ):
-            yield event
+        )
+        try:
+            async for event in inner:
+                yield event
+        finally:
+            await _aclose(inner)
 
     def _chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
         return _stream_with_failover(
@@ -211,10 +215,15 @@ class FallbackTTS(TTS):
         await _prepare_all(self.name, self.members, lambda p: p.prepare(phrases, sample_rate))
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        async for chunk in guarded_stream(
+        inner = guarded_stream(
             self._synthesize(text, sample_rate), provider=self.name, what="first audio", first_timeout=None
-        ):
-            yield chunk
+        )
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            # Close the chain now, not at garbage collection: barge-in must reach the vendor at once.
+            await _aclose(inner)
 
     def _synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         # A TTS that ends without a sample failed as surely as one that raised.

@@ -117,6 +117,7 @@ class PipelineConversation:
         # Per turn (may span utterances until an end of turn)
         self._texts: list[str] = []
         self._pushed = False
+        self._provider_ended = False
         self._finalize_at: float | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._turn_errors = 0
@@ -204,27 +205,34 @@ class PipelineConversation:
             if isinstance(event, FinalTranscript):
                 if event.text.strip():
                     self._texts.append(event.text.strip())
+                if self._texts and (self._finalize_at is not None or self._provider_ended):
+                    self._complete_turn()
             elif isinstance(event, EndOfTurn):
-                self._end_of_turn()
+                self._on_provider_end()
 
-    def _end_of_turn(self) -> None:
-        local = self._finalize_at is not None
-        early = (
-            not local
-            and self.profile.provider_endpointing
-            and self.stt.capabilities.endpointing
-            and self._pushed
-            and bool(self._texts)
-        )
-        if not (local or early):
+    def _on_provider_end(self) -> None:
+        if self._finalize_at is not None:
+            # We asked for this turn's end: it is over, even with nothing made out.
+            self._complete_turn()
             return
+        trusted = self.profile.provider_endpointing and self.stt.capabilities.endpointing
+        if not trusted or not self._pushed:
+            return
+        if self._texts:
+            self._utterance_done = True  # the VAD's own end of this utterance is not a new turn
+            self._complete_turn()
+        else:
+            self._provider_ended = True  # the transcript follows its end-of-turn
+
+    def _complete_turn(self) -> None:
         now = time.monotonic()
+        if self._vad.speaking:
+            self._utterance_done = True
         text = " ".join(self._texts)
         stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
-        if early:
-            self._utterance_done = True  # the VAD's own end of this utterance is not a new turn
         self._texts = []
         self._pushed = False
+        self._provider_ended = False
         self._finalize_at = None
         if stt_ms is not None:
             self.metrics.stt_latency.labels(self.stt.name, self.profile_name).observe(stt_ms / 1000)

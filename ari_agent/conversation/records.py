@@ -62,7 +62,9 @@ class CallRecord:
     end_reason: EndReason | None = None
     turns: list[Turn] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)  # captured by the capture tool
-    variables: dict[str, str] = field(default_factory=dict)  # set on the channel (AI_AGENT_RESULT, AI_FIELD_*)
+    variables: dict[str, str] = field(
+        default_factory=dict
+    )  # set on the channel (AI_AGENT_RESULT, AI_FIELD_*)
 
     def to_json(self) -> dict[str, Any]:
         return {

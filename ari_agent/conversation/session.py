@@ -21,6 +21,7 @@ from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import Channel
 from ari_agent.config import Settings
 from ari_agent.conversation.pipeline import PipelineConversation
+from ari_agent.conversation.realtime import RealtimeConversation
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, ToolRunner
@@ -31,7 +32,7 @@ from ari_agent.media.transport import DropCounters, PortPool, RtpEndpoint, open_
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
-from providers.base import LLM, STT, TTS
+from providers.base import LLM, STT, TTS, Realtime
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,34 @@ MEDIA_CHANNEL_TIMEOUT = 5.0
 
 @dataclass(frozen=True)
 class ProfileProviders:
-    """Providers are built once per profile and shared by its calls."""
+    """Providers are built once per profile and shared by its calls.
 
-    stt: STT
-    llm: LLM
+    A speech-to-speech profile has ``realtime`` and no ``stt``/``llm``; its
+    ``tts`` is only the apology voice.
+    """
+
     tts: TTS
+    stt: STT | None = None
+    llm: LLM | None = None
+    realtime: Realtime | None = None
     # Phrases spoken without any provider (apology, turn error), PCM16 at 16 kHz.
     canned: Mapping[str, bytes] = field(default_factory=dict)
+
+
+class Conversation(Protocol):
+    """What runs between set-up and hand-back: a cascaded pipeline or a realtime provider."""
+
+    state: str
+
+    def on_audio(self, pcm: np.ndarray) -> None: ...
+
+    def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None: ...
+
+    def on_dtmf(self, digit: str) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def apologise(self) -> None: ...
 
 
 class CallSink(Protocol):
@@ -97,7 +119,7 @@ class CallSession:
         self._wire = wire_format(deps.settings.media.format)
         self._endpoint: RtpEndpoint | None = None
         self._pacer: OutboundPacer | None = None
-        self._conversation: PipelineConversation | None = None
+        self._conversation: Conversation | None = None
         self._media_channel_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cleaned = False
@@ -224,23 +246,48 @@ class CallSession:
 
         self._pacer = OutboundPacer(send, self._wire, on_audio_sent=self._on_sent_audio)
         self._pacer.start()
-        self._conversation = PipelineConversation(
-            profile_name=self.profile_name,
-            profile=self.profile,
-            stt=self.providers.stt,
-            llm=self.providers.llm,
-            speaker=Speaker(self._pacer, self.providers.tts, self.record.turns),
-            tools=ToolRunner(self.profile, self._set_variable, self.record.fields, self.record.variables),
-            record=self.record,
-            metrics=self.deps.metrics,
-            instructions=instructions,
-            canned=self.providers.canned,
-        )
+        self._conversation = self._make_conversation(self._pacer, instructions)
         # A greeting over a path that isn't flowing yet gets its first words cut.
         try:
             await asyncio.wait_for(endpoint.first_packet.wait(), settings.calls.first_media_timeout)
         except TimeoutError:
             log.info("no inbound RTP yet; greeting anyway")
+
+    def _make_conversation(self, pacer: OutboundPacer, instructions: str) -> Conversation:
+        providers = self.providers
+        speaker = Speaker(pacer, providers.tts, self.record.turns)
+        tools = ToolRunner(self.profile, self._set_variable, self.record.fields, self.record.variables)
+        if providers.realtime is not None:
+            conversation = RealtimeConversation(
+                profile_name=self.profile_name,
+                profile=self.profile,
+                realtime=providers.realtime,
+                pacer=pacer,
+                wire_name=self._wire.name,
+                speaker=speaker,
+                tools=tools,
+                record=self.record,
+                metrics=self.deps.metrics,
+                instructions=instructions,
+                canned=providers.canned,
+            )
+            if conversation.raw and self._endpoint is not None:
+                endpoint = self._endpoint
+                endpoint.on_payload = conversation.on_payload
+            return conversation
+        assert providers.stt is not None and providers.llm is not None
+        return PipelineConversation(
+            profile_name=self.profile_name,
+            profile=self.profile,
+            stt=providers.stt,
+            llm=providers.llm,
+            speaker=speaker,
+            tools=tools,
+            record=self.record,
+            metrics=self.deps.metrics,
+            instructions=instructions,
+            canned=providers.canned,
+        )
 
     async def _instructions(self) -> str:
         """The profile's instructions with the call's details filled in."""

@@ -99,6 +99,23 @@ class OutboundPacer:
         self._wake.set()
         return whole
 
+    def enqueue_encoded(self, payload: bytes, tag: Hashable | None = None) -> int:
+        """Queue audio already in the outbound wire format (e.g. µ-law from a provider that speaks it).
+
+        A trailing partial frame is padded with the format's silence.
+        """
+        size = self.wire.bytes_per_frame
+        whole, rest = divmod(len(payload), size)
+        if rest:
+            payload += bytes([self.wire.silence_byte]) * (size - rest)
+            whole += 1
+        if whole == 0:
+            return 0
+        self._frames.extend((payload[i * size : (i + 1) * size], tag) for i in range(whole))
+        self._idle.clear()
+        self._wake.set()
+        return whole
+
     def flush(self) -> int:
         """Drop everything queued at once (barge-in); return the number of frames dropped."""
         dropped = len(self._frames)

@@ -123,6 +123,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.port = port
         self.wire = wire
         self.on_audio = on_audio
+        # Optional: the raw payload as received, for consumers that take the
+        # call's own encoding (no decode and resample round trip).
+        self.on_payload: Callable[[bytes], None] | None = None
         self.counters = counters if counters is not None else DropCounters()
         self.stats = ReceiveStats()
         self.first_packet = asyncio.Event()
@@ -179,6 +182,11 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.packets_in += 1
         if not self.first_packet.is_set():
             self.first_packet.set()
+        if self.on_payload is not None:
+            try:
+                self.on_payload(packet.payload)
+            except Exception:
+                self.callback_errors += 1
         pcm = self._resampler.process(pcm)
         if pcm.size == 0:
             return

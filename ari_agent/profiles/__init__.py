@@ -51,6 +51,7 @@ class ProfileConfig(_Model):
     tts: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
     # Speech-to-speech instead of the three stages, when set (failover order).
     realtime: list[str] = []
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"  # realtime only
     # Per provider name: its own settings (model, base_url, voice...), e.g.
     # [profiles.x.options.openai] model = "gpt-4o-mini"
     options: dict[str, dict[str, Any]] = {}

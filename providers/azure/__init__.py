@@ -43,6 +43,7 @@ def check(options: Mapping[str, Any]) -> list[str]:
         problems.append(missing_key(KEY_NAME))
     if not (s.region or s.endpoint or s.host):
         problems.append(
-            f"Azure region missing: set {REGION_NAME}, or region, endpoint or host in the profile's azure options"
+            f"Azure region missing: set {REGION_NAME}, "
+            "or region, endpoint or host in the profile's azure options"
         )
     return problems

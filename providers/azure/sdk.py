@@ -49,7 +49,9 @@ class Synthesis(Protocol):
 
 
 class SpeechBackend(Protocol):
-    def start_recognition(self, spec: AudioSpec, language: str, callbacks: RecognitionCallbacks) -> Recognition:
+    def start_recognition(
+        self, spec: AudioSpec, language: str, callbacks: RecognitionCallbacks
+    ) -> Recognition:
         """Start continuous recognition of a push stream in ``spec``; blocks: call it from a thread."""
 
     def start_synthesis(
@@ -109,7 +111,9 @@ class SdkBackend:
             )
         return cfg
 
-    def start_recognition(self, spec: AudioSpec, language: str, callbacks: RecognitionCallbacks) -> Recognition:
+    def start_recognition(
+        self, spec: AudioSpec, language: str, callbacks: RecognitionCallbacks
+    ) -> Recognition:
         import azure.cognitiveservices.speech as speechsdk
 
         audio = speechsdk.audio
@@ -140,7 +144,9 @@ class SdkBackend:
                 callbacks.on_stopped()
                 return
             code = getattr(details.code, "name", str(details.code))
-            callbacks.on_canceled(self.scrub(f"{code}: {details.error_details}"), code not in PERMANENT_ERRORS)
+            callbacks.on_canceled(
+                self.scrub(f"{code}: {details.error_details}"), code not in PERMANENT_ERRORS
+            )
 
         recognizer.recognizing.connect(lambda evt: callbacks.on_recognizing(evt.result.text))
         recognizer.recognized.connect(recognized)
@@ -168,7 +174,9 @@ class SdkBackend:
         def canceled(evt: Any) -> None:
             details = evt.result.cancellation_details
             code = getattr(details.error_code, "name", str(details.error_code))
-            callbacks.on_canceled(self.scrub(f"{code}: {details.error_details}"), code not in PERMANENT_ERRORS)
+            callbacks.on_canceled(
+                self.scrub(f"{code}: {details.error_details}"), code not in PERMANENT_ERRORS
+            )
 
         synthesizer.synthesizing.connect(lambda evt: callbacks.on_audio(bytes(evt.result.audio_data)))
         synthesizer.synthesis_completed.connect(lambda evt: callbacks.on_done())

@@ -59,7 +59,9 @@ _Item = SpeechEvent | ProviderError | _Marker
 
 class AzureSTT(STT):
     name = "azure"
-    capabilities = STTCapabilities(streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K))
+    capabilities = STTCapabilities(
+        streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
+    )
 
     def __init__(self, backend: SpeechBackend, *, language: str = "en-US") -> None:
         self.backend = backend
@@ -79,7 +81,9 @@ class AzureSTT(STT):
     async def _open_stream(self, spec: AudioSpec) -> AzureSpeechStream:
         stream = AzureSpeechStream(self.name, spec, asyncio.get_running_loop())
         # Starting blocks on SDK setup: off the loop.
-        stream.recognition = await asyncio.to_thread(self.backend.start_recognition, spec, self.language, stream)
+        stream.recognition = await asyncio.to_thread(
+            self.backend.start_recognition, spec, self.language, stream
+        )
         return stream
 
     async def _recognize(self, pcm: bytes, sample_rate: int) -> Transcript:
@@ -128,7 +132,9 @@ class AzureSpeechStream(SpeechStream):
         self._post(ProviderSpeechStarted())
 
     def on_canceled(self, reason: str, retryable: bool) -> None:
-        self._post(ProviderError(f"recognition canceled: {reason}", provider=self.provider, retryable=retryable))
+        self._post(
+            ProviderError(f"recognition canceled: {reason}", provider=self.provider, retryable=retryable)
+        )
 
     def on_stopped(self) -> None:
         self._post(_STOPPED)
@@ -173,7 +179,9 @@ class AzureSpeechStream(SpeechStream):
             if isinstance(item, _Marker):
                 if self.closed:
                     return
-                raise ProviderError("recognition stopped by the service", provider=self.provider, retryable=True)
+                raise ProviderError(
+                    "recognition stopped by the service", provider=self.provider, retryable=True
+                )
             yield item
 
     async def _aclose(self) -> None:

@@ -45,7 +45,9 @@ class _Sink:
         self._post(_DONE)
 
     def on_canceled(self, reason: str, retryable: bool) -> None:
-        self._post(ProviderError(f"synthesis canceled: {reason}", provider=self.provider, retryable=retryable))
+        self._post(
+            ProviderError(f"synthesis canceled: {reason}", provider=self.provider, retryable=retryable)
+        )
 
 
 class AzureTTS(TTS):
@@ -59,7 +61,9 @@ class AzureTTS(TTS):
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
         voice = ctx.options.get("voice") or ctx.voice
-        return cls(SdkBackend(settings(ctx.options)), voice=str(voice) if voice else None, language=ctx.language)
+        return cls(
+            SdkBackend(settings(ctx.options)), voice=str(voice) if voice else None, language=ctx.language
+        )
 
     @classmethod
     def check(cls, ctx: ProviderContext) -> list[str]:

@@ -59,7 +59,9 @@ def _flag(value: Any) -> str:
 
 class DeepgramSTT(STT):
     name = "deepgram"
-    capabilities = STTCapabilities(streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K))
+    capabilities = STTCapabilities(
+        streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
+    )
 
     def __init__(self, *, language: str = "en-US", options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -178,7 +180,9 @@ class DeepgramSpeechStream(SpeechStream):
             if self.closed:
                 return
             raise ProviderError(
-                f"connection lost (code {exc.rcvd.code if exc.rcvd else 'none'})", provider=self.provider, retryable=True
+                f"connection lost (code {exc.rcvd.code if exc.rcvd else 'none'})",
+                provider=self.provider,
+                retryable=True,
             ) from None
         if not self.closed:
             raise ProviderError("connection closed by the server", provider=self.provider, retryable=True)

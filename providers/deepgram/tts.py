@@ -67,7 +67,9 @@ class DeepgramTTS(TTS):
         async with AsyncExitStack() as stack:
             try:
                 socket = await stack.enter_async_context(
-                    self._client.speak.v1.connect(model=self.model, encoding="linear16", sample_rate=sample_rate)
+                    self._client.speak.v1.connect(
+                        model=self.model, encoding="linear16", sample_rate=sample_rate
+                    )
                 )
             except ApiError as exc:
                 raise connect_error(self.name, exc) from None
@@ -100,7 +102,9 @@ class DeepgramTTS(TTS):
                     except (TimeoutError, ConnectionClosed, OSError):
                         pass
             if not flushed:
-                raise ProviderError("connection closed before the audio was complete", provider=self.name, retryable=True)
+                raise ProviderError(
+                    "connection closed before the audio was complete", provider=self.name, retryable=True
+                )
             try:
                 await socket.send_close()
             except (ConnectionClosed, OSError):

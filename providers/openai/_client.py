@@ -12,18 +12,21 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+# Imported at once, not lazily: without the package the registry reports
+# the provider as needing it (with the pip command), before any call.
+import openai
+from openai import AsyncOpenAI, Timeout
 
 from providers.base import ProviderContext, ProviderError, ProviderTimeout
 from providers.secrets import Secret, get_secret, missing_key
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
 
 KEY_NAME = "OPENAI_API_KEY"
 # The SDK refuses to build a client without a key; keyless servers ignore this one.
 _NO_KEY = "no-key"
 DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, repr=False)
@@ -56,15 +59,14 @@ class OpenAISettings:
         return (self.options or {}).get(name, default)
 
     def client(self) -> AsyncOpenAI:
-        from openai import AsyncOpenAI
-
         # Our resilience layer retries (with its own budget and breaker): the
         # SDK's hidden retries would multiply the delays a caller hears.
         return AsyncOpenAI(
             api_key=self.key.reveal() if self.key else _NO_KEY,
             base_url=self.base_url,
             websocket_base_url=self.websocket_base_url,
-            timeout=self.timeout,
+            # A server that does not even accept the connection is down: fail over fast.
+            timeout=Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
             max_retries=0,
         )
 
@@ -75,11 +77,13 @@ class OpenAISettings:
         return text
 
 
-def check(ctx: ProviderContext) -> list[str]:
+def check(ctx: ProviderContext, *, websocket: bool = False) -> list[str]:
     """The problems that stop an OpenAI adapter from running for this profile."""
     problems: list[str] = []
-    if importlib.util.find_spec("openai") is None:
-        problems.append("the openai package is not installed; install it: pip install 'ari-agent[openai]'")
+    if websocket and importlib.util.find_spec("websockets") is None:
+        problems.append(
+            "the Realtime API needs the websockets package; install it: pip install 'openai[realtime]'"
+        )
     options = ctx.options
     required = bool(options.get("api_key_required", not options.get("base_url")))
     if required and get_secret(KEY_NAME) is None:
@@ -101,17 +105,12 @@ def provider_error(name: str, exc: BaseException, settings: OpenAISettings | Non
     if isinstance(exc, ProviderError):
         return exc
     scrub = settings.scrub if settings is not None else (lambda text: text)
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - the adapters need it to get here
-        openai = None  # type: ignore[assignment]
-    if openai is not None:
-        if isinstance(exc, openai.APIStatusError):
-            return ProviderError.from_status(name, exc.status_code, scrub(_status_message(exc)))
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(name, "request", settings.timeout if settings else DEFAULT_TIMEOUT)
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"connection failed: {scrub(str(exc))}", provider=name, retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError.from_status(name, exc.status_code, scrub(_status_message(exc)))
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(name, "request", settings.timeout if settings else DEFAULT_TIMEOUT)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(f"connection failed: {scrub(str(exc))}", provider=name, retryable=True)
     status = _handshake_status(exc)
     if status is not None:
         return ProviderError.from_status(name, status, "WebSocket upgrade rejected")

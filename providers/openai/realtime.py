@@ -227,7 +227,7 @@ class OpenAIRealtime(Realtime):
 
     @classmethod
     def check(cls, ctx: ProviderContext) -> list[str]:
-        return check(ctx)
+        return check(ctx, websocket=True)
 
     async def _connect(self, config: RealtimeConfig) -> RealtimeSession:
         if config.turn_detection not in self.capabilities.turn_detection:

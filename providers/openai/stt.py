@@ -198,7 +198,7 @@ class OpenAISTT(STT):
 
     @classmethod
     def check(cls, ctx: ProviderContext) -> list[str]:
-        problems = check(ctx)
+        problems = check(ctx, websocket=bool(ctx.options.get("stt_streaming", True)))
         mode = ctx.options.get("stt_turn_detection", "server_vad")
         if mode not in ("server_vad", "none"):
             problems.append(f"options.openai.stt_turn_detection is {mode!r}; use 'server_vad' or 'none'")

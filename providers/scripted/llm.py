@@ -159,7 +159,9 @@ class ScriptedLLM(LLM):
         if intent.reply:
             yield TextDelta(intent.reply)
         if intent.result is not None:
-            yield ToolCall("set_variable", {"name": "AI_AGENT_RESULT", "value": intent.result}, self._next_id())
+            yield ToolCall(
+                "set_variable", {"name": "AI_AGENT_RESULT", "value": intent.result}, self._next_id()
+            )
         if intent.action == "hangup":
             yield ToolCall("hangup", {}, self._next_id())
         elif intent.action == "transfer":

@@ -7,7 +7,9 @@ Listen: each turn of ``transcripts`` is answered either when ``bytes_per_turn``
 audio bytes have arrived (an interim result half way, then a final with
 ``speech_final`` and an ``UtteranceEnd``, as Deepgram's endpointing does) or
 when the client sends ``Finalize`` (a final with ``from_finalize``).
-``SpeechStarted`` goes out on the first audio of a turn. ``reset_after_bytes``
+``SpeechStarted`` goes out on the first audio of a turn. ``reject_status`` answers the
+handshake with an HTTP error (the first ``reject_times`` only, when set).
+``reset_after_bytes``
 drops the TCP connection without a close frame, mid-utterance.
 
 Speak: ``Speak`` text is held until ``Flush``, then answered with linear16
@@ -91,6 +93,7 @@ class FakeDeepgram:
         reset_after_bytes: int | None = None,
         resets: int = 1,
         reject_status: int | None = None,
+        reject_times: int | None = None,
         tts_ms_per_char: float = 20.0,
         tts_chunk_ms: int = 20,
         tts_chunk_delay: float = 0.0,
@@ -102,6 +105,8 @@ class FakeDeepgram:
         self.reset_after_bytes = reset_after_bytes
         self.resets_left = resets
         self.reject_status = reject_status
+        self.reject_times = reject_times  # None: every handshake is rejected
+        self.rejected = 0
         self.tts_ms_per_char = tts_ms_per_char
         self.tts_chunk_ms = tts_chunk_ms
         self.tts_chunk_delay = tts_chunk_delay
@@ -116,6 +121,14 @@ class FakeDeepgram:
         app.router.add_get("/v1/speak", self._speak)
         return app
 
+    def _reject(self) -> web.Response | None:
+        if self.reject_status is None:
+            return None
+        if self.reject_times is not None and self.rejected >= self.reject_times:
+            return None
+        self.rejected += 1
+        return web.Response(status=self.reject_status, text="rejected by the fake")
+
     def _next_text(self) -> str:
         text = self.transcripts[self._turn % len(self.transcripts)] if self.transcripts else ""
         self._turn += 1
@@ -124,8 +137,9 @@ class FakeDeepgram:
     # ------------------------------------------------------------------ listen
 
     async def _listen(self, request: web.Request) -> web.StreamResponse:
-        if self.reject_status is not None:
-            return web.Response(status=self.reject_status, text="rejected by the fake")
+        rejection = self._reject()
+        if rejection is not None:
+            return rejection
         record = ListenRecord(dict(request.query), request.headers.get("Authorization"))
         self.listens.append(record)
         ws = web.WebSocketResponse()
@@ -216,8 +230,9 @@ class FakeDeepgram:
     # ------------------------------------------------------------------- speak
 
     async def _speak(self, request: web.Request) -> web.StreamResponse:
-        if self.reject_status is not None:
-            return web.Response(status=self.reject_status, text="rejected by the fake")
+        rejection = self._reject()
+        if rejection is not None:
+            return rejection
         record = SpeakRecord(dict(request.query), request.headers.get("Authorization"))
         self.speaks.append(record)
         rate = int(request.query.get("sample_rate", "24000"))

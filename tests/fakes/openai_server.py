@@ -445,7 +445,10 @@ class _RealtimeSession:
             self.config = _merge(self.config, session)
             await self.send({"type": "session.updated", "session": self.config})
         elif kind == "input_audio_buffer.commit":
-            await self._commit()
+            if not self.buffer_has_audio:
+                await self._error("input_audio_buffer_commit_empty", "buffer too small")
+            else:
+                await self._commit()
         elif kind == "input_audio_buffer.clear":
             self.buffer_has_audio = False
             await self.send({"type": "input_audio_buffer.cleared"})

@@ -878,7 +878,7 @@ class Lab:
             number = self.new_number()
         if not number.isdigit():
             raise LabError(f"number must be digits (it is the correlation key): {number!r}")
-        sounds = [p if p.startswith("/") else self.speech(p) for p in phrases]
+        sounds = [p if p.startswith(("/", "dtmf:")) else self.speech(p) for p in phrases]
         inst = self.agent if via == "local" else self.caller
         channel = f"Local/{extension}@{context}/n" if via == "local" else f"PJSIP/{extension}@agent-{codec}"
         rec_base = self.recordings / f"{number}"

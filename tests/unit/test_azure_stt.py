@@ -93,7 +93,9 @@ async def test_finalize_during_a_phrase_waits_for_it() -> None:
     assert events == [FinalTranscript("i would like to book a table"), EndOfTurn()]
 
 
-@pytest.mark.parametrize(("code", "retryable"), [("ConnectionFailure", True), ("AuthenticationFailure", False)])
+@pytest.mark.parametrize(
+    ("code", "retryable"), [("ConnectionFailure", True), ("AuthenticationFailure", False)]
+)
 async def test_canceled_becomes_a_provider_error(code: str, retryable: bool) -> None:
     fake = FakeAzure(cancel_after_bytes=320, cancel_code=code)
     stream = await AzureSTT(fake).stream(PCM16_16K)
@@ -121,7 +123,9 @@ async def test_batch_recognize() -> None:
     assert transcript.text == "can i speak to someone"
 
 
-async def test_real_sdk_path_offline(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+async def test_real_sdk_path_offline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The real SDK objects are built and run; the service is a closed loopback port."""
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,13 +17,24 @@ from tests.fakes.azure_speech import FakeAzure
 KEY = "az-test-key-tts-6d1f0e93"
 
 
+async def until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait for a condition the fake records (the limit only stops a hung test)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - the fakes record into lists, with no event to wait on
+            await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("rate", [8000, 16000])
 async def test_streams_raw_pcm_at_the_call_rate(rate: int) -> None:
     fake = FakeAzure(tts_chunks=4)
     tts = AzureTTS(fake, voice="en-US-JennyNeural", language="en-US")
     chunks = [c async for c in tts.synthesize("We open at nine.", rate)]
     synthesis = fake.syntheses[0]
-    assert (synthesis.text, synthesis.sample_rate, synthesis.voice) == ("We open at nine.", rate, "en-US-JennyNeural")
+    assert (synthesis.text, synthesis.sample_rate, synthesis.voice) == (
+        "We open at nine.",
+        rate,
+        "en-US-JennyNeural",
+    )
     audio = b"".join(chunks)
     assert len(audio) == 4 * 2 * (rate // 50)
     assert np.abs(np.frombuffer(audio, "<i2")).max() > 4000
@@ -34,9 +46,7 @@ async def test_stopping_early_stops_the_synthesis() -> None:
     stream = AzureTTS(fake).synthesize("A long answer.", 16000)
     await anext(stream)
     await stream.aclose()
-    async with asyncio.timeout(5):
-        while not fake.syntheses[0].stopped:
-            await asyncio.sleep(0.01)
+    await until(lambda: fake.syntheses[0].stopped)
     assert fake.syntheses[0].chunks_sent < 200
 
 
@@ -59,7 +69,9 @@ async def test_real_sdk_path_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tts = AzureTTS.create(ProviderContext(profile="test", voice="en-US-AriaNeural", options={"host": f"ws://127.0.0.1:{port}"}))
+    tts = AzureTTS.create(
+        ProviderContext(profile="test", voice="en-US-AriaNeural", options={"host": f"ws://127.0.0.1:{port}"})
+    )
     assert tts.voice == "en-US-AriaNeural"
     with pytest.raises(ProviderError) as caught:
         [c async for c in tts.synthesize("Hello.", 8000)]

@@ -12,7 +12,9 @@ def test_sentences_come_out_as_they_complete() -> None:
     c = SentenceChunker()
     assert c.push("We are open Monday to Friday") == []
     assert c.push(". From nine") == ["We are open Monday to Friday."]
-    assert c.push(" in the morning to five in the evening. ") == ["From nine in the morning to five in the evening."]
+    assert c.push(" in the morning to five in the evening. ") == [
+        "From nine in the morning to five in the evening."
+    ]
     assert c.flush() == []
 
 

@@ -22,9 +22,10 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait for a condition the fake records (the limit only stops a hung test)."""
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - the fakes record into lists, with no event to wait on
             await asyncio.sleep(0.01)
 
 

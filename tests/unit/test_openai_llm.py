@@ -116,7 +116,7 @@ async def test_429_then_200_succeeds_on_the_next_call(fake: tuple[FakeOpenAI, st
 async def test_wrong_key_is_401_not_retryable(
     fake: tuple[FakeOpenAI, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server, url = fake
+    _, url = fake
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-zzzzzzzz")
     with pytest.raises(ProviderError) as info:
         await collect(make(url))
@@ -163,3 +163,22 @@ def test_check_reports_missing_key_unless_a_keyless_server(monkeypatch: pytest.M
     assert any("OPENAI_API_KEY" in p for p in OpenAILLM.check(ProviderContext("p", options=required)))
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert OpenAILLM.check(ProviderContext("p")) == []
+
+
+def test_registry_builds_every_openai_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from providers import registry
+    from providers.openai.realtime import OpenAIRealtime
+    from providers.openai.stt import OpenAISTT
+    from providers.openai.tts import OpenAITTS
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    ctx = ProviderContext("p", voice="verse", options={"model": "m1", "tts_model": "t1"})
+    assert isinstance(registry.create_llm("openai", ctx), OpenAILLM)
+    tts = registry.create_tts("openai", ctx)
+    assert isinstance(tts, OpenAITTS) and tts.voice == "verse" and tts.model == "t1"
+    assert isinstance(registry.create_stt("openai", ctx), OpenAISTT)
+    assert isinstance(registry.create_realtime("openai", ctx), OpenAIRealtime)
+    for stage in ("stt", "llm", "tts", "realtime"):
+        assert registry.check(stage, "openai", ctx) == []  # type: ignore[arg-type]
+    bad = ProviderContext("p", options={"stt_turn_detection": "semantic_vad"})
+    assert any("stt_turn_detection" in p for p in registry.check("stt", "openai", bad))

@@ -296,3 +296,22 @@ async def test_send_errors_are_counted(leg: Leg) -> None:
         assert pacer.send_errors == 3 and pacer.packets_sent == 3
     finally:
         await pacer.stop()
+
+
+async def test_encoded_audio_goes_out_untouched(leg: Leg) -> None:
+    pacer = OutboundPacer(leg.send, ULAW)
+    payload = bytes(range(256)) + bytes(range(64))  # two frames of 160 bytes
+    assert pacer.enqueue_encoded(payload, tag="raw") == 2
+    pacer.start()
+    try:
+        await pacer.wait_idle()
+        await leg.receiver.wait_for(2)
+        pkts = leg.receiver.packets
+        assert b"".join(p.payload for p in pkts) == payload
+        assert pacer.frames_sent("raw") == 2
+        assert pacer.enqueue_encoded(b"\x00" * 10) == 1  # padded with µ-law silence
+        await pacer.wait_idle()
+        await leg.receiver.wait_for(3)
+        assert leg.receiver.packets[2].payload == b"\x00" * 10 + b"\xff" * 150
+    finally:
+        await pacer.stop()

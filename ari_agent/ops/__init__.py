@@ -1,0 +1,1 @@
+"""Operations: `make up` stack, `ari-agent doctor`, test calls, call listings."""

@@ -1,0 +1,113 @@
+"""Conversation features through a real Asterisk: DTMF, tools, reprompt, max duration."""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+from tests.integration.lab import AgentFactory, AgentProcess, Lab
+
+LEADS = """
+[profiles.leads]
+greeting = "Hello, this is the callback line. How can I help?"
+fallback_reply = "Sorry, I can only arrange a call back."
+tools = ["hangup", "transfer", "capture", "set_variable"]
+capture_fields = ["callback_number"]
+filler_after_ms = 0
+
+[profiles.leads.destinations.reception]
+extension = "200"
+
+[[profiles.leads.intents]]
+name = "callback"
+examples = ["i would like a call back", "please call me back"]
+reply = "Sure. What number should we call you on?"
+capture = "callback_number"
+
+[[profiles.leads.intents]]
+name = "number"
+examples = ["five five five one two three four"]
+reply = "Thank you. Anything else?"
+result = "callback"
+
+[[profiles.leads.intents]]
+name = "reception"
+examples = ["reception please"]
+reply = "Connecting you now."
+action = "transfer"
+destination = "reception"
+dtmf = "0"
+
+[[profiles.leads.intents]]
+name = "goodbye"
+examples = ["goodbye"]
+reply = "Goodbye."
+action = "hangup"
+"""
+
+NUMBER = "five five five one two three four"
+
+
+def start_with_config(agent_factory: AgentFactory, toml: str, name: str) -> AgentProcess:
+    path = Path(agent_factory.workdir) / f"{name}.toml"
+    path.write_text(toml, encoding="utf-8")
+    return agent_factory.start({"AGENT_CONFIG": str(path)})
+
+
+def agent_lines(record: dict[str, object]) -> list[str]:
+    turns = record["turns"]
+    assert isinstance(turns, list)
+    return [t["text"] for t in turns if t["role"] == "agent"]
+
+
+def test_capture_and_result_reach_the_dialplan_after_hangup(lab: Lab, agent_factory: AgentFactory) -> None:
+    agent = start_with_config(agent_factory, LEADS, "leads")
+    handle = lab.place_call(["i would like a call back", NUMBER, "goodbye"], context="lab-leads")
+    event = lab.wait_dialplan_event(handle.number, "hangup", timeout=120)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    assert event.fields["AI_AGENT_RESULT"] == "callback"
+    assert urllib.parse.unquote(event.fields["AI_FIELD_CALLBACK_NUMBER"]) == NUMBER
+    record = agent.record_for(handle.number)
+    assert record["fields"] == {"callback_number": NUMBER}
+    assert agent_lines(record)[-1] == "Goodbye."
+    assert record["end_reason"] == "hangup_by_agent"
+
+
+def test_dtmf_transfers_with_fields_set(lab: Lab, agent_factory: AgentFactory) -> None:
+    agent = start_with_config(agent_factory, LEADS, "leads")
+    handle = lab.place_call(["i would like a call back", NUMBER, "dtmf:0"], context="lab-leads")
+    event = lab.wait_dialplan_event(handle.number, "reception", timeout=120)
+    assert event.fields["AI_AGENT_STATUS"] == "TRANSFERRED"
+    assert event.fields["AI_AGENT_RESULT"] == "callback"
+    assert urllib.parse.unquote(event.fields["AI_FIELD_CALLBACK_NUMBER"]) == NUMBER
+    record = agent.record_for(handle.number, timeout=20)
+    users = [t["text"] for t in record["turns"] if t["role"] == "user"]
+    assert users[-1] == "caller pressed 0"
+    assert agent_lines(record)[-1] == "Connecting you now."
+    assert record["end_reason"] == "transferred"
+
+
+def test_idle_caller_is_reprompted_then_let_go(lab: Lab, agent_factory: AgentFactory) -> None:
+    agent = start_with_config(
+        agent_factory, "[profiles.frontdesk]\nidle_timeout_s = 2\nmax_reprompts = 1\n", "idle"
+    )
+    handle = lab.place_call([], tail=30)
+    event = lab.wait_dialplan_event(handle.number, "hangup", timeout=60)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [
+        "Thank you for calling Riverside Dental. How can I help you?",
+        "Are you still there?",
+        "I will end the call now. Goodbye.",
+    ]
+    assert record["end_reason"] == "hangup_by_agent"
+
+
+def test_maximum_duration_ends_the_call(lab: Lab, agent_factory: AgentFactory) -> None:
+    agent = start_with_config(agent_factory, "[profiles.frontdesk]\nmax_duration_s = 6\n", "maxdur")
+    handle = lab.place_call([], tail=40)
+    event = lab.wait_dialplan_event(handle.number, "hangup", timeout=60)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    record = agent.record_for(handle.number)
+    assert agent_lines(record)[-1] == "We have reached the time limit for this call. Goodbye."
+    assert record["end_reason"] == "hangup_by_agent"
