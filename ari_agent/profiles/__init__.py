@@ -96,7 +96,8 @@ class ProfileConfig(_Model):
         for i, intent in enumerate(self.intents):
             if intent.capture and intent.capture not in self.capture_fields:
                 raise ValueError(
-                    f"intents[{i}] ({intent.name}) captures '{intent.capture}', which is not in capture_fields"
+                    f"intents[{i}] ({intent.name}) captures '{intent.capture}', "
+                    "which is not in capture_fields"
                 )
         return self
 
