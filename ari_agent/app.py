@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +22,8 @@ from ari_agent.ari.events import (
     StasisStart,
 )
 from ari_agent.ari.websocket import EventListener
-from ari_agent.config import Settings
+from ari_agent.config import Settings, load_settings
+from ari_agent.errors import ConfigError
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.conversation.speech import SESSION_RATE
@@ -47,8 +50,16 @@ class ProfileUnavailable(Exception):
 
 
 class AgentApp:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        config_file: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.config_file = config_file
         self.metrics = Metrics()
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         self.ari = AriClient(
@@ -75,6 +86,7 @@ class AgentApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registered = False
         self._draining = False
+        self._calls_changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------
@@ -90,6 +102,21 @@ class AgentApp:
         log.info("HTTP on %s:%d", self.settings.http.host, self.settings.http.port)
         self.listener.start()
 
+    async def drain(self) -> None:
+        """SIGTERM: stop taking calls at once, let active ones finish, then hand the rest back."""
+        self._draining = True
+        timeout = self.settings.calls.drain_timeout
+        deadline = self.clock() + timeout
+        if self.sessions:
+            log.info("draining: %d active call(s), up to %.0f s", len(self.sessions), timeout)
+        while self.sessions and (remaining := deadline - self.clock()) > 0:
+            self._calls_changed.clear()
+            try:
+                await asyncio.wait_for(self._calls_changed.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop taking calls, hand the active ones back to the dialplan, shut down."""
         self._draining = True
@@ -101,6 +128,25 @@ class AgentApp:
         await self.ari.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def reload(self) -> None:
+        """SIGHUP: read the profiles again; calls in progress keep the ones they started with."""
+        try:
+            fresh = load_settings(self.config_file)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the current profiles: %s", exc)
+            return
+        profiles = fresh.all_profiles()
+        providers: dict[str, ProfileProviders] = {}
+        unavailable: dict[str, str] = {}
+        for name, profile in profiles.items():
+            try:
+                providers[name] = await self._build_providers(name, profile)
+            except Exception as exc:
+                unavailable[name] = str(exc)
+                log.error("profile %s cannot take calls: %s", name, exc)
+        self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
+        log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
 
     @property
     def ready(self) -> bool:
@@ -268,6 +314,7 @@ class AgentApp:
                 del self._by_channel[key]
         self._by_bridge.pop(session.bridge_id, None)
         self.metrics.active_calls.set(len(self.sessions))
+        self._calls_changed.set()
 
     async def _reject(
         self, channel: Channel, profile: str, reason: EndReason, why: str, call_id: str | None = None

@@ -79,6 +79,8 @@ class CallSettings(_Section):
     max_concurrent: int = Field(100, ge=1)
     # Wait this long for the first inbound RTP packet before greeting anyway.
     first_media_timeout: float = Field(2.0, gt=0)
+    # On SIGTERM, active calls get this long to finish before they are handed back.
+    drain_timeout: float = Field(30.0, ge=0)
 
 
 class RecordsSettings(_Section):
@@ -126,9 +128,15 @@ class Settings(BaseSettings):
         return sources
 
     def all_profiles(self) -> dict[str, ProfileConfig]:
-        """Built-in profiles with the file's profiles merged over them (same name: the file wins)."""
+        """Built-in profiles with the file's merged over them, field by field (the file wins)."""
         merged = builtin_profiles()
-        merged.update(self.profiles)
+        for name, profile in self.profiles.items():
+            base = merged.get(name)
+            if base is None:
+                merged[name] = profile
+                continue
+            fields = profile.model_dump(include=profile.model_fields_set)
+            merged[name] = ProfileConfig.model_validate({**base.model_dump(), **fields})
         return merged
 
 

@@ -120,6 +120,7 @@ class PipelineConversation:
         self._provider_ended = False
         self._finalize_at: float | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._turn_errors = 0
 
     # ------------------------------------------------------------------
@@ -170,7 +171,9 @@ class PipelineConversation:
             if self._pushing and not self._utterance_done:
                 self._push(heard)
                 self._finalize_at = now
-                asyncio.get_running_loop().create_task(self._finalize())
+                task = asyncio.get_running_loop().create_task(self._finalize())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             self._pushing = False
 
     def _push(self, audio: bytes) -> None:
@@ -314,7 +317,11 @@ class PipelineConversation:
         await asyncio.wait({self._reply_task})
         task, self._reply_task = self._reply_task, None
         if task.cancelled():
-            return  # barged in: the caller's new turn follows
+            # Barged in: the model must know what the caller actually heard.
+            heard = self.speaker.last
+            if heard is not None and heard.interrupted and heard.turn.text:
+                self._history.append(Message("assistant", heard.turn.text))
+            return
         exc = task.exception()
         if exc is None:
             self._turn_errors = 0

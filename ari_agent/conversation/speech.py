@@ -91,6 +91,7 @@ class Speaker:
         self.turns = turns
         # Utterances under way: a reply may be synthesised while a filler still plays.
         self.active: list[Spoken] = []
+        self.last: Spoken | None = None  # the most recent utterance that ended, cut or not
         self._by_tag: dict[Hashable, Spoken] = {}
         pacer.on_sent = self._on_sent
 
@@ -145,6 +146,7 @@ class Speaker:
             raise
         finally:
             self.active.remove(spoken)
+            self.last = spoken
             if spoken.interrupted:
                 self._record_heard(spoken)
             for _, tag, _ in spoken.pieces:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ari_agent.ari.client import AriError, AriHttpError, AriNotFound, AriUnavailable
-from ari_agent.ari.events import StasisStart
+from ari_agent.ari.events import Event, StasisStart
 from ari_agent.config import Settings
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
@@ -292,9 +292,7 @@ class Doctor:
             for cid, probe in zip(channel_ids, probes, strict=True):
                 await self.ari.external_media(cid, app.name, f"{advertised}:{probe.port}", "ulaw")
             for cid in channel_ids:
-                started = await app.wait_for(
-                    lambda e, cid=cid: isinstance(e, StasisStart) and e.channel.id == cid, STASIS_WAIT
-                )
+                started = await app.wait_for(_stasis_start_of(cid), STASIS_WAIT)
                 if started is None:
                     return Check(
                         "media",
@@ -322,9 +320,9 @@ class Doctor:
 
         # Asterisk -> us: a prompt played into the bridge reaches both sockets.
         await _quietly(self.ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT}))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + INBOUND_WAIT
-        while loop.time() < deadline and not all(p.packets for p in probes):
+        for _ in range(int(INBOUND_WAIT / 0.05)):
+            if all(p.packets for p in probes):
+                break
             await asyncio.sleep(0.05)
         if not any(p.packets for p in probes):
             return Check(
@@ -429,6 +427,10 @@ class Doctor:
             await _quietly(self.ari.hangup(caller))
         ran = ", ".join(apps_seen) or "nothing we could see"
         return Check("extension", "fail", f"{target} never reached Stasis({agent_app}) (it ran: {ran})", fix)
+
+
+def _stasis_start_of(channel_id: str) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, StasisStart) and e.channel.id == channel_id
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:

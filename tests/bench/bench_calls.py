@@ -51,7 +51,10 @@ T = TypeVar("T")
 # The simulated provider latencies (tests/fakes/timed.py defaults, written out in the profile).
 STT_FINAL_MS, LLM_FIRST_TOKEN_MS, TTS_FIRST_AUDIO_MS = 150, 300, 150
 END_OF_TURN_MS = ProfileConfig().end_of_turn_ms  # both profiles use the default
-SHORT_REPLY = "Sure. We open at nine."
+# A sentence chunker cuts the first piece when the word after its first
+# sentence arrives: here 2 words after the first token (40 ms at 20 ms a word).
+SHORT_REPLY = "Good question. We open at nine in the morning."
+FIRST_SENTENCE_STREAM_MS = 40
 LONG_REPLY = (
     "Sure. Let me tell you all about our opening hours. We are open Monday to Friday, from nine in the "
     "morning to five in the evening, and on Saturdays from ten to two. On public holidays we are closed, "
@@ -153,6 +156,7 @@ class Bench:
             if profile == "timed":
                 known = END_OF_TURN_MS + STT_FINAL_MS + LLM_FIRST_TOKEN_MS + TTS_FIRST_AUDIO_MS
                 out["known_latency_ms"] = known
+                out["first_sentence_stream_ms"] = FIRST_SENTENCE_STREAM_MS
                 out["own_overhead_ms"] = {
                     k: round(v - known, 1) if k not in ("n",) else v
                     for k, v in out["turns"]["turn_latency_ms"].items()
@@ -220,7 +224,11 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
     print(f"{'profile':8} {'measure':42} figures (ms)")
     print("-" * 100)
     for profile, r in results.items():
-        rows = [("turn latency (caller end -> agent audio)", r["turns"]["turn_latency_ms"])]
+        rows = [
+            ("turn latency (caller end -> agent audio)", r["turns"]["turn_latency_ms"]),
+            ("  same, from the caller's last packet", r["turns"]["turn_latency_from_last_packet_ms"]),
+            ("  same, to the first loud agent packet", r["turns"]["turn_latency_to_loud_speech_ms"]),
+        ]
         if "own_overhead_ms" in r:
             rows.append((f"own overhead (minus {r['known_latency_ms']} ms known)", r["own_overhead_ms"]))
         rows.append(("barge-in stop (onset -> last agent pkt)", r["barge_in"]["barge_in_stop_ms"]))
@@ -228,8 +236,8 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
         for label, stats in rows:
             print(f"{profile:8} {label:42} {_fmt(stats)}")
         b = r["barge_in"]
-        label = "  barge-in: not stopped / quiet at onset"
-        print(f"{profile:8} {label:42} {b['not_stopped']} / {b['agent_quiet_at_onset']}")
+        label = "  barge-in: not stopped / agent silent"
+        print(f"{profile:8} {label:42} {b['not_stopped']} / {b['agent_silent_at_onset']}")
         for phase, hists in r["agent_metrics"].items():
             for name, h in hists.items():
                 label = f"  agent {name.removeprefix('ari_agent_')} [{phase}]"

@@ -28,7 +28,9 @@ _MIN_TURN_GAP_S = 0.1
 
 @dataclass
 class TurnsResult:
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # last voiced packet sent -> first agent packet
+    from_last_packet: list[float] = field(default_factory=list)  # last packet sent -> first agent packet
+    to_loud: list[float] = field(default_factory=list)  # last voiced packet sent -> first loud agent packet
     intervals: list[float] = field(default_factory=list)
     no_reply: int = 0
     spoke_over_question: int = 0
@@ -36,6 +38,8 @@ class TurnsResult:
     def report(self) -> dict[str, Any]:
         return {
             "turn_latency_ms": summary(self.latencies),
+            "turn_latency_from_last_packet_ms": summary(self.from_last_packet),
+            "turn_latency_to_loud_speech_ms": summary(self.to_loud),
             "outbound_interval_ms": summary(self.intervals, ndigits=2),
             "no_reply": self.no_reply,
             "agent_spoke_during_question": self.spoke_over_question,
@@ -43,22 +47,30 @@ class TurnsResult:
 
 
 async def run_turns(lab: Lab, questions: Sequence[str], n: int) -> TurnsResult:
-    """One call, ``n`` turns: the caller asks, waits for the whole reply, asks again."""
+    """One call, ``n`` turns: the caller asks, waits for the whole reply, asks again.
+
+    Turn latency runs from the caller's last packet a VAD calls speech (the
+    agent's end of turn counts from there too; espeak-ng's last phoneme
+    fades) to the first agent packet, which starts the agent's talkspurt.
+    """
     result = TurnsResult()
     async with RtpCaller.connect(lab) as call:
         await call.wait_agent_speech(timeout=20)
         await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60)
         for i in range(n):
             said = await call.say(questions[i % len(questions)])
-            if call.loud(said.first_sent, said.last_sent):
+            if call.packets(said.first_sent, said.last_sent):
                 result.spoke_over_question += 1
             try:
-                first = await call.wait_agent_speech(timeout=20, after=said.last_sent)
+                first = await call.wait_agent_audio(timeout=20, after=said.last_sent)
+                loud = await call.wait_agent_speech(timeout=20, after=said.last_sent)
             except TimeoutError:
                 result.no_reply += 1
                 continue
             end = await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60, after=first)
-            result.latencies.append(first - said.last_sent)
+            result.latencies.append(first - said.last_voiced_sent)
+            result.from_last_packet.append(first - said.last_sent)
+            result.to_loud.append(loud - said.last_voiced_sent)
             result.intervals += call.arrival_intervals(after=first - 0.001, before=end)
             await asyncio.sleep(random.uniform(0.2, 0.5))
     return result
@@ -68,14 +80,14 @@ async def run_turns(lab: Lab, questions: Sequence[str], n: int) -> TurnsResult:
 class BargeInResult:
     stops: list[float] = field(default_factory=list)  # caller onset -> last agent packet
     not_stopped: int = 0  # the agent talked on to the end of the caller's speech
-    quiet_at_onset: int = 0  # the agent was between words when the caller began
+    quiet_at_onset: int = 0  # the agent's reply was already over: not a sample
     no_reply: int = 0
 
     def report(self) -> dict[str, Any]:
         return {
             "barge_in_stop_ms": summary(self.stops),
             "not_stopped": self.not_stopped,
-            "agent_quiet_at_onset": self.quiet_at_onset,
+            "agent_silent_at_onset": self.quiet_at_onset,
             "no_reply": self.no_reply,
         }
 
@@ -84,9 +96,10 @@ async def run_barge_in(lab: Lab, opener: str, interruption: str, n: int) -> Barg
     """One call: every agent reply is interrupted 0.6-1.2 s in by the caller's next question.
 
     The stop time is the caller's first speech packet sent to the last agent
-    packet received before the agent's next reply. A sample where the agent
-    went on talking until the caller finished counts as not stopped (its
-    time is still in the percentiles: it is what the caller heard).
+    packet received (of any level: Asterisk forwards only what the agent
+    sends) before the agent's next reply. A sample where the agent went on
+    talking until the caller finished counts as not stopped (its time is
+    still in the percentiles: it is what the caller heard).
     """
     result = BargeInResult()
     async with RtpCaller.connect(lab) as call:
@@ -106,9 +119,12 @@ async def run_barge_in(lab: Lab, opener: str, interruption: str, n: int) -> Barg
             await asyncio.sleep(random.uniform(0.6, 1.2))
             said = await call.say(interruption)
             onset = said.first_sent
-            if not call.loud(onset - 0.2, onset):
+            if not call.packets(onset - 0.06, onset):
                 result.quiet_at_onset += 1
-            heard = call.loud(onset, said.last_sent + _MIN_TURN_GAP_S)
+                if result.quiet_at_onset > n:
+                    break
+                continue
+            heard = call.packets(onset, said.last_sent + _MIN_TURN_GAP_S)
             last = heard[-1].at if heard else onset
             if last > said.last_sent - 0.3:
                 result.not_stopped += 1
@@ -182,10 +198,10 @@ async def run_concurrency(
                 greeting = await call.wait_agent_speech(timeout=30)
                 await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60)
                 said = await call.say(question)
-                first = await call.wait_agent_speech(timeout=30, after=said.last_sent)
+                first = await call.wait_agent_audio(timeout=30, after=said.last_sent)
                 await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60, after=first)
                 result.replied += 1
-                result.latencies.append(first - said.last_sent)
+                result.latencies.append(first - said.last_voiced_sent)
                 result.intervals += call.arrival_intervals(after=greeting - 0.001)
                 done.arrive()
                 await release.wait()

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import numpy as np
 import soxr
+import webrtcvad
 
 from ari_agent.media.codecs import ulaw_decode, ulaw_encode
 from providers.local.tts import parse_wav, trim_silence
@@ -62,6 +63,9 @@ SPF = 160  # samples per 20 ms frame at 8 kHz
 PT_ULAW = 0
 PT_CN = 13
 LOUD_DBFS = -45.0  # a frame above this is speech; the agent's silence is digital zero
+# The agent's VAD defaults: webrtcvad aggressiveness 2 above a -50 dBFS floor.
+VAD_AGGRESSIVENESS = 2
+VAD_FLOOR_DBFS = -50.0
 APP_PREFIX = "lab-rtp-caller"
 _RTP_HEADER = struct.Struct("!BBHII")
 # A late sender wake-up this far behind re-anchors the clock instead of bursting.
@@ -122,13 +126,28 @@ class Received:
     level: float  # dBFS
 
 
+def last_voiced_frame(frames: list[np.ndarray]) -> int:
+    """Index of the last 20 ms frame a VAD like the agent's calls speech (-1: none).
+
+    espeak-ng's last phoneme fades out: the agent's end of turn counts from
+    here, not from the last packet of the utterance.
+    """
+    vad = webrtcvad.Vad(VAD_AGGRESSIVENESS)
+    for i in range(len(frames) - 1, -1, -1):
+        frame = frames[i]
+        if level_dbfs(frame) > VAD_FLOOR_DBFS and vad.is_speech(frame.astype("<i2").tobytes(), RATE):
+            return i
+    return -1
+
+
 @dataclass(frozen=True)
 class Said:
-    """When an utterance went out: send times of its first and last packets."""
+    """When an utterance went out: send times of its first, last voiced and last packets."""
 
     first_sent: float
     last_sent: float
     frames: int
+    last_voiced_sent: float  # the last frame a VAD calls speech (last_sent if none)
 
     @property
     def duration(self) -> float:
@@ -138,9 +157,11 @@ class Said:
 @dataclass
 class _Utterance:
     frames: int
+    last_voiced: int
     done: asyncio.Future[Said]
     sent: int = 0
     first_sent: float = 0.0
+    last_voiced_sent: float = 0.0
 
 
 @dataclass
@@ -390,8 +411,11 @@ class RtpCaller:
             utterance.sent += 1
             if utterance.sent == 1:
                 utterance.first_sent = at
+            if utterance.sent == utterance.last_voiced + 1:
+                utterance.last_voiced_sent = at
             if utterance.sent == utterance.frames and not utterance.done.done():
-                utterance.done.set_result(Said(utterance.first_sent, at, utterance.frames))
+                voiced = utterance.last_voiced_sent if utterance.last_voiced >= 0 else at
+                utterance.done.set_result(Said(utterance.first_sent, at, utterance.frames, voiced))
 
     def _due_echo(self, now: float) -> np.ndarray | None:
         # One frame per tick, oldest first; a backlog (arrival bursts) is trimmed so the delay holds.
@@ -419,9 +443,9 @@ class RtpCaller:
         frames = -(-pcm.size // SPF)
         padded = np.zeros(frames * SPF, dtype=np.int16)
         padded[: pcm.size] = pcm
-        utterance = _Utterance(frames, asyncio.get_running_loop().create_future())
-        for i in range(frames):
-            self._speech.append((padded[i * SPF : (i + 1) * SPF], utterance))
+        chunks = [padded[i * SPF : (i + 1) * SPF] for i in range(frames)]
+        utterance = _Utterance(frames, last_voiced_frame(chunks), asyncio.get_running_loop().create_future())
+        self._speech.extend((chunk, utterance) for chunk in chunks)
         return await utterance.done
 
     def play_continuous(self, source: FrameSource | None, *, delay_ms: float = 0.0) -> None:
@@ -472,10 +496,27 @@ class RtpCaller:
                 await asyncio.wait_for(self._rx_event.wait(), min(remaining, 0.02))
 
     def loud(self, after: float = 0.0, before: float = math.inf) -> list[Received]:
+        """Packets louder than the speech threshold that arrived in (after, before]."""
         return [p for p in self.received if after < p.at <= before and p.level > self.loud_dbfs]
+
+    def packets(self, after: float = 0.0, before: float = math.inf) -> list[Received]:
+        """Packets of any level that arrived in (after, before]."""
+        return [p for p in self.received if after < p.at <= before]
 
     async def wait_agent_speech(self, timeout: float = 10.0, *, after: float | None = None) -> float:  # noqa: ASYNC109
         """Arrival time of the first loud packet after ``after`` (default: now)."""
+        return await self._wait_first(self.loud_dbfs, timeout, after, "agent speech")
+
+    async def wait_agent_audio(self, timeout: float = 10.0, *, after: float | None = None) -> float:  # noqa: ASYNC109
+        """Arrival time of the first packet of any level after ``after`` (default: now).
+
+        Asterisk forwards only what the agent sends, and the agent sends only
+        while it talks, so this is the start of its talkspurt (a TTS's lead-in
+        silence included).
+        """
+        return await self._wait_first(-math.inf, timeout, after, "agent audio")
+
+    async def _wait_first(self, min_dbfs: float, timeout: float, after: float | None, what: str) -> float:  # noqa: ASYNC109
         since = time.monotonic() if after is None else after
         start = 0
 
@@ -483,12 +524,12 @@ class RtpCaller:
             nonlocal start
             packets = self.received
             for i in range(start, len(packets)):
-                if packets[i].at > since and packets[i].level > self.loud_dbfs:
+                if packets[i].at > since and packets[i].level > min_dbfs:
                     return packets[i].at
             start = len(packets)
             return None
 
-        return await self._wait_until(check, timeout, "agent speech")
+        return await self._wait_until(check, timeout, what)
 
     async def wait_agent_silence(
         self,

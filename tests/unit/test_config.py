@@ -59,7 +59,10 @@ def test_file_profiles_merge_over_builtin(tmp_path: Path) -> None:
     )
     profiles = load_settings(cfg).all_profiles()
     assert profiles["frontdesk"].greeting == "Hello from the file."
+    # Field by field: what the file does not set stays as built in.
+    assert [i.name for i in profiles["frontdesk"].intents] == ["hours", "address", "reception", "goodbye"]
     assert profiles["sales"].greeting == "Sales here."
+    assert profiles["sales"].intents == []
 
 
 def test_builtin_frontdesk_is_exact() -> None:

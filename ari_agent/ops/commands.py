@@ -1,0 +1,187 @@
+"""The operator commands as the CLI runs them: ``doctor``, ``call``, ``calls``; output and exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ari_agent.config import Settings
+from ari_agent.ops.calls import CallsError, active_calls, call_source
+from ari_agent.ops.doctor import Check, run_doctor
+from ari_agent.ops.output import Out, table
+from ari_agent.ops.testcall import CallFailed, Phrase, TestCall, transcript
+
+_MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def print_check(out: Out, check: Check) -> None:
+    out.line(f"  {out.paint(_MARK[check.status], check.status)}  {check.name:<10} {check.detail}")
+    if check.fix and check.status in ("fail", "warn"):
+        out.line(f"        {'':<10} {out.paint('fix:', 'bold')} {check.fix}")
+
+
+async def doctor(settings: Settings, extension: str | None, as_json: bool) -> int:
+    out = Out(json_mode=as_json)
+    out.line(out.paint(f"ari-agent doctor: {settings.ari.url}, app {settings.ari.app}", "bold"))
+    checks = await run_doctor(settings, extension, on_check=lambda c: print_check(out, c))
+    failed = [c for c in checks if c.status == "fail"]
+    warned = [c for c in checks if c.status == "warn"]
+    if as_json:
+        out.json({"ok": not failed, "checks": [c.to_json() for c in checks]})
+    elif failed:
+        out.line(out.paint(f"{len(failed)} problem(s); fix the first one first.", "fail"))
+    else:
+        extra = f" ({len(warned)} warning(s))" if warned else ""
+        out.line(out.paint(f"all checks passed{extra}.", "ok"))
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- call
+
+
+def _print_call_event(out: Out, entry: dict[str, Any]) -> None:
+    if out.json_mode:
+        out.json(entry)
+        return
+    t = out.paint(f"[{entry['t']:6.2f}s]", "dim")
+    kind = entry["event"]
+    if kind == "dialing":
+        text = f"dialling {entry['target']}"
+    elif kind == "answered":
+        text = "answered"
+    elif kind == "agent_speaking":
+        text = f"{out.paint('agent', 'cyan')} speaking (after {entry['latency']:.2f} s)"
+    elif kind == "agent_done":
+        text = f"{out.paint('agent', 'cyan')} done ({entry['seconds']:.1f} s of speech)"
+    elif kind == "you":
+        text = f"{out.paint('you', 'bold')}: {entry['text']!r} ({entry['seconds']:.1f} s)"
+    elif kind == "no_reply":
+        text = out.paint(f"no reply within {entry['waited']:g} s", "warn")
+    elif kind == "hangup":
+        text = "the agent hung up" if entry["by"] == "agent" else "hanging up"
+    else:
+        text = kind
+    out.line(f"{t} {text}")
+
+
+def print_transcript(out: Out, turns: list[dict[str, Any]], where: str) -> None:
+    out.line(out.paint(f"Transcript ({where}):", "bold"))
+    for turn in turns:
+        role = turn.get("role")
+        label = "agent" if role == "agent" else "heard"
+        text = turn.get("text") or "(not stored)"
+        notes = []
+        if turn.get("heard_latency") is not None:
+            notes.append(f"reply {turn['heard_latency']:.2f} s")
+        if turn.get("turn_latency_ms") is not None:
+            notes.append(f"agent-measured {turn['turn_latency_ms'] / 1000:.2f} s")
+        if turn.get("interrupted"):
+            notes.append("interrupted")
+        suffix = out.paint(f"  [{', '.join(notes)}]", "dim") if notes else ""
+        out.line(f"  {out.paint(label, 'cyan' if role == 'agent' else 'bold')}  {text}{suffix}")
+
+
+async def call(
+    settings: Settings,
+    target: str,
+    phrases: list[tuple[str, str]],
+    *,
+    as_json: bool,
+    turn_silence: float = 1.2,
+    reply_timeout: float = 20.0,
+) -> int:
+    out = Out(json_mode=as_json)
+    try:
+        source = call_source(settings)
+    except CallsError:
+        source = None
+    test = TestCall(
+        settings,
+        target,
+        [Phrase(kind, value) for kind, value in phrases],
+        on_event=lambda e: _print_call_event(out, e),
+        source=source,
+        turn_silence=turn_silence,
+        reply_timeout=reply_timeout,
+    )
+    try:
+        result = await test.run()
+    except CallFailed as exc:
+        if as_json:
+            out.json({"event": "error", "error": str(exc)})
+        else:
+            out.line(out.paint(f"call failed: {exc}", "fail"))
+        return 1
+    turns = transcript(result)
+    summary = {
+        "event": "summary",
+        "answered": result.answered,
+        "heard_turns": result.heard_turns,
+        "hung_up_by": result.hung_up_by,
+        "channel_id": result.channel_id,
+        "call_id": (result.record or {}).get("call_id"),
+        "end_reason": (result.record or {}).get("end_reason"),
+        "latencies": result.latencies,
+        "transcript": turns,
+    }
+    if as_json:
+        out.json(summary)
+    elif result.record is not None:
+        print_transcript(out, turns, f"the agent's record of call {result.record.get('call_id')}")
+        out.line(f"  ended: {result.record.get('end_reason')}")
+    elif source is None:
+        out.line("(set AGENT_RECORDS__DIR to the agent's records directory to see what it heard and said)")
+    else:
+        out.line("(no call record found: is AGENT_RECORDS__DIR the same as the agent's?)")
+    return 0 if result.answered and result.heard_turns else 1
+
+
+# ---------------------------------------------------------------- calls
+
+
+def calls(settings: Settings, action: str | None, call_id: str | None, as_json: bool) -> int:
+    out = Out(json_mode=as_json)
+    try:
+        if action == "show":
+            if not call_id:
+                out.line("usage: ari-agent calls show ID")
+                return 2
+            record = call_source(settings).get(call_id)
+            if record is None:
+                raise CallsError(f"no ended call {call_id!r} in the records (or the prefix is not unique)")
+            if as_json:
+                out.json(record)
+                return 0
+            caller = record.get("caller") or {}
+            out.line(out.paint(f"call {record.get('call_id')}", "bold"))
+            for key, value in (
+                ("profile", record.get("profile")),
+                ("caller", f"{caller.get('name', '')} <{caller.get('number', '')}>".strip()),
+                ("started", record.get("started_at")),
+                ("ended", record.get("ended_at")),
+                ("end reason", record.get("end_reason")),
+                ("channel", record.get("channel_id")),
+            ):
+                out.line(f"  {key:<11} {value}")
+            print_transcript(out, record.get("turns", []), "turns")
+            return 0
+        active = active_calls(settings)
+    except CallsError as exc:
+        if as_json:
+            out.json({"error": str(exc)})
+        else:
+            out.line(out.paint(f"error: {exc}", "fail"))
+        return 1
+    if as_json:
+        out.json(active)
+    elif not active:
+        out.line("no active calls")
+    else:
+        rows = [
+            [str(c.get(k, "")) for k in ("call_id", "profile", "state", "started_at", "channel_id")]
+            for c in active
+        ]
+        out.line(table(rows, ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL"]))
+    return 0
