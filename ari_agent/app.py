@@ -23,15 +23,16 @@ from ari_agent.ari.events import (
 )
 from ari_agent.ari.websocket import EventListener
 from ari_agent.config import Settings, load_settings
-from ari_agent.errors import ConfigError
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.conversation.speech import SESSION_RATE
+from ari_agent.errors import ConfigError
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
+from ari_agent.store import CallStore, StoredCall, StoreError
 from providers import registry
 from providers.base import ProviderContext
 
@@ -76,6 +77,8 @@ class AgentApp:
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
         self.records = RecordWriter(settings.records.dir) if settings.records.dir else None
+        self.store: CallStore | None = None
+        self._purge_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
         self._providers: dict[str, ProfileProviders] = {}
         self._unavailable: dict[str, str] = {}
@@ -93,6 +96,7 @@ class AgentApp:
     # Start and stop
 
     async def start(self) -> None:
+        await self._open_store()
         await self._prepare_profiles()
         http_app = make_http_app(self.metrics, lambda: self.ready, self.active_calls)
         self._runner = web.AppRunner(http_app, access_log=None)
@@ -128,6 +132,43 @@ class AgentApp:
         await self.ari.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _open_store(self) -> None:
+        conf = self.settings.store
+        if not conf.enabled:
+            return
+        store = CallStore(conf.path, retention_days=conf.retention_days)
+        try:
+            await store.open()
+        except StoreError as exc:
+            # Calls matter more than their history: answer them, say loudly what is wrong.
+            log.error("call store disabled: %s", exc)
+            return
+        self.store = store
+        self._purge_task = asyncio.create_task(store.purge_forever(conf.purge_interval), name="store-purge")
+
+    async def call_ended(self, session: CallSession) -> None:
+        """The session's sink: keep the call in the store."""
+        await self._store_record(session.record, session.profile.store_text)
+
+    async def _store_record(self, record: CallRecord, profile_text: bool | None) -> None:
+        if self.store is None:
+            return
+        store_text = self.settings.store.text if profile_text is None else profile_text
+        stored = StoredCall.from_record(
+            record,
+            store_text=store_text,
+            result=record.variables.get("AI_AGENT_RESULT"),
+            fields=record.fields,
+        )
+        try:
+            await self.store.save_call(stored)
+        except StoreError as exc:
+            log.error("could not store call %s: %s", record.call_id, exc)
 
     async def reload(self) -> None:
         """SIGHUP: read the profiles again; calls in progress keep the ones they started with."""
@@ -293,6 +334,7 @@ class AgentApp:
                     records=self.records,
                     resource_prefix=self.prefix,
                     on_done=self._session_done,
+                    sink=self,
                 ),
             )
             self.sessions[call_id] = session
@@ -332,16 +374,17 @@ class AgentApp:
         except AriError as exc:
             log.error("could not hand channel %s back: %s", channel.id, exc)
         self.metrics.calls.labels(reason).inc()
+        record = CallRecord(
+            call_id=call_id,
+            channel_id=channel.id,
+            caller={"number": channel.caller.number, "name": channel.caller.name},
+            profile=profile,
+        )
+        record.ended_at = utc_now()
+        record.end_reason = reason
         if self.records is not None:
-            record = CallRecord(
-                call_id=call_id,
-                channel_id=channel.id,
-                caller={"number": channel.caller.number, "name": channel.caller.name},
-                profile=profile,
-            )
-            record.ended_at = utc_now()
-            record.end_reason = reason
             await self.records.write(record)
+        await self._store_record(record, None)
 
     # ------------------------------------------------------------------
     # Reconcile after every (re)connect

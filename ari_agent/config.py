@@ -87,6 +87,26 @@ class RecordsSettings(_Section):
     dir: Path | None = None
 
 
+def default_store_path() -> Path:
+    """systemd's StateDirectory, else /var/lib for root (containers), else the user's state dir."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / "calls.db"
+    if os.geteuid() == 0:
+        return Path("/var/lib/ari-agent/calls.db")
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "ari-agent" / "calls.db"
+
+
+class StoreSettings(_Section):
+    enabled: bool = True
+    path: Path = Field(default_factory=default_store_path)
+    retention_days: int | None = Field(30, ge=1)
+    # Turn text is stored only when the operator opts in (here or per profile).
+    text: bool = False
+    purge_interval: float = Field(3600.0, gt=0)
+
+
 def default_instance_id() -> str:
     """Stable across restarts on one host, so a restarted agent finds its own leftovers."""
     host = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")
@@ -106,6 +126,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     calls: CallSettings = CallSettings()
     records: RecordsSettings = RecordsSettings()
+    store: StoreSettings = StoreSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.

@@ -335,8 +335,9 @@ class Doctor:
 
         # Us -> Asterisk -> us: a tone sent into one channel comes out of the other.
         probes[0].remote = (host, int(port))
+        probes[0].start_streaming()
         mark = len(probes[1].levels)
-        await probes[0].send_pcm(tone(1.0))
+        await probes[0].play(tone(1.0))
         await asyncio.sleep(0.3)
         heard = probes[1].loudest(mark)
         if heard < HEARD_DBFS:

@@ -3,7 +3,7 @@
 It binds where the agent binds its media, inside the agent's port range, so
 it meets the same firewalls and addresses the agent does. What it hears is
 kept as levels per 20 ms packet (and optionally the audio); what it sends is
-paced on absolute deadlines like the agent's own pacer.
+paced on absolute deadlines like the agent's own pacer, silence between phrases.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -84,6 +85,9 @@ class RtpProbe:
         self._ssrc = random.randrange(1 << 32)
         self.sent = 0
         self.on_level: Callable[[float, float], None] | None = None  # (monotonic time, dBFS)
+        self._queue: deque[tuple[np.ndarray, asyncio.Future[None] | None]] = deque()
+        self._stream_task: asyncio.Task[None] | None = None
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,6 +95,10 @@ class RtpProbe:
         self._transport = transport
 
     def close(self) -> None:
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            self._stream_task = None
+        self.flush()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -122,30 +130,70 @@ class RtpProbe:
     def loudest(self, since: int = 0) -> float:
         return max(self.levels[since:], default=SILENCE_DBFS)
 
-    async def send_pcm(self, pcm: np.ndarray, stop: asyncio.Event | None = None) -> None:
-        """Send 8 kHz PCM as µ-law RTP, one packet every 20 ms on absolute deadlines."""
+    def start_streaming(self) -> None:
+        """Send a packet every 20 ms from now on: queued audio, else silence, as a phone does.
+
+        The far end's voice activity detection needs the silence to see where
+        speech ends, and a receiver waiting for first media needs the packets.
+        """
         if self._transport is None or self.remote is None:
             raise RuntimeError("RtpProbe: start() and a remote address come first")
+        if self._stream_task is None:
+            self._stream_task = asyncio.create_task(self._stream(), name=f"rtp-probe-{self.port}")
+
+    def play(self, pcm: np.ndarray) -> asyncio.Future[None]:
+        """Queue 8 kHz PCM behind what is queued; the future is done once its last packet is sent."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         frames = [pcm[i : i + FRAME_SAMPLES] for i in range(0, len(pcm), FRAME_SAMPLES)]
-        start = time.monotonic()
-        for n, frame in enumerate(frames):
-            if stop is not None and stop.is_set():
-                return
+        for i, frame in enumerate(frames):
             if len(frame) < FRAME_SAMPLES:
                 frame = np.concatenate([frame, np.zeros(FRAME_SAMPLES - len(frame), dtype=np.int16)])
-            packet = RtpPacket(
-                payload_type=PT_ULAW,
-                sequence=self._seq,
-                timestamp=self._ts,
-                ssrc=self._ssrc,
-                payload=ulaw_encode(frame),
-                marker=n == 0,
-            )
-            with contextlib.suppress(OSError):  # ICMP unreachable from an earlier packet
-                self._transport.sendto(packet.serialize(), self.remote)
-            self.sent += 1
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF
-            delay = start + (n + 1) * FRAME_S - time.monotonic()
+            self._queue.append((frame, done if i == len(frames) - 1 else None))
+        if not frames:
+            done.set_result(None)
+        return done
+
+    def flush(self) -> None:
+        """Drop queued audio (a hang-up); pending play() futures finish."""
+        for _, done in self._queue:
+            if done is not None and not done.done():
+                done.set_result(None)
+        self._queue.clear()
+
+    async def _stream(self) -> None:
+        start = time.monotonic()
+        n = 0
+        talking = False
+        while True:
+            if self._queue:
+                frame, done = self._queue.popleft()
+                self._send(frame, marker=not talking)
+                talking = True
+                if done is not None and not done.done():
+                    done.set_result(None)
+            else:
+                self._send(self._silence, marker=False)
+                talking = False
+            n += 1
+            # Absolute deadlines: a late tick is not made up with a burst.
+            delay = start + n * FRAME_S - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            else:
+                n = int((time.monotonic() - start) / FRAME_S)
+
+    def _send(self, frame: np.ndarray, marker: bool) -> None:
+        assert self._transport is not None and self.remote is not None
+        packet = RtpPacket(
+            payload_type=PT_ULAW,
+            sequence=self._seq,
+            timestamp=self._ts,
+            ssrc=self._ssrc,
+            payload=ulaw_encode(frame),
+            marker=marker,
+        )
+        with contextlib.suppress(OSError):  # ICMP unreachable from an earlier packet
+            self._transport.sendto(packet.serialize(), self.remote)
+        self.sent += 1
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + FRAME_SAMPLES) & 0xFFFFFFFF

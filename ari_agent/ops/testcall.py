@@ -258,7 +258,7 @@ class TestCall:
                     break
                 self.emit("you", text=phrase.label, seconds=round(len(pcm) / RATE, 2))
                 self.ears.next_turn()
-                await probe.send_pcm(pcm, stop=self.hangup)
+                await self._until(probe.play(pcm), len(pcm) / RATE + 5.0)
                 await self._agent_turn(time.monotonic())
             if not self.hangup.is_set():
                 self.result.hung_up_by = "us"
@@ -290,6 +290,7 @@ class TestCall:
         if not host or not port:
             raise CallFailed("the ExternalMedia channel did not report its RTP address")
         probe.remote = (host, int(port))
+        probe.start_streaming()
 
     async def _agent_turn(self, since: float) -> None:
         """Wait for the agent to speak and finish; record the latency since ``since``."""
@@ -307,15 +308,17 @@ class TestCall:
         await self._until(ears.done, self.turn_limit)
         self.emit("agent_done", seconds=round(ears.last_loud - ears.started_at, 2))
 
-    async def _until(self, flag: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait for ``flag``, the hang-up or the timeout; True if ``flag`` is set."""
-        waits = [asyncio.create_task(flag.wait()), asyncio.create_task(self.hangup.wait())]
+    async def _until(self, flag: asyncio.Event | asyncio.Future[None], timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait for ``flag``, the hang-up or the timeout; True if ``flag`` is set (or done)."""
+        first = asyncio.ensure_future(flag.wait()) if isinstance(flag, asyncio.Event) else flag
+        hangup = asyncio.ensure_future(self.hangup.wait())
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([first, hangup], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in waits:
-                task.cancel()
-        return flag.is_set()
+            hangup.cancel()
+            if isinstance(flag, asyncio.Event):
+                first.cancel()
+        return flag.is_set() if isinstance(flag, asyncio.Event) else flag.done()
 
     async def _clock(self) -> None:
         while True:

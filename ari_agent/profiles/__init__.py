@@ -87,6 +87,8 @@ class ProfileConfig(_Model):
     max_duration_goodbye: str = "We have reached the time limit for this call. Goodbye."
     # After the agent's last word, wait this long before acting (hang up, transfer).
     action_delay_ms: int = Field(200, ge=0, le=5000)
+    # Store turn text in the call store for this profile (None: the global AGENT_STORE__TEXT).
+    store_text: bool | None = None
     # Speaks the apology and error replies, synthesised at start-up, so they
     # never depend on the TTS that failed.
     apology_tts: str = "local"

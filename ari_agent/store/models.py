@@ -81,7 +81,7 @@ class StoredCall:
         result: str | None = None,
         fields: Mapping[str, str] | None = None,
     ) -> StoredCall:
-        """The store's view of a skeleton call record (no per-stage timings: the record has none)."""
+        """The store's view of a call record, per-stage timings included."""
         from ari_agent.conversation.records import STATUS_FOR
 
         return cls(
@@ -97,7 +97,16 @@ class StoredCall:
             result=result,
             store_text=store_text,
             turns=tuple(
-                StoredTurn(role=t.role, text=t.text, at=parse_utc(t.at), interrupted=t.interrupted)
+                StoredTurn(
+                    role=t.role,
+                    text=t.text,
+                    at=parse_utc(t.at),
+                    interrupted=t.interrupted,
+                    stt_ms=t.timings.get("stt_ms"),
+                    llm_first_token_ms=t.timings.get("llm_first_token_ms"),
+                    tts_first_audio_ms=t.timings.get("tts_first_audio_ms"),
+                    turn_latency_ms=t.timings.get("turn_latency_ms"),
+                )
                 for t in record.turns
             ),
             fields=dict(fields or {}),

@@ -1217,6 +1217,8 @@ class AgentFactory:
             "AGENT_HTTP__HOST": "127.0.0.1",
             "AGENT_HTTP__PORT": str(p.agent_http),
             "AGENT_RECORDS__DIR": str(records_dir),
+            # Next to the records: a restarted agent shares it, parallel tests don't.
+            "AGENT_STORE__PATH": str(records_dir / "calls.db"),
         }
 
     def start(

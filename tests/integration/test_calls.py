@@ -228,3 +228,32 @@ def test_health_endpoints(lab: Lab, agent: AgentProcess) -> None:
     assert agent.http_get("/readyz")[0] == 200
     status, text = agent.http_get("/metrics")
     assert status == 200 and "ari_agent_active_calls" in text
+
+
+def test_call_store_keeps_timings_and_text_only_when_opted_in(lab: Lab, agent_factory: AgentFactory) -> None:
+    import sqlite3
+
+    for opt_in in (False, True):
+        agent = agent_factory.start({"AGENT_STORE__TEXT": "true" if opt_in else "false"})
+        handle = lab.place_call(["what time do you open", "goodbye"], via="local")
+        lab.wait_call_ended(handle, timeout=120)
+        record = agent.record_for(handle.number)
+        agent.stop()
+        db = sqlite3.connect(agent.records_dir / "calls.db")
+        try:
+            (caller, status) = db.execute(
+                "SELECT caller_number, status FROM calls WHERE call_id = ?", (record["call_id"],)
+            ).fetchone()
+            rows = db.execute(
+                "SELECT role, text, turn_latency_ms, llm_first_token_ms FROM turns WHERE call_id = ? ORDER BY seq",
+                (record["call_id"],),
+            ).fetchall()
+        finally:
+            db.close()
+        assert caller == handle.number and status == "COMPLETED"
+        assert [r[0] for r in rows] == [t["role"] for t in record["turns"]]
+        texts = [r[1] for r in rows]
+        assert texts == ([t["text"] for t in record["turns"]] if opt_in else [None] * len(rows))
+        # The reply to the question carries its per-stage timings.
+        hours = [r for r in rows if r[0] == "agent"][1]
+        assert hours[2] is not None and hours[2] > 0 and hours[3] is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fakes.openai_server import ChatReply, Fault, FakeOpenAI, RealtimeReply
+from tests.fakes.openai_server import ChatReply, FakeOpenAI, Fault, RealtimeReply
 from tests.fakes.threaded import serve_in_thread
 from tests.integration.lab import AgentFactory, AgentProcess, Lab
 
