@@ -414,11 +414,14 @@ class PipelineConversation:
 
         producer = asyncio.create_task(produce(), name="llm")
         try:
-            kind: type[Utterance] = Reply
-            spoken = await self.speaker.say(kind, texts(), on_first_audio=first_audio)
+            spoken = await self.speaker.say(Reply, texts(), on_first_audio=first_audio)
             await producer
         finally:
             producer.cancel()
+            said = self.speaker.last
+            if said is not None and not said.pieces and said.turn in self.record.turns:
+                # Nothing was said (a failure, or tool calls only): no empty agent turn.
+                self.record.turns.remove(said.turn)
         if "finish" in state and isinstance(state["finish"], Finish):
             spoken.kind = Farewell
         if spoken.first_packet_at is not None:
@@ -428,8 +431,6 @@ class PipelineConversation:
         spoken.turn.timings = timings
         finish = state.get("finish")
         if not spoken.pieces:
-            # Nothing was said: drop the empty agent turn from the record.
-            self.record.turns.remove(spoken.turn)
             return (finish if isinstance(finish, Finish) else None), notes, None
         return (finish if isinstance(finish, Finish) else None), notes, spoken
 

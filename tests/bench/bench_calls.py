@@ -241,7 +241,8 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
         for phase, hists in r["agent_metrics"].items():
             for name, h in hists.items():
                 label = f"  agent {name.removeprefix('ari_agent_')} [{phase}]"
-                figures = f"p50 {h['p50']:>7} p95 {h['p95']:>7} mean {h['mean']:>7}  (n={h['count']:.0f})"
+                # Quantiles of a histogram are bucket estimates; the mean is exact.
+                figures = f"mean {h['mean']:>6} p50~{h['p50']:>7} p95~{h['p95']:>6}  (n={h['count']:.0f})"
                 print(f"{profile:8} {label[:42]:42} {figures}")
         for c in r["concurrency"]:
             cpu = c["agent_cpu_percent_per_call"]

@@ -245,7 +245,8 @@ def test_call_store_keeps_timings_and_text_only_when_opted_in(lab: Lab, agent_fa
                 "SELECT caller_number, status FROM calls WHERE call_id = ?", (record["call_id"],)
             ).fetchone()
             rows = db.execute(
-                "SELECT role, text, turn_latency_ms, llm_first_token_ms FROM turns WHERE call_id = ? ORDER BY seq",
+                "SELECT role, text, turn_latency_ms, llm_first_token_ms"
+                " FROM turns WHERE call_id = ? ORDER BY seq",
                 (record["call_id"],),
             ).fetchall()
         finally:
