@@ -5,7 +5,7 @@ ROOTFS ?= /var/cache/ari-agent/rootfs
 APT_PACKAGES := debootstrap espeak-ng sox
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration bench up down check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration bench up up-agent down logs check clean
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
@@ -45,11 +45,21 @@ bench: install rootfs
 check: install
 	ari-agent check
 
-up: install rootfs
-	bash deploy/up.sh
+# The stack (ari_agent/ops/stack.py): Docker, else podman, else the local root
+# filesystem (which installs what it needs: make install, asterisk/rootfs.sh).
+# Settings and generated passwords: .env (see .env.example).
+up:
+	$(PYTHON) -m ari_agent.ops.stack up
+
+# Only the agent, for sites with their own Asterisk or FreePBX (set AGENT_ARI__* in .env).
+up-agent:
+	$(PYTHON) -m ari_agent.ops.stack up-agent
 
 down:
-	bash deploy/down.sh
+	$(PYTHON) -m ari_agent.ops.stack down
+
+logs:
+	$(PYTHON) -m ari_agent.ops.stack logs
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -35,6 +35,7 @@ from ari_agent.profiles import ProfileConfig
 from ari_agent.store import CallStore, StoredCall, StoreError
 from providers import registry
 from providers.base import ProviderContext
+from providers.resilience import build_chain
 
 log = logging.getLogger(__name__)
 
@@ -206,28 +207,35 @@ class AgentApp:
                 log.error("profile %s cannot take calls: %s", name, exc)
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
-        stages: list[tuple[registry.Stage, str]] = (
-            [("realtime", profile.realtime[0])]
-            if profile.realtime
-            else [("stt", profile.stt[0]), ("llm", profile.llm[0]), ("tts", profile.tts[0])]
-        )
-        for stage, wanted in stages:
-            problems = registry.check(stage, wanted, profile.provider_context(name, wanted))
-            if problems:
-                raise ProfileUnavailable(f"{stage} provider {wanted}: {'; '.join(problems)}")
-        canned = await self._canned(name, profile)
-
         def ctx(provider: str) -> ProviderContext:
             return profile.provider_context(name, provider)
 
+        def usable(stage: registry.Stage, names: list[str]) -> list[str]:
+            """The stage's providers that can run, in failover order; the rest are logged."""
+            ok = []
+            for provider in names:
+                problems = registry.check(stage, provider, ctx(provider))
+                if problems:
+                    log.warning(
+                        "profile %s: %s provider %s left out: %s", name, stage, provider, "; ".join(problems)
+                    )
+                else:
+                    ok.append(provider)
+            if not ok:
+                raise ProfileUnavailable(f"no usable {stage} provider among {', '.join(names)}")
+            return ok
+
+        canned = await self._canned(name, profile)
         if profile.realtime:
-            realtime = registry.create_realtime(profile.realtime[0], ctx(profile.realtime[0]))
+            realtime = registry.create_realtime(
+                usable("realtime", profile.realtime)[0], ctx(profile.realtime[0])
+            )
             await realtime.prepare()
             voice = registry.create_tts(profile.apology_tts, ctx(profile.apology_tts))
             return ProfileProviders(tts=voice, realtime=realtime, canned=canned)
-        stt = registry.create_stt(profile.stt[0], ctx(profile.stt[0]))
-        llm = registry.create_llm(profile.llm[0], ctx(profile.llm[0]))
-        tts = registry.create_tts(profile.tts[0], ctx(profile.tts[0]))
+        stt = build_chain("stt", usable("stt", profile.stt), ctx)
+        llm = build_chain("llm", usable("llm", profile.llm), ctx)
+        tts = build_chain("tts", usable("tts", profile.tts), ctx)
         await asyncio.gather(stt.prepare(), llm.prepare(), tts.prepare(profile.known_phrases(), SESSION_RATE))
         return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -53,7 +53,7 @@ def as_provider_error(provider: str, exc: Exception) -> ProviderError:
 
 async def guarded_stream(
     stream: AsyncIterator[T], *, provider: str, what: str, first_timeout: float | None
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Re-yield ``stream`` with a deadline on its first item (None: none) and errors as ProviderError."""
     iterator = stream.__aiter__()
     first = True
@@ -198,10 +198,12 @@ class SpeechStream(ABC):
 
     async def events(self) -> AsyncIterator[SpeechEvent]:
         # No first-item deadline: a silent caller legitimately produces nothing.
-        async for event in guarded_stream(
-            self._events(), provider=self.provider, what="events", first_timeout=None
-        ):
-            yield event
+        stream = guarded_stream(self._events(), provider=self.provider, what="events", first_timeout=None)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
 
     async def aclose(self) -> None:
         if self.closed:
@@ -351,13 +353,18 @@ class LLM(ABC):
         self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
     ) -> AsyncIterator[LLMEvent]:
         """Stream the reply: text deltas and tool calls, in order."""
-        async for event in guarded_stream(
+        stream = guarded_stream(
             self._chat(messages, tools),
             provider=self.name,
             what="first token",
             first_timeout=self.first_token_timeout,
-        ):
-            yield event
+        )
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            # A consumer that stops early (barge-in) closes the provider's stream now, not at GC.
+            await stream.aclose()
 
     async def aclose(self) -> None:
         await self._aclose()
@@ -386,14 +393,18 @@ class TTS(ABC):
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Stream PCM16 mono chunks at ``sample_rate``."""
-        async for chunk in guarded_stream(
+        stream = guarded_stream(
             self._synthesize(text, sample_rate),
             provider=self.name,
             what="first audio",
             first_timeout=self.first_audio_timeout,
-        ):
-            if chunk:
-                yield chunk
+        )
+        try:
+            async for chunk in stream:
+                if chunk:
+                    yield chunk
+        finally:
+            await stream.aclose()
 
     async def aclose(self) -> None:
         await self._aclose()
@@ -480,10 +491,12 @@ class RealtimeSession(ABC):
             self._push(audio)
 
     async def events(self) -> AsyncIterator[RealtimeEvent]:
-        async for event in guarded_stream(
-            self._events(), provider=self.provider, what="events", first_timeout=None
-        ):
-            yield event
+        stream = guarded_stream(self._events(), provider=self.provider, what="events", first_timeout=None)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
 
     async def interrupt(self, item_id: str, heard_ms: int) -> None:
         """Barge-in: stop the response and keep only what the caller heard in the history."""

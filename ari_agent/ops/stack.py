@@ -71,7 +71,7 @@ class StackError(Exception):
 
 
 def say(message: str) -> None:
-    print(f"make up: {message}", flush=True)
+    print(f"ari-agent stack: {message}", flush=True)
 
 
 # ---------------------------------------------------------------- configuration
@@ -423,9 +423,26 @@ def compose_cmd(engine: str, stack: Stack) -> list[str]:
     return [*base, "-p", stack.project, "-f", str(COMPOSE_FILE), "--env-file", str(stack.env_file)]
 
 
+CONTAINER_UID = 10001  # the agent image's own user
+
+
+def records_owner(records: Path) -> dict[str, str]:
+    """The uid:gid the agent container runs as, so it can write the host's records directory.
+
+    Root gets the image's own user (and the directory is handed to it); anyone
+    else runs the container as themselves, so the records stay theirs.
+    """
+    records.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(records, CONTAINER_UID, CONTAINER_UID)
+        uid = gid = CONTAINER_UID
+    else:
+        uid, gid = os.getuid(), os.getgid()
+    return {"ARI_AGENT_UID": str(uid), "ARI_AGENT_GID": str(gid)}
+
+
 def compose_up(engine: str, stack: Stack, agent_only: bool) -> None:
-    Path(stack.values["ARI_AGENT_DATA_DIR"], "records").mkdir(parents=True, exist_ok=True)
-    env = stack.child_env()
+    env = stack.child_env(records_owner(Path(stack.values["ARI_AGENT_DATA_DIR"], "records")))
     if engine == "podman":
         env = podman_env(env)
         env.update(podman_images(stack, env, agent_only))
@@ -640,7 +657,9 @@ def summary(stack: Stack, engine: str, agent_only: bool, seconds: float) -> str:
         "rootfs": f"no container engine: Asterisk from the local root filesystem {stack.rootfs}, "
         "the agent as a local process",
     }[engine]
-    env = os.path.relpath(stack.env_file)
+    env = str(stack.env_file)
+    with contextlib.suppress(ValueError):
+        env = str(stack.env_file.relative_to(Path.cwd()))
     v = stack.value
     lines = [f"ari-agent is up in {seconds:.0f} s ({how})."]
     if not agent_only:

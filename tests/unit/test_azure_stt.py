@@ -6,7 +6,8 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,11 +39,12 @@ async def collect(stream: SpeechStream, stop: Callable[[SpeechEvent], bool]) -> 
     return events
 
 
-def closed_port() -> int:
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening, so nobody else takes it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+        yield s.getsockname()[1]
 
 
 async def test_mulaw_push_stream_and_events_from_sdk_threads() -> None:
@@ -129,14 +131,15 @@ async def test_real_sdk_path_offline(
     """The real SDK objects are built and run; the service is a closed loopback port."""
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)
-    ctx = ProviderContext(profile="test", options={"host": f"ws://127.0.0.1:{closed_port()}"})
-    assert AzureSTT.check(ctx) == []
-    stt = AzureSTT.create(ctx)
-    stream = await stt.stream(MULAW_8K)
-    stream.push(b"\xff" * 1600)
-    with pytest.raises(ProviderError) as caught:
-        await collect(stream, lambda e: False)
-    await stream.aclose()
+    with refusing_port() as port:
+        ctx = ProviderContext(profile="test", options={"host": f"ws://127.0.0.1:{port}"})
+        assert AzureSTT.check(ctx) == []
+        stt = AzureSTT.create(ctx)
+        stream = await stt.stream(MULAW_8K)
+        stream.push(b"\xff" * 1600)
+        with pytest.raises(ProviderError) as caught:
+            await collect(stream, lambda e: False)
+        await stream.aclose()
     assert caught.value.retryable
     assert "ConnectionFailure" in str(caught.value)
     assert KEY not in str(caught.value) and KEY not in repr(stt) and KEY not in repr(stt.backend)

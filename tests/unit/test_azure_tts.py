@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ import pytest
 from providers.azure.tts import AzureTTS
 from providers.base import ProviderContext, ProviderError
 from tests.fakes.azure_speech import FakeAzure
+from tests.unit.test_azure_stt import refusing_port
 
 KEY = "az-test-key-tts-6d1f0e93"
 
@@ -66,14 +66,13 @@ async def test_unsupported_rate() -> None:
 
 async def test_real_sdk_path_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_SPEECH_KEY", KEY)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tts = AzureTTS.create(
-        ProviderContext(profile="test", voice="en-US-AriaNeural", options={"host": f"ws://127.0.0.1:{port}"})
-    )
-    assert tts.voice == "en-US-AriaNeural"
-    with pytest.raises(ProviderError) as caught:
-        [c async for c in tts.synthesize("Hello.", 8000)]
+    with refusing_port() as port:
+        ctx = ProviderContext(
+            profile="test", voice="en-US-AriaNeural", options={"host": f"ws://127.0.0.1:{port}"}
+        )
+        tts = AzureTTS.create(ctx)
+        assert tts.voice == "en-US-AriaNeural"
+        with pytest.raises(ProviderError) as caught:
+            [c async for c in tts.synthesize("Hello.", 8000)]
     assert caught.value.retryable and "ConnectionFailure" in str(caught.value)
     assert KEY not in str(caught.value)
