@@ -20,9 +20,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Self
+
+import numpy as np
 
 from providers.azure.sdk import PERMANENT_ERRORS, RecognitionCallbacks, SynthesisCallbacks
-from providers.base import AudioSpec
+from providers.azure.stt import AzureSTT
+from providers.azure.tts import AzureTTS
+from providers.base import AudioSpec, ProviderContext
 
 
 @dataclass
@@ -179,3 +184,76 @@ class FakeAzure:
         self.syntheses.append(synthesis)
         synthesis.start()
         return synthesis
+
+
+# --------------------------------------------------------------------------
+# For calls through the real Asterisk: the adapters with this fake behind the
+# seam, nameable in a profile as "tests.fakes.azure_speech:LabAzureSTT" / ":LabAzureTTS".
+
+
+class SegmentingRecognition(FakeRecognition):
+    """Recognises one phrase per stretch of speech, ended by a pause, as the service does."""
+
+    LOUD_RMS = 500.0
+    START_MS = 200
+    PAUSE_MS = 300
+
+    def _run(self) -> None:
+        owner = self.owner
+        rate = self.spec.sample_rate
+        loud_ms = quiet_ms = 0.0
+        started = False
+        while True:
+            audio = self._inbox.get()
+            if audio is None:
+                self._call("on_stopped")
+                return
+            self.audio_bytes += len(audio)
+            if self.spec.encoding != "pcm16" or len(audio) < 2:
+                continue
+            samples = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2").astype(np.float64)
+            ms = samples.size * 1000 / rate
+            if float(np.sqrt(np.mean(samples * samples))) > self.LOUD_RMS:
+                loud_ms += ms
+                quiet_ms = 0.0
+            else:
+                quiet_ms += ms
+            if not started and loud_ms >= self.START_MS:
+                started = True
+                self._call("on_speech_started")
+                self._call("on_recognizing", owner.upcoming().split()[0])
+            if started and quiet_ms >= self.PAUSE_MS:
+                self._call("on_recognized", owner.next_phrase())
+                started = False
+                loud_ms = quiet_ms = 0.0
+
+
+class SegmentingFakeAzure(FakeAzure):
+    def start_recognition(
+        self, spec: AudioSpec, language: str, callbacks: RecognitionCallbacks
+    ) -> FakeRecognition:
+        recognition = SegmentingRecognition(spec, language, callbacks, self)
+        self.recognitions.append(recognition)
+        recognition.start()
+        return recognition
+
+
+class LabAzureSTT(AzureSTT):
+    @classmethod
+    def create(cls, ctx: ProviderContext) -> Self:
+        phrases = [str(p) for p in ctx.options.get("phrases", ["hello there"])]
+        return cls(SegmentingFakeAzure(phrases), language=ctx.language)
+
+    @classmethod
+    def check(cls, ctx: ProviderContext) -> list[str]:
+        return []
+
+
+class LabAzureTTS(AzureTTS):
+    @classmethod
+    def create(cls, ctx: ProviderContext) -> Self:
+        return cls(FakeAzure(tts_chunks=int(ctx.options.get("tts_chunks", 60))), language=ctx.language)
+
+    @classmethod
+    def check(cls, ctx: ProviderContext) -> list[str]:
+        return []

@@ -129,3 +129,90 @@ base_url = "{url}/v1"
     assert agent_lines(record) == ["Hello, how can I help?", "We are open from nine to five."]
     assert len([r for r in fake.requests if r.path.endswith("/chat/completions")]) == 2
     assert_no_key_anywhere(agent)
+
+
+def test_deepgram_stt_openai_llm_deepgram_tts_call(lab: Lab, agent_factory: AgentFactory) -> None:
+    from tests.fakes.deepgram_server import FakeDeepgram
+
+    deepgram = FakeDeepgram(["what time do you open", "goodbye"])
+    openai = FakeOpenAI(api_key=KEY)
+    openai.chat_replies.extend(
+        [
+            ChatReply(text="We are open from nine to five. Anything else?"),
+            ChatReply(text="Goodbye.", tool_calls=[("hangup", {})]),
+        ]
+    )
+    with serve_in_thread(deepgram.app) as dg_url, serve_in_thread(openai.app) as oa_url:
+        agent = start(
+            agent_factory,
+            f"""
+[profiles.cloud]
+greeting = "Hello, how can I help?"
+instructions = "You answer for Riverside Dental. The caller is {{caller_number}}."
+stt = ["deepgram"]
+llm = ["openai"]
+tts = ["deepgram"]
+filler_after_ms = 0
+[profiles.cloud.options.deepgram]
+url = "{dg_url.replace("http://", "ws://")}"
+[profiles.cloud.options.openai]
+base_url = "{oa_url}/v1"
+""",
+            DEEPGRAM_API_KEY="dg-test-key-SECRETVALUE",
+        )
+        handle = lab.place_call(
+            ["what time do you open", "goodbye"], extension="cloud", context="lab-profile"
+        )
+        event = lab.wait_dialplan_event(handle.number, "hangup", timeout=120)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    record = agent.record_for(handle.number)
+    assert [t["text"] for t in record["turns"] if t["role"] == "user"] == ["what time do you open", "goodbye"]
+    assert agent_lines(record) == [
+        "Hello, how can I help?",
+        "We are open from nine to five. Anything else?",
+        "Goodbye.",
+    ]
+    # The call's slin16 went to Deepgram as is: linear16 at 16 kHz, nothing resampled.
+    listen = deepgram.listens[0]
+    assert listen.query["encoding"] == "linear16" and listen.query["sample_rate"] == "16000"
+    assert deepgram.speaks, "Deepgram TTS was never asked to speak"
+    # The system prompt got the caller's number templated in.
+    chat = next(r for r in openai.requests if r.path.endswith("/chat/completions"))
+    assert chat.body["messages"][0]["content"].endswith(f"The caller is {handle.number}.")
+    log = agent.log_path.read_text(encoding="utf-8")
+    assert "dg-test-key-SECRETVALUE" not in log
+    assert_no_key_anywhere(agent)
+
+
+def test_azure_behind_its_seam_call(lab: Lab, agent_factory: AgentFactory) -> None:
+    stt = "tests.fakes.azure_speech:LabAzureSTT"
+    tts = "tests.fakes.azure_speech:LabAzureTTS"
+    agent = start(
+        agent_factory,
+        f"""
+[profiles.az]
+greeting = "Hello, how can I help?"
+stt = ["{stt}"]
+llm = ["scripted"]
+tts = ["{tts}"]
+filler_after_ms = 0
+fallback_reply = "Sorry?"
+[profiles.az.options."{stt}"]
+phrases = ["what time do you open", "goodbye"]
+[[profiles.az.intents]]
+name = "hours"
+examples = ["what time do you open"]
+reply = "We are open from nine to five."
+[[profiles.az.intents]]
+name = "bye"
+examples = ["goodbye"]
+reply = "Goodbye."
+action = "hangup"
+""",
+    )
+    handle = lab.place_call(["what time do you open", "goodbye"], extension="az", context="lab-profile")
+    event = lab.wait_dialplan_event(handle.number, "hangup", timeout=120)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    record = agent.record_for(handle.number)
+    assert [t["text"] for t in record["turns"] if t["role"] == "user"] == ["what time do you open", "goodbye"]
+    assert agent_lines(record) == ["Hello, how can I help?", "We are open from nine to five.", "Goodbye."]

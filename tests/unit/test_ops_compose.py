@@ -59,4 +59,6 @@ def test_dashboard_is_grafana_json_on_the_provisioned_datasource() -> None:
         assert any(metric in e for e in exprs), metric
     datasource = (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     assert "uid: ari-agent-prometheus" in datasource
-    assert all(p["datasource"]["uid"] == "ari-agent-prometheus" for p in dashboard["panels"] if "datasource" in p)
+    assert all(
+        p["datasource"]["uid"] == "ari-agent-prometheus" for p in dashboard["panels"] if "datasource" in p
+    )

@@ -53,7 +53,9 @@ def test_first_run_creates_private_file_with_every_secret(tmp_path: Path) -> Non
     assert all(len(s) >= 20 for s in secrets)
     assert len(set(secrets)) == len(secrets)
     # URL-safe: asterisk/render.sh accepts them without quoting.
-    assert all(set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for s in secrets)
+    assert all(
+        set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for s in secrets
+    )
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
 
 

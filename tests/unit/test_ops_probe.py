@@ -1,0 +1,68 @@
+"""The operator commands' RTP leg and turn detection, on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import numpy as np
+
+from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, level_dbfs, tone
+from ari_agent.ops.testcall import Ears
+
+
+async def test_probe_streams_silence_and_plays_audio_in_order() -> None:
+    a = RtpProbe(bind_in_range("127.0.0.1", 47000, 47099))
+    b = RtpProbe(bind_in_range("127.0.0.1", 47000, a.port - 1))
+    assert b.port < a.port <= 47099
+    await a.start()
+    await b.start()
+    try:
+        a.remote = ("127.0.0.1", b.port)
+        a.start_streaming()
+        await a.play(tone(0.2, dbfs=-12.0))
+        await a.play(np.zeros(0, dtype=np.int16))  # nothing to play: done at once
+        for _ in range(100):
+            if b.packets >= 10:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        a.close()
+        b.close()
+    assert b.packets >= 10 and b.bad_packets == 0
+    # The tone's 10 packets arrive loud (µ-law keeps -12 dBFS within a dB).
+    assert sum(1 for level in b.levels if level > -14.0) >= 10
+    assert b.first_source == ("127.0.0.1", a.port)
+
+
+async def test_bind_in_range_skips_ports_in_use() -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 47199))
+    try:
+        sock = bind_in_range("127.0.0.1", 47190, 47199)
+        assert sock.getsockname()[1] == 47198
+        sock.close()
+    finally:
+        busy.close()
+
+
+def test_levels() -> None:
+    assert level_dbfs(np.zeros(160, dtype=np.int16)) == -90.0
+    assert abs(level_dbfs(tone(0.02, dbfs=-12.0)) - (-12.0 - 3.0)) < 0.5  # a sine's RMS is 3 dB under peak
+
+
+def test_ears_find_a_turn_and_its_end() -> None:
+    ears = Ears(turn_silence=1.0)
+    t = 100.0
+    ears.hear(t, -20.0)  # one loud packet: a click, not speech yet
+    assert not ears.onset.is_set()
+    ears.hear(t + 0.02, -80.0)
+    for i in range(10):
+        ears.hear(t + 1 + i * 0.02, -20.0)
+    assert ears.onset.is_set() and ears.started_at == t + 1
+    ears.tick(t + 1.5)
+    assert not ears.done.is_set()
+    ears.tick(t + 1.18 + 1.0)
+    assert ears.done.is_set() and not ears.speaking
+    ears.next_turn()
+    assert not ears.onset.is_set() and not ears.done.is_set()
