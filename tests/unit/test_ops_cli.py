@@ -104,7 +104,7 @@ def test_calls_show_from_records(tmp_path: Path) -> None:
 
 
 class _Calls(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         if self.headers.get("Authorization") != "Bearer tok":
             self.send_response(401)
             self.end_headers()
