@@ -111,3 +111,51 @@ def test_maximum_duration_ends_the_call(lab: Lab, agent_factory: AgentFactory) -
     record = agent.record_for(handle.number)
     assert agent_lines(record)[-1] == "We have reached the time limit for this call. Goodbye."
     assert record["end_reason"] == "hangup_by_agent"
+
+
+TIMED = """
+[profiles.{name}]
+greeting = "Hello."
+stt = ["tests.fakes.timed:TimedSTT"]
+llm = ["tests.fakes.timed:TimedLLM"]
+tts = ["tests.fakes.timed:TimedTTS"]
+filler_after_ms = {filler_after_ms}
+[profiles.{name}.options."tests.fakes.timed:TimedSTT"]
+text = "what time do you open"
+[profiles.{name}.options."tests.fakes.timed:TimedLLM"]
+first_token_ms = {first_token_ms}
+reply = "{reply}"
+"""
+LONG_REPLY = (
+    "We are open Monday to Friday, from nine in the morning to five in the evening. "
+    "We are closed on weekends and on public holidays, and the phones open at eight."
+)
+
+
+def test_streaming_reply_starts_early_and_adds_little(lab: Lab, agent_factory: AgentFactory) -> None:
+    toml = TIMED.format(name="timed", filler_after_ms=0, first_token_ms=300, reply=LONG_REPLY)
+    agent = start_with_config(agent_factory, toml, "timed")
+    handle = lab.place_call(["what time do you open"], extension="timed", context="lab-profile", tail=2)
+    lab.wait_call_ended(handle, timeout=90)
+    record = agent.record_for(handle.number)
+    reply = [t for t in record["turns"] if t["role"] == "agent"][1]
+    timings = reply["timings"]
+    print("timings of the reply:", timings)
+    # Simulated: STT final 150 ms (before the turn ends), LLM first token 300 ms, TTS first audio 150 ms.
+    assert timings["stt_ms"] >= 150
+    assert timings["llm_first_token_ms"] >= 300
+    # Our own overhead on top of the simulated LLM and TTS latencies stays small (generous CI bound).
+    assert timings["end_to_audio_ms"] < 300 + 150 + 100
+    # The first words played while the model was still writing the rest.
+    assert timings["llm_start_to_audio_ms"] < timings["llm_total_ms"]
+
+
+def test_slow_reply_gets_a_filler_first(lab: Lab, agent_factory: AgentFactory) -> None:
+    toml = TIMED.format(name="slow", filler_after_ms=800, first_token_ms=2500, reply=LONG_REPLY)
+    agent = start_with_config(agent_factory, toml, "slow")
+    handle = lab.place_call(["what time do you open"], extension="slow", context="lab-profile", tail=2)
+    lab.wait_call_ended(handle, timeout=90)
+    record = agent.record_for(handle.number)
+    lines = agent_lines(record)
+    assert lines[:2] == ["Hello.", "One moment."]
+    assert lines[2].startswith("We are open Monday to Friday")

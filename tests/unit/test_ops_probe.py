@@ -30,8 +30,9 @@ async def test_probe_streams_silence_and_plays_audio_in_order() -> None:
         a.close()
         b.close()
     assert b.packets >= 10 and b.bad_packets == 0
-    # The tone's 10 packets arrive loud (µ-law keeps -12 dBFS within a dB).
-    assert sum(1 for level in b.levels if level > -14.0) >= 10
+    # The tone's 10 packets arrive at its level (a -12 dBFS peak sine is -15 dBFS RMS), then silence.
+    assert sum(1 for level in b.levels if -16.0 < level < -14.0) == 10
+    assert all(level == -90.0 for level in b.levels[10:])
     assert b.first_source == ("127.0.0.1", a.port)
 
 
