@@ -221,6 +221,8 @@ def _fmt(stats: dict[str, Any]) -> str:
 
 def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
     print()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"(machine load average now: {load} on {os.cpu_count()} CPUs; other work on it skews the figures)")
     print(f"{'profile':8} {'measure':42} figures (ms)")
     print("-" * 100)
     for profile, r in results.items():
@@ -251,9 +253,11 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
                 f"{profile:8} {label:42} {c['held_with_reply']}/{c['calls']} with reply; "
                 f"agent CPU {c['agent_cpu_percent'].get('with_children', 0):.1f}% "
                 f"= {cpu.get('with_children', 0):.2f}%/call (own {cpu.get('own', 0):.2f}); "
-                f"Asterisk {c['asterisk_cpu_percent'].get('own', 0):.0f}%; "
+                f"Asterisk {c['asterisk_cpu_percent'].get('own', 0):.0f}%, "
+                f"callers {c['callers_cpu_percent'].get('own', 0):.0f}%; "
                 f"turn p50 {c['turn_latency_ms'].get('p50')} p95 {c['turn_latency_ms'].get('p95')}; "
-                f"interval p99 {c['outbound_interval_ms'].get('p99')}"
+                f"interval p99 {c['outbound_interval_ms'].get('p99')} "
+                f"(caller's own send lateness p99 {c['caller_send_lateness_ms'].get('p99')})"
             )
     print("-" * 100)
     for name, check in checks.items():

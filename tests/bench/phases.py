@@ -7,6 +7,7 @@ would hear, including Asterisk's part of the path.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -142,8 +143,10 @@ class LevelResult:
     window_s: float = 0.0
     agent_cpu: dict[str, float] = field(default_factory=dict)
     asterisk_cpu: dict[str, float] = field(default_factory=dict)
+    bench_cpu: dict[str, float] = field(default_factory=dict)  # this process: the simulated callers
     latencies: list[float] = field(default_factory=list)
     intervals: list[float] = field(default_factory=list)
+    send_lateness: list[float] = field(default_factory=list)  # the simulated callers' own
 
     def report(self) -> dict[str, Any]:
         per_call = {k: round(v / self.level, 2) for k, v in self.agent_cpu.items()}
@@ -156,8 +159,10 @@ class LevelResult:
             "agent_cpu_percent": self.agent_cpu,
             "agent_cpu_percent_per_call": per_call,
             "asterisk_cpu_percent": self.asterisk_cpu,
+            "callers_cpu_percent": self.bench_cpu,
             "turn_latency_ms": summary(self.latencies),
             "outbound_interval_ms": summary(self.intervals, ndigits=2),
+            "caller_send_lateness_ms": summary(self.send_lateness, ndigits=2),
         }
 
 
@@ -203,6 +208,7 @@ async def run_concurrency(
                 result.replied += 1
                 result.latencies.append(first - said.last_voiced_sent)
                 result.intervals += call.arrival_intervals(after=greeting - 0.001)
+                result.send_lateness += call.send_lateness
                 done.arrive()
                 await release.wait()
         except Exception as exc:  # one failed call is a figure of the run, not its end
@@ -215,12 +221,21 @@ async def run_concurrency(
     try:
         await asyncio.wait_for(answered.event.wait(), 30 + level * stagger_s)
         started = time.monotonic()
-        agent0, asterisk0 = cpu_seconds(agent_pid), cpu_seconds(asterisk_pid)
+        agent0, asterisk0, bench0 = (
+            cpu_seconds(agent_pid),
+            cpu_seconds(asterisk_pid),
+            cpu_seconds(os.getpid()),
+        )
         await asyncio.wait_for(done.event.wait(), 120)
         result.window_s = time.monotonic() - started
-        agent1, asterisk1 = cpu_seconds(agent_pid), cpu_seconds(asterisk_pid)
+        agent1, asterisk1, bench1 = (
+            cpu_seconds(agent_pid),
+            cpu_seconds(asterisk_pid),
+            cpu_seconds(os.getpid()),
+        )
         result.agent_cpu = cpu_percent(agent0, agent1, result.window_s)
         result.asterisk_cpu = cpu_percent(asterisk0, asterisk1, result.window_s)
+        result.bench_cpu = cpu_percent(bench0, bench1, result.window_s)
     finally:
         release.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1064,10 +1064,25 @@ def _prune_old_sessions(root: Path, keep: int) -> None:
     if not lab.is_dir():
         return
     sessions = sorted(
-        (p for p in lab.iterdir() if p.is_dir() and p.name != "sounds"), key=lambda p: p.stat().st_mtime
+        (p for p in lab.iterdir() if p.is_dir() and p.name != "sounds" and not _session_alive(p.name)),
+        key=lambda p: p.stat().st_mtime,
     )
     for old in sessions[:-keep] if keep else sessions:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _session_alive(name: str) -> bool:
+    """Whether the test process that owns a session directory (<time>-<pid>-s<slot>) still runs."""
+    parts = name.split("-")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

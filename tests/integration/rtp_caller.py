@@ -10,12 +10,13 @@ channel (µ-law, PT 0 both ways, 8 kHz) pointed at our UDP socket::
 
     agent <-RTP-> Asterisk [agent's bridge] Local;2 ~ Local;1 [our bridge] ExternalMedia <-RTP-> RtpCaller
 
-Every packet is stamped with ``time.monotonic()`` the moment it is sent or
-received, so a test measures what a caller would: when its own speech ended
-and when the agent's voice came back. Like a real phone, the caller sends a
-frame every 20 ms on absolute deadlines for the whole call (silence when it
-has nothing to say). Everything sent and received is kept, so a failing
-test can ``dump_wav`` the call.
+Every packet is stamped on the ``time.monotonic()`` clock the moment it is
+sent, or by the kernel the moment it arrived, so a test measures what a
+caller would: when its own speech ended and when the agent's voice came
+back. Like a real phone, the caller sends a frame every 20 ms on absolute
+deadlines for the whole call (silence when it has nothing to say).
+Everything sent and received is kept, so a failing test can ``dump_wav``
+the call.
 
     async with RtpCaller.connect(lab) as call:
         greeting = await call.wait_agent_speech(timeout=10)
@@ -30,9 +31,9 @@ import base64
 import contextlib
 import functools
 import json
-import logging
 import math
 import random
+import socket
 import struct
 import subprocess
 import time
@@ -55,7 +56,6 @@ from providers.local.tts import parse_wav, trim_silence
 if TYPE_CHECKING:
     from tests.integration.lab import Lab
 
-log = logging.getLogger(__name__)
 
 RATE = 8000
 FRAME_S = 0.020
@@ -79,9 +79,9 @@ class RtpCallerError(Exception):
 
 
 def level_dbfs(pcm: np.ndarray) -> float:
-    """RMS level of int16 samples in dBFS (-120 for digital silence)."""
+    """RMS level of int16 samples in dBFS (about -150 for digital silence)."""
     if pcm.size == 0:
-        return -120.0
+        return -150.0
     samples = pcm.astype(np.float64)
     rms = math.sqrt(float(np.dot(samples, samples)) / samples.size)
     return 20.0 * math.log10(max(rms, 1e-3) / 32768.0)
@@ -210,12 +210,51 @@ def parse_packet(data: bytes) -> tuple[int, int, int, bool, bytes]:
     return b1 & 0x7F, seq, ts, bool(b1 & 0x80), data[pos:end]
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, caller: RtpCaller) -> None:
-        self.caller = caller
+class _UdpSocket:
+    """The caller's RTP socket, stamping each datagram with the kernel's arrival time.
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.caller._on_datagram(data, addr, time.monotonic())
+    The kernel's stamp (SO_TIMESTAMPNS) does not move when this process's
+    event loop is late, so arrival times stay true with many calls in one
+    process. Linux only (the option number is Linux's).
+    """
+
+    SO_TIMESTAMPNS = 35
+
+    def __init__(self, on_datagram: Callable[[bytes, float], None]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, self.SO_TIMESTAMPNS, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+        self._on_datagram = on_datagram
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+        self._anc_size = socket.CMSG_SPACE(16)
+
+    def _readable(self) -> None:
+        # Realtime (the kernel's clock) to monotonic, once per wake-up.
+        offset = time.time() - time.monotonic()
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(2048, self._anc_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ICMP port unreachable reported on a later read
+            at = time.monotonic()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == self.SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack_from("qq", value)
+                    at = sec + nsec / 1e9 - offset
+            self._on_datagram(data, at)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+            self.sock.sendto(data, addr)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class RtpCaller:
@@ -242,7 +281,8 @@ class RtpCaller:
         self.unknown_packets = 0
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: _UdpSocket | None = None
+        self.send_lateness: list[float] = []  # seconds each frame went out after its deadline
         self._remote: tuple[str, int] | None = None
         self._rtp = _Rtp()
         self._speech: deque[tuple[np.ndarray, _Utterance]] = deque()
@@ -278,11 +318,8 @@ class RtpCaller:
             await caller.close()
 
     async def _start(self, extension: str, context: str, answer_timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=("127.0.0.1", 0)
-        )
-        rtp_port = self._transport.get_extra_info("sockname")[1]
+        self._transport = _UdpSocket(self._on_datagram)
+        rtp_port = self._transport.port
         credentials = f"{self.lab.ari_user}:{self.lab.ari_password}"
         self._http = aiohttp.ClientSession(
             headers={"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
@@ -384,15 +421,18 @@ class RtpCaller:
         n = 0
         while not self._closed:
             n += 1
-            delay = t0 + n * FRAME_S - time.monotonic()
+            deadline = t0 + n * FRAME_S
+            delay = deadline - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -_MAX_LATE_S:
                 t0 = time.monotonic() - n * FRAME_S  # as a phone would: a gap, not a burst
+                deadline = t0 + n * FRAME_S
             self._send_frame()
+            self.send_lateness.append(max(0.0, self.sent[-1].at - deadline))
 
     def _send_frame(self) -> None:
-        assert self._transport is not None
+        assert self._transport is not None and self._remote is not None
         frame: np.ndarray
         utterance: _Utterance | None = None
         if self._speech:
@@ -460,7 +500,7 @@ class RtpCaller:
 
     # ------------------------------------------------------------ receiving
 
-    def _on_datagram(self, data: bytes, addr: tuple[str, int], at: float) -> None:
+    def _on_datagram(self, data: bytes, at: float) -> None:
         try:
             pt, seq, ts, marker, payload = parse_packet(data)
         except ValueError:

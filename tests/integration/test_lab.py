@@ -155,7 +155,11 @@ async def test_stasis_start_then_continue_to_next_priority(lab: Lab) -> None:
         await ari.ok("POST", f"/channels/{channel_id}/continue")
         await ari.wait_event("StasisEnd", lambda e: e["channel"]["id"] == channel_id)
     returned = await lab.wait_dialplan_event_async(handle.number, "stasis-return", timeout=10)
-    assert returned.fields == {"STASISSTATUS": "SUCCESS", "AI_AGENT_STATUS": "FAILED"}, returned.raw
+    assert returned.fields == {
+        "STASISSTATUS": "SUCCESS",
+        "AI_AGENT_STATUS": "FAILED",
+        "AI_AGENT_RESULT": "",
+    }, returned.raw
     # FAILED falls back to reception, which answers and plays a prompt.
     reception = await lab.wait_dialplan_event_async(handle.number, "reception", timeout=10)
     assert reception.fields["AI_AGENT_STATUS"] == "FAILED"

@@ -6,6 +6,8 @@ bounds: Asterisk shares two cores with everything else.
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,13 @@ async def test_greeting_then_reply_to_a_question(lab: Lab, agent: AgentProcess, 
             raise
         segments = call.agent_speech_segments()
         sent_speech = [f for f in call.sent if f.speech]
+        arrivals = [p.at for p in call.received]
+        assert call.answered_at is not None
+        answered_at, closed_at = call.answered_at, time.monotonic()
 
+    # Kernel arrival stamps, on the monotonic clock and in order.
+    assert answered_at < arrivals[0] and arrivals[-1] < closed_at
+    assert all(a <= b for a, b in itertools.pairwise(arrivals))
     assert greeting_at < greeting_end < said.first_sent < said.last_sent < reply_at < reply_end
     # The greeting (about 3.5 s of espeak-ng) and the reply (about 5 s) each arrived as a stretch of speech.
     assert greeting_end - greeting_at > 2.0
@@ -39,6 +47,7 @@ async def test_greeting_then_reply_to_a_question(lab: Lab, agent: AgentProcess, 
     assert segments[0][0] == greeting_at and segments[-1][0] >= reply_at
     # The caller's own packets: one per 20 ms, the utterance sent in full.
     assert said.frames == len(sent_speech) and said.duration > 0.8
+    assert said.first_sent < said.last_voiced_sent <= said.last_sent
     assert said.last_sent - said.first_sent == pytest.approx((said.frames - 1) * FRAME_S, rel=0.25)
     # The agent's talkspurts arrive paced, not in bursts: most gaps are one frame.
     intervals = np.asarray(call.arrival_intervals(after=reply_at, before=reply_end))

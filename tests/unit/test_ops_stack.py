@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from ari_agent.ops.envfile import GENERATED_SECRETS, read_env
-from ari_agent.ops.stack import Stack, StackError, detect_engine, inputs_key, summary
+from ari_agent.ops.images import inputs_key
+from ari_agent.ops.stack import detect_engine, summary
+from ari_agent.ops.stackbase import Stack, StackError
 
 
 def test_first_load_writes_secrets_and_what_the_cli_needs(tmp_path: Path) -> None:
