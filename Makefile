@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
-APT_PACKAGES := debootstrap espeak-ng sox
+APT_PACKAGES := debootstrap espeak-ng sox podman runc
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install deps rootfs lint test test-unit test-integration bench up up-agent down logs check clean

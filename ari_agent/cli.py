@@ -107,18 +107,23 @@ def cmd_check(settings: Settings) -> int:
     return 0
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, config_file: str | None = None) -> int:
     from ari_agent.app import AgentApp  # the app pulls in numpy and the media plane
 
-    app = AgentApp(settings)
-    stop = asyncio.Event()
+    app = AgentApp(settings, config_file=config_file)
+    received: asyncio.Queue[signal.Signals] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, received.put_nowait, sig)
     await app.start()
-    await stop.wait()
-    log.info("shutting down: handing active calls back to the dialplan")
-    await app.stop()
+    while (sig := await received.get()) == signal.SIGHUP:
+        await app.reload()
+    if sig == signal.SIGTERM:
+        # An orchestrator stopping us: let calls finish, hand the rest back.
+        await app.drain()
+    else:
+        log.info("interrupted: handing active calls back to the dialplan")
+        await app.stop()
     return 0
 
 
@@ -163,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return commands.calls(settings, args.action, args.call_id, args.json)
     setup_logging(settings.log_level)
-    return asyncio.run(_run(settings))
+    return asyncio.run(_run(settings, args.config))
 
 
 if __name__ == "__main__":

@@ -174,6 +174,9 @@ class RootfsStack:
                 self.rx("core stop now", timeout=10)
             _terminate(pid, timeout=15.0)
         self._pidfile("asterisk").unlink(missing_ok=True)
+        if self.pid("asterisk") is None:
+            # Rendered again by every `up`; Asterisk's own log went to the state directory.
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _has(module: str) -> bool:
