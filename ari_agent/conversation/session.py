@@ -28,6 +28,7 @@ from ari_agent.conversation.tools import Finish, ToolRunner
 from ari_agent.errors import MediaError
 from ari_agent.media.codecs import wire_format
 from ari_agent.media.pacer import OutboundPacer
+from ari_agent.media.quality import mos
 from ari_agent.media.transport import DropCounters, PortPool, RtpEndpoint, open_endpoint
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
@@ -317,6 +318,17 @@ class CallSession:
         if self._conversation is not None:
             self._conversation.on_sent_audio(pcm, at)
 
+    def _observe_quality(self, endpoint: RtpEndpoint) -> None:
+        stats = endpoint.stats
+        if stats.received == 0:
+            return
+        loss = stats.lost / stats.expected if stats.expected else 0.0
+        metrics = self.deps.metrics
+        metrics.call_rtp_loss.observe(max(0.0, loss))
+        metrics.call_rtp_jitter.observe(stats.jitter_ms / 1000)
+        # Latency unknown from one leg: a LAN-ish 20 ms one way stands in.
+        metrics.call_mos.observe(mos(max(0.0, loss), stats.jitter_ms, 20.0))
+
     def _count_drop(self, reason: str) -> None:
         self.deps.metrics.rtp_dropped.labels(reason).inc()
 
@@ -376,6 +388,7 @@ class CallSession:
             await self._pacer.stop()
         if self._endpoint is not None:
             self._endpoint.close()
+            self._observe_quality(self._endpoint)
         ari = self.deps.ari
         try:
             await ari.destroy_bridge(self.bridge_id)

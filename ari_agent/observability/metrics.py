@@ -39,6 +39,25 @@ class Metrics:
             "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
         )
         fast = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
+        # Per call, observed once when it ends: inbound RTP from Asterisk.
+        self.call_rtp_loss = Histogram(
+            "ari_agent_call_rtp_loss_ratio",
+            "Share of inbound RTP packets lost, per call",
+            buckets=(0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+            registry=r,
+        )
+        self.call_rtp_jitter = Histogram(
+            "ari_agent_call_rtp_jitter_seconds",
+            "Inbound RTP interarrival jitter (RFC 3550) at the end of the call",
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1),
+            registry=r,
+        )
+        self.call_mos = Histogram(
+            "ari_agent_call_mos",
+            "E-model MOS estimate of the inbound leg, per call (a planning proxy)",
+            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5),
+            registry=r,
+        )
         self.barge_in_reaction = Histogram(
             "ari_agent_barge_in_reaction_seconds",
             "Caller speech onset to the agent's audio flushed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -73,6 +74,18 @@ def test_local_call_answers_each_intent_and_goodbye_hangs_up(lab: Lab, agent: Ag
     assert status_after_stasis(lab, handle.number) == "COMPLETED"
     # The agent, not the caller script, ended the call: the script had a tail to wait.
     assert not any(e.kind == "caller-hangup" for e in lab.dialplan_events(handle.number))
+    # Per-call RTP quality: loopback loses nothing, so the MOS estimate is near the top.
+    assert _metric(agent, "ari_agent_call_mos_count") == 1
+    assert _metric(agent, "ari_agent_call_mos_sum") > 4.0
+    assert _metric(agent, "ari_agent_call_rtp_loss_ratio_sum") == 0
+    # Logs: JSON lines, the call's lines carry its id, no caller number and no transcript.
+    lines = agent.log_path.read_text(encoding="utf-8").splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]
+    call_lines = [e for e in entries if e["logger"].startswith("ari_agent.conversation")]
+    assert call_lines and all(e.get("call_id") == record["call_id"] for e in call_lines)
+    text = "\n".join(lines)
+    assert handle.number not in text
+    assert "what time do you open" not in text and "Harbour Street" not in text
 
 
 def test_greeting_plays_at_true_speed(lab: Lab, agent: AgentProcess) -> None:
