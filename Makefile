@@ -39,8 +39,10 @@ test-integration: install rootfs
 test: install rootfs lint
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider tests/unit tests/integration
 
+# Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
-	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) tests/bench/bench_media.py
+	$(PYTHON) -m tests.bench.bench_media
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 check: install
 	ari-agent check

@@ -99,6 +99,11 @@ class VoiceActivityDetector:
         """Voiced milliseconds in the utterance under way (0 when not speaking)."""
         return self._speech_ms if self._speaking else 0
 
+    @property
+    def last_voiced_ms(self) -> int:
+        """Stream time at which the last voiced frame ended."""
+        return self._last_voiced_end_ms
+
     def current_audio(self) -> bytes:
         """The utterance under way so far, pre-roll included (empty when not speaking)."""
         return b"".join(self._current) if self._speaking else b""

@@ -11,6 +11,7 @@ import re
 
 _SENTENCE_END = re.compile(r"[.!?;:](?=\s)|\n")
 _CLAUSE_END = re.compile(r"[,\u2014](?=\s)")
+_FINAL_SENTENCE_END = re.compile(r"(?<=[^\W\d])[.!?]$")
 
 
 class SentenceChunker:
@@ -44,6 +45,12 @@ class SentenceChunker:
             if match.end() >= minimum:
                 cut = match.end()
                 break
+        if cut is None and self._emitted == 0 and len(self._buffer) >= minimum:
+            # The first sentence may leave before the next word shows it was the end:
+            # one token sooner to speech. Not after a digit ("12." may go on as "12.50").
+            end = _FINAL_SENTENCE_END.search(self._buffer)
+            if end is not None:
+                cut = end.end()
         if cut is None and self._emitted == 0:
             # Only the first piece may end on a clause: time to first audio matters most there.
             for match in _CLAUSE_END.finditer(self._buffer):

@@ -152,8 +152,8 @@ class PipelineConversation:
             self._onset_at = now - (self._vad.now_ms - event.at_ms) / 1000
             self._pushing = self._barged = self._utterance_done = False
         if self._vad.speaking:
-            if heard is not SILENT_FRAME:
-                self._last_voiced_at = now
+            # When the caller last made a sound (the end of speech, not of the end-of-turn wait).
+            self._last_voiced_at = now - (self._vad.now_ms - self._vad.last_voiced_ms) / 1000
             speech_ms = self._vad.speech_ms
             if not self._pushing and speech_ms >= self.profile.min_speech_ms:
                 self._pushing = True

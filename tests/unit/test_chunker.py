@@ -44,3 +44,13 @@ def test_runaway_text_is_cut_at_a_space() -> None:
     pieces = feed(c, "word " * 30)
     assert all(len(p) <= 40 for p in pieces)
     assert " ".join(pieces).split() == ["word"] * 30
+
+
+def test_first_sentence_leaves_without_waiting_for_the_next_word() -> None:
+    c = SentenceChunker()
+    assert c.push("Good question") == []
+    assert c.push(".") == ["Good question."]
+    # Not after a number: "12." may be "12.50".
+    c = SentenceChunker()
+    assert c.push("The price is 12.") == []
+    assert c.push("50 dollars. And") == ["The price is 12.50 dollars."]
