@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 SESSION_RATE = 16000
 FRAME_BYTES = SESSION_RATE // 50 * 2  # 20 ms of PCM16
 SILENT_FRAME = bytes(FRAME_BYTES)
+FRAME_MS = 20
+RUN_GAP_MS = 60  # unvoiced frames inside one stretch of speech (consonants, short pauses)
 VAD_ONSET_MS = 60  # short: barge-in timing is judged on speech_ms, not on onset
 MAX_TOOL_ROUNDS = 3
 MAX_TURN_ERRORS = 2
@@ -112,6 +114,8 @@ class PipelineConversation:
         self._onset_at = 0.0
         self._last_voiced_at = 0.0
         self._pushing = False  # audio goes to STT once speech outlasts min_speech_ms
+        self._run_ms = 0  # continuous speech so far (the barge-in and turn-start measure)
+        self._gap_ms = 0
         self._barged = False
         self._utterance_done = False  # the provider already ended this utterance's turn
         # Per turn (may span utterances until an end of turn)
@@ -151,10 +155,20 @@ class PipelineConversation:
         if isinstance(event, SpeechStarted):
             self._onset_at = now - (self._vad.now_ms - event.at_ms) / 1000
             self._pushing = self._barged = self._utterance_done = False
+            self._run_ms, self._gap_ms = VAD_ONSET_MS - FRAME_MS, 0  # the onset frames were speech
         if self._vad.speaking:
             # When the caller last made a sound (the end of speech, not of the end-of-turn wait).
             self._last_voiced_at = now - (self._vad.now_ms - self._vad.last_voiced_ms) / 1000
-            speech_ms = self._vad.speech_ms
+            # Continuous speech, not voiced frames summed over an utterance: three coughs
+            # half a second apart are still three short noises.
+            if self._vad.last_voiced_ms == self._vad.now_ms:
+                self._run_ms += FRAME_MS
+                self._gap_ms = 0
+            else:
+                self._gap_ms += FRAME_MS
+                if self._gap_ms > RUN_GAP_MS:
+                    self._run_ms = 0
+            speech_ms = self._run_ms
             if not self._pushing and speech_ms >= self.profile.min_speech_ms:
                 self._pushing = True
                 self._push(self._vad.current_audio())
@@ -167,7 +181,9 @@ class PipelineConversation:
                 and self.speaker.interruptible
             ):
                 self._barge_in(now)
-        elif isinstance(event, SpeechEnded):
+        else:
+            self._run_ms = self._gap_ms = 0
+        if isinstance(event, SpeechEnded):
             if self._pushing and not self._utterance_done:
                 self._push(heard)
                 self._finalize_at = now
