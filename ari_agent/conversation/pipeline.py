@@ -453,7 +453,7 @@ class PipelineConversation:
     async def _filler(self, speech_end_at: float) -> None:
         delay = self.profile.filler_after_ms / 1000 - (time.monotonic() - speech_end_at)
         await asyncio.sleep(max(0.0, delay))
-        if not self.speaker.speaking:
+        if not self.speaker.audible:
             await self.speaker.say(Filler, self.profile.filler)
 
     async def _say_canned(self, kind: type[Utterance], text: str) -> Spoken:

@@ -100,6 +100,11 @@ class Speaker:
         return bool(self.active) or self.pacer.speaking
 
     @property
+    def audible(self) -> bool:
+        """Audio is playing or queued (an utterance still waiting for its words is not)."""
+        return self.pacer.speaking or any(s.first_audio_at is not None for s in self.active)
+
+    @property
     def interruptible(self) -> bool:
         """Something the caller may talk over is being said."""
         return any(s.kind.interruptible and s.first_audio_at is not None for s in self.active)

@@ -1234,6 +1234,8 @@ class AgentFactory:
             "AGENT_RECORDS__DIR": str(records_dir),
             # Next to the records: a restarted agent shares it, parallel tests don't.
             "AGENT_STORE__PATH": str(records_dir / "calls.db"),
+            # Teardown stops agents with SIGTERM: calls still up go back quickly.
+            "AGENT_CALLS__DRAIN_TIMEOUT": "2",
         }
 
     def start(

@@ -212,7 +212,7 @@ action = "hangup"
     )
     handle = lab.place_call(["what time do you open", "goodbye"], extension="az", context="lab-profile")
     event = lab.wait_dialplan_event(handle.number, "hangup", timeout=120)
-    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
     record = agent.record_for(handle.number)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED", (record, agent.log_tail())
     assert [t["text"] for t in record["turns"] if t["role"] == "user"] == ["what time do you open", "goodbye"]
     assert agent_lines(record) == ["Hello, how can I help?", "We are open from nine to five.", "Goodbye."]
