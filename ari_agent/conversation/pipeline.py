@@ -434,10 +434,6 @@ class PipelineConversation:
             await producer
         finally:
             producer.cancel()
-            said = self.speaker.last
-            if said is not None and not said.pieces and said.turn in self.record.turns:
-                # Nothing was said (a failure, or tool calls only): no empty agent turn.
-                self.record.turns.remove(said.turn)
         if "finish" in state and isinstance(state["finish"], Finish):
             spoken.kind = Farewell
         if spoken.first_packet_at is not None:

@@ -123,7 +123,6 @@ class Speaker:
         the caller of ``say`` (barge-in) leaves the result marked interrupted.
         """
         spoken = Spoken(kind, Turn("agent", "", utc_now()))
-        self.turns.append(spoken.turn)
         self.active.append(spoken)
         try:
             pieces = _one(text) if isinstance(text, str) else text
@@ -176,6 +175,9 @@ class Speaker:
         spoken.pieces[-1] = (text, tag, samples + len(chunk) // 2)
         if spoken.first_audio_at is None:
             spoken.first_audio_at = time.monotonic()
+            # In the record from its first sound: a filler that played first comes first.
+            spoken.turn.at = utc_now()
+            self.turns.append(spoken.turn)
             if on_first_audio is not None:
                 on_first_audio(spoken)
         self.pacer.enqueue(chunk, tag, final=False)
