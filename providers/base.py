@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ari_agent.errors import AgentError
 
@@ -49,6 +49,28 @@ def as_provider_error(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, retryable=True)
+
+
+async def guarded_call(
+    awaitable: Awaitable[T],
+    *,
+    provider: str,
+    what: str,
+    timeout: float | None = None,  # noqa: ASYNC109
+) -> T:
+    """Await an adapter hook with a deadline (None: none); any failure becomes a ProviderError."""
+    try:
+        if timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout)
+    except ProviderError:
+        raise
+    except TimeoutError as exc:
+        if timeout is None:
+            raise as_provider_error(provider, exc) from exc
+        raise ProviderTimeout(provider, what, timeout) from None
+    except Exception as exc:
+        raise as_provider_error(provider, exc) from exc
 
 
 async def guarded_stream(
@@ -171,32 +193,21 @@ class ProviderSpeechStarted:
 SpeechEvent = InterimTranscript | FinalTranscript | EndOfTurn | ProviderSpeechStarted
 
 
-class SpeechStream(ABC):
-    """Live recognition for one call.
+E = TypeVar("E")
 
-    ``push`` never blocks (audio in the stream's ``spec``); ``finalize`` asks
-    for the final transcript of what was pushed since the last turn (the
-    local end of turn); ``events`` yields results until ``aclose``.
-    """
 
-    def __init__(self, provider: str, spec: AudioSpec) -> None:
+class LiveStream(ABC, Generic[E]):
+    """A live provider connection for one call: ``push`` never blocks; ``events`` until ``aclose``."""
+
+    def __init__(self, provider: str) -> None:
         self.provider = provider
-        self.spec = spec
         self.closed = False
 
     def push(self, audio: bytes) -> None:
         if not self.closed:
             self._push(audio)
 
-    async def finalize(self) -> None:
-        try:
-            await self._finalize()
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.provider, exc) from exc
-
-    async def events(self) -> AsyncIterator[SpeechEvent]:
+    async def events(self) -> AsyncIterator[E]:
         # No first-item deadline: a silent caller legitimately produces nothing.
         stream = guarded_stream(self._events(), provider=self.provider, what="events", first_timeout=None)
         try:
@@ -212,19 +223,35 @@ class SpeechStream(ABC):
         try:
             await self._aclose()
         except Exception as exc:
-            log.debug("closing %s stream: %s", self.provider, exc)
+            log.debug("closing %s: %s", self.provider, exc)
 
     @abstractmethod
     def _push(self, audio: bytes) -> None: ...
 
     @abstractmethod
-    async def _finalize(self) -> None: ...
-
-    @abstractmethod
-    def _events(self) -> AsyncIterator[SpeechEvent]: ...
+    def _events(self) -> AsyncIterator[E]: ...
 
     async def _aclose(self) -> None:
         return None
+
+
+class SpeechStream(LiveStream[SpeechEvent]):
+    """Live recognition for one call.
+
+    ``push`` takes audio in the stream's ``spec``; ``finalize`` asks for the
+    final transcript of what was pushed since the last turn (the local end of
+    turn); ``events`` yields results until ``aclose``.
+    """
+
+    def __init__(self, provider: str, spec: AudioSpec) -> None:
+        super().__init__(provider)
+        self.spec = spec
+
+    async def finalize(self) -> None:
+        await guarded_call(self._finalize(), provider=self.provider, what="finalize")
+
+    @abstractmethod
+    async def _finalize(self) -> None: ...
 
 
 class STT(ABC):
@@ -239,27 +266,17 @@ class STT(ABC):
 
     async def recognize(self, pcm: bytes, sample_rate: int) -> Transcript:
         """Transcribe one finished utterance (PCM16)."""
-        try:
-            return await asyncio.wait_for(self._recognize(pcm, sample_rate), self.timeout)
-        except TimeoutError:
-            raise ProviderTimeout(self.name, "recognition", self.timeout) from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.name, exc) from exc
+        return await guarded_call(
+            self._recognize(pcm, sample_rate), provider=self.name, what="recognition", timeout=self.timeout
+        )
 
     async def stream(self, spec: AudioSpec = PCM16_16K) -> SpeechStream:
         """Open a live recognition stream; providers without one get turn-by-turn recognition."""
         if spec not in self.capabilities.input_specs:
             raise ProviderError(f"audio {spec} not supported", provider=self.name, retryable=False)
-        try:
-            return await asyncio.wait_for(self._open_stream(spec), self.connect_timeout)
-        except TimeoutError:
-            raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.name, exc) from exc
+        return await guarded_call(
+            self._open_stream(spec), provider=self.name, what="connect", timeout=self.connect_timeout
+        )
 
     async def aclose(self) -> None:
         await self._aclose()
@@ -477,67 +494,25 @@ RealtimeEvent = (
 )
 
 
-class RealtimeSession(ABC):
-    """One call's live speech-to-speech conversation."""
+class RealtimeSession(LiveStream[RealtimeEvent]):
+    """One call's live speech-to-speech conversation; ``push`` takes caller audio in ``config.audio``."""
 
     def __init__(self, provider: str, config: RealtimeConfig) -> None:
-        self.provider = provider
+        super().__init__(provider)
         self.config = config
-        self.closed = False
-
-    def push(self, audio: bytes) -> None:
-        """Caller audio in ``config.audio``; never blocks."""
-        if not self.closed:
-            self._push(audio)
-
-    async def events(self) -> AsyncIterator[RealtimeEvent]:
-        stream = guarded_stream(self._events(), provider=self.provider, what="events", first_timeout=None)
-        try:
-            async for event in stream:
-                yield event
-        finally:
-            await stream.aclose()
 
     async def interrupt(self, item_id: str, heard_ms: int) -> None:
         """Barge-in: stop the response and keep only what the caller heard in the history."""
-        try:
-            await self._interrupt(item_id, heard_ms)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.provider, exc) from exc
+        await guarded_call(self._interrupt(item_id, heard_ms), provider=self.provider, what="interrupt")
 
     async def tool_result(self, call_id: str, output: str) -> None:
-        try:
-            await self._tool_result(call_id, output)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.provider, exc) from exc
-
-    async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self._aclose()
-        except Exception as exc:
-            log.debug("closing %s session: %s", self.provider, exc)
-
-    @abstractmethod
-    def _push(self, audio: bytes) -> None: ...
-
-    @abstractmethod
-    def _events(self) -> AsyncIterator[RealtimeEvent]: ...
+        await guarded_call(self._tool_result(call_id, output), provider=self.provider, what="tool result")
 
     @abstractmethod
     async def _interrupt(self, item_id: str, heard_ms: int) -> None: ...
 
     @abstractmethod
     async def _tool_result(self, call_id: str, output: str) -> None: ...
-
-    async def _aclose(self) -> None:
-        return None
 
 
 class Realtime(ABC):
@@ -551,14 +526,9 @@ class Realtime(ABC):
     async def connect(self, config: RealtimeConfig) -> RealtimeSession:
         if config.audio not in self.capabilities.audio_specs:
             raise ProviderError(f"audio {config.audio} not supported", provider=self.name, retryable=False)
-        try:
-            return await asyncio.wait_for(self._connect(config), self.connect_timeout)
-        except TimeoutError:
-            raise ProviderTimeout(self.name, "connect", self.connect_timeout) from None
-        except ProviderError:
-            raise
-        except Exception as exc:
-            raise as_provider_error(self.name, exc) from exc
+        return await guarded_call(
+            self._connect(config), provider=self.name, what="connect", timeout=self.connect_timeout
+        )
 
     async def aclose(self) -> None:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,8 @@ import numpy as np
 from ari_agent.audio.echo import EchoGuard
 from ari_agent.audio.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
 from ari_agent.conversation.chunker import SentenceChunker
-from ari_agent.conversation.records import CallRecord, Turn, utc_now
+from ari_agent.conversation.engine import CallParts, ConversationBase
+from ari_agent.conversation.records import Turn, utc_now
 from ari_agent.conversation.speech import (
     Apology,
     Farewell,
@@ -28,13 +29,10 @@ from ari_agent.conversation.speech import (
     Greeting,
     Reply,
     Reprompt,
-    Speaker,
     Spoken,
     Utterance,
 )
-from ari_agent.conversation.tools import Finish, ToolRunner, tool_specs
-from ari_agent.observability.metrics import Metrics
-from ari_agent.profiles import ProfileConfig
+from ari_agent.conversation.tools import Finish, tool_specs
 from providers.base import (
     LLM,
     STT,
@@ -72,33 +70,14 @@ class Digit:
     digit: str
 
 
-class PipelineConversation:
-    def __init__(
-        self,
-        *,
-        profile_name: str,
-        profile: ProfileConfig,
-        stt: STT,
-        llm: LLM,
-        speaker: Speaker,
-        tools: ToolRunner,
-        record: CallRecord,
-        metrics: Metrics,
-        instructions: str,
-        canned: Mapping[str, bytes],
-    ) -> None:
-        self.profile_name = profile_name
-        self.profile = profile
+class PipelineConversation(ConversationBase):
+    def __init__(self, parts: CallParts, *, stt: STT, llm: LLM) -> None:
+        super().__init__(parts)
         self.stt = stt
         self.llm = llm
-        self.speaker = speaker
-        self.tools = tools
-        self.record = record
-        self.metrics = metrics
-        self.canned = canned
-        self.state = "starting"
+        profile = parts.profile
         self._specs = tool_specs(profile)
-        self._history: list[Message] = [Message("system", instructions)] if instructions else []
+        self._history: list[Message] = [Message("system", self.instructions)] if self.instructions else []
         self._vad = VoiceActivityDetector(
             sample_rate=SESSION_RATE,
             aggressiveness=profile.vad_aggressiveness,

@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ari_agent.audio.echo import EchoGuard
-from ari_agent.conversation.records import CallRecord, Turn, utc_now
-from ari_agent.conversation.speech import Apology, Speaker
-from ari_agent.conversation.tools import Finish, ToolRunner, tool_specs
+from ari_agent.conversation.engine import CallParts, ConversationBase
+from ari_agent.conversation.records import Turn, utc_now
+from ari_agent.conversation.speech import Apology
+from ari_agent.conversation.tools import Finish, tool_specs
 from ari_agent.media.pacer import OutboundPacer
 from ari_agent.media.resample import StreamResampler
-from ari_agent.observability.metrics import Metrics
-from ari_agent.profiles import ProfileConfig
 from providers.base import (
     MULAW_8K,
     PCM16_16K,
@@ -58,33 +56,12 @@ class _Item:
     text_parts: list[str] = field(default_factory=list)
 
 
-class RealtimeConversation:
-    def __init__(
-        self,
-        *,
-        profile_name: str,
-        profile: ProfileConfig,
-        realtime: Realtime,
-        pacer: OutboundPacer,
-        wire_name: str,
-        speaker: Speaker,
-        tools: ToolRunner,
-        record: CallRecord,
-        metrics: Metrics,
-        instructions: str,
-        canned: Mapping[str, bytes],
-    ) -> None:
-        self.profile_name = profile_name
-        self.profile = profile
+class RealtimeConversation(ConversationBase):
+    def __init__(self, parts: CallParts, *, realtime: Realtime, pacer: OutboundPacer, wire_name: str) -> None:
+        super().__init__(parts)
         self.realtime = realtime
-        self.pacer = pacer
-        self.speaker = speaker  # only for the apology: provider audio goes straight to the pacer
-        self.tools = tools
-        self.record = record
-        self.metrics = metrics
-        self.canned = canned
-        self.instructions = instructions
-        self.state = "starting"
+        self.pacer = pacer  # provider audio goes straight to the pacer; the speaker only apologises
+        profile = parts.profile
         self.spec = self._pick_spec(wire_name)
         # The call's own µ-law goes through untouched; otherwise resample both ways.
         self.raw = self.spec == MULAW_8K

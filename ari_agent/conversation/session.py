@@ -20,6 +20,7 @@ import numpy as np
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import Channel
 from ari_agent.config import Settings
+from ari_agent.conversation.engine import CallParts
 from ari_agent.conversation.pipeline import PipelineConversation
 from ari_agent.conversation.realtime import RealtimeConversation
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
@@ -256,39 +257,25 @@ class CallSession:
 
     def _make_conversation(self, pacer: OutboundPacer, instructions: str) -> Conversation:
         providers = self.providers
-        speaker = Speaker(pacer, providers.tts, self.record.turns)
-        tools = ToolRunner(self.profile, self._set_variable, self.record.fields, self.record.variables)
-        if providers.realtime is not None:
-            conversation = RealtimeConversation(
-                profile_name=self.profile_name,
-                profile=self.profile,
-                realtime=providers.realtime,
-                pacer=pacer,
-                wire_name=self._wire.name,
-                speaker=speaker,
-                tools=tools,
-                record=self.record,
-                metrics=self.deps.metrics,
-                instructions=instructions,
-                canned=providers.canned,
-            )
-            if conversation.raw and self._endpoint is not None:
-                endpoint = self._endpoint
-                endpoint.on_payload = conversation.on_payload
-            return conversation
-        assert providers.stt is not None and providers.llm is not None
-        return PipelineConversation(
+        parts = CallParts(
             profile_name=self.profile_name,
             profile=self.profile,
-            stt=providers.stt,
-            llm=providers.llm,
-            speaker=speaker,
-            tools=tools,
+            speaker=Speaker(pacer, providers.tts, self.record.turns),
+            tools=ToolRunner(self.profile, self._set_variable, self.record.fields, self.record.variables),
             record=self.record,
             metrics=self.deps.metrics,
             instructions=instructions,
             canned=providers.canned,
         )
+        if providers.realtime is not None:
+            conversation = RealtimeConversation(
+                parts, realtime=providers.realtime, pacer=pacer, wire_name=self._wire.name
+            )
+            if conversation.raw and self._endpoint is not None:
+                self._endpoint.on_payload = conversation.on_payload
+            return conversation
+        assert providers.stt is not None and providers.llm is not None
+        return PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
 
     async def _instructions(self) -> str:
         """The profile's instructions with the call's details filled in."""
