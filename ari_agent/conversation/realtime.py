@@ -198,14 +198,21 @@ class RealtimeConversation(ConversationBase):
         self.metrics.barge_ins.labels(self.profile_name).inc()
         self.metrics.barge_in_reaction.labels(self.profile_name).observe(reaction)
         log.info("caller barged in; %d ms of the reply were heard", item.heard_ms)
-        if item.turn is not None:
+        if item.turn is None:
+            # Its transcript may come later, or never for a cancelled response: hold its place.
+            item.turn = Turn("agent", "", utc_now(), interrupted=True)
+            self.record.turns.append(item.turn)
+        else:
             self._cut(item)
         await session.interrupt(item.item_id, item.heard_ms)
 
     def _transcript(self, event: AgentTranscript) -> None:
         item = self._items.setdefault(event.item_id, _Item(event.item_id))
-        item.turn = Turn("agent", event.text, utc_now())
-        self.record.turns.append(item.turn)
+        if item.turn is None:
+            item.turn = Turn("agent", event.text, utc_now())
+            self.record.turns.append(item.turn)
+        else:
+            item.turn.text = event.text
         if item.interrupted:
             self._cut(item)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.lab import AgentProcess, Lab
+from tests.integration.lab import AgentFactory, AgentProcess, Lab
 from tests.integration.rtp_caller import RtpCaller, speakerphone_echo, speech
 
 HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
@@ -125,3 +125,52 @@ async def test_own_echo_does_not_interrupt_but_the_caller_does(
     assert replies[2]["interrupted"] is True and ADDRESS.startswith(str(replies[2]["text"]))
     assert replies[3]["text"] == HOURS
     assert metric(agent, "ari_agent_barge_ins_total") == 1
+
+
+async def test_realtime_barge_in_truncates_at_the_heard_position(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    from tests.fakes.openai_server import FakeOpenAI, RealtimeReply
+    from tests.fakes.threaded import serve_in_thread
+
+    key = "sk-test-realtime-0123456789SECRET"
+    fake = FakeOpenAI(api_key=key)
+    long_reply = RealtimeReply(text=HOURS + " " + HOURS, chunk_ms=100, chunk_delay=0.08)
+    fake.realtime.replies.extend(
+        [RealtimeReply(text="Hello, how can I help?"), long_reply, RealtimeReply(text=ADDRESS)]
+    )
+    with serve_in_thread(fake.app) as url:
+        config = tmp_path / "rt.toml"
+        config.write_text(
+            f'[profiles.rt]\ngreeting = "Hello, how can I help?"\nrealtime = ["openai"]\n'
+            f'[profiles.rt.options.openai]\nbase_url = "{url}/v1"\n',
+            encoding="utf-8",
+        )
+        agent = agent_factory.start(
+            {"AGENT_CONFIG": str(config), "OPENAI_API_KEY": key, "AGENT_MEDIA__FORMAT": "ulaw"}
+        )
+        async with RtpCaller.connect(lab, extension="rt", context="lab-profile") as call:
+            try:
+                await call.wait_agent_speech(timeout=20)
+                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+                reply_at = await ask_and_wait_for_reply(call, "what time do you open")
+                await asyncio.sleep(2.0)
+                said = await call.say("where are you located")
+                await call.wait_agent_speech(timeout=20, after=said.last_sent)
+                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+            except BaseException:
+                call.dump_wav(tmp_path / "realtime.wav")
+                raise
+            heard_s = call.loud(after=reply_at, before=said.last_sent)[-1].at - reply_at
+        truncates = fake.events_of("conversation.item.truncate")
+        cancels = fake.events_of("response.cancel")
+    assert len(truncates) == 1 and cancels
+    audio_end_ms = truncates[0]["audio_end_ms"]
+    print(f"truncated at {audio_end_ms} ms; the caller heard about {heard_s * 1000:.0f} ms")
+    # Where the caller stopped hearing it: at least the 2 s before the barge-in, far from its 10 s end.
+    assert 1500 < audio_end_ms < 6000
+    assert abs(audio_end_ms - heard_s * 1000) < 1000
+    record = agent.record_for(call.number, timeout=20)
+    cut = [t for t in agent_turns(record) if t.get("interrupted")]
+    assert len(cut) == 1
+    assert agent_turns(record)[-1]["text"] == ADDRESS
