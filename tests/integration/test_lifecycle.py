@@ -52,3 +52,25 @@ def test_sigterm_drains_active_calls_back_to_the_dialplan(lab: Lab, agent_factor
     assert agent.proc.wait(timeout=30) == 0
     for handle in handles:
         assert agent.record_for(handle.number)["end_reason"] == "drained"
+
+
+def test_sighup_reloads_profiles_without_dropping_calls(lab: Lab, agent_factory: AgentFactory) -> None:
+    config = agent_factory.workdir / "reload.toml"
+    config.write_text('[profiles.frontdesk]\ngreeting = "Hello from the first file."\n', encoding="utf-8")
+    agent = agent_factory.start({"AGENT_CONFIG": str(config)})
+    first = lab.place_call([], tail=12)
+    lab.wait_dialplan_event(first.number, "caller-heard-start", timeout=30)
+    config.write_text('[profiles.frontdesk]\ngreeting = "Hello from the second file."\n', encoding="utf-8")
+    agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "profiles reloaded" not in agent.log_path.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, "no reload logged"
+        time.sleep(0.1)
+    second = lab.place_call([], tail=2)
+    lab.wait_call_ended(second, timeout=60)
+    lab.wait_call_ended(first, timeout=60)
+    one, two = agent.record_for(first.number), agent.record_for(second.number)
+    assert one["turns"][0]["text"] == "Hello from the first file."
+    assert one["end_reason"] == "hangup_by_caller"  # the caller left; the reload did not drop it
+    assert two["turns"][0]["text"] == "Hello from the second file."
+    assert agent.proc.poll() is None
