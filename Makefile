@@ -5,7 +5,7 @@ ROOTFS ?= /var/cache/ari-agent/rootfs
 APT_PACKAGES := debootstrap espeak-ng sox podman runc
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration bench up up-agent down logs check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration test-live bench up up-agent down logs check clean
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
@@ -43,6 +43,11 @@ test: install rootfs lint
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_media
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+
+# Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,
+# AZURE_SPEECH_KEY + AZURE_SPEECH_REGION); not part of `make test`.
+test-live: install
+	$(PYTHON) -m pytest -q -rs tests/live
 
 check: install
 	ari-agent check
