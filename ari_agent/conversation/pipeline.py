@@ -332,7 +332,7 @@ class PipelineConversation(ConversationBase):
     async def _reply(self, speech_end_at: float, ended_at: float, stt_ms: float | None) -> None:
         """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
         filler = (
-            asyncio.create_task(self._filler(speech_end_at)) if self.profile.filler_after_ms > 0 else None
+            asyncio.create_task(self._filler(ended_at)) if self.profile.filler_after_ms > 0 else None
         )
         try:
             for _ in range(MAX_TOOL_ROUNDS):
@@ -425,8 +425,9 @@ class PipelineConversation(ConversationBase):
             return (finish if isinstance(finish, Finish) else None), notes, None
         return (finish if isinstance(finish, Finish) else None), notes, spoken
 
-    async def _filler(self, speech_end_at: float) -> None:
-        delay = self.profile.filler_after_ms / 1000 - (time.monotonic() - speech_end_at)
+    async def _filler(self, turn_ended_at: float) -> None:
+        # Counted from the end of the caller's turn: the end-of-turn silence is not dead air.
+        delay = self.profile.filler_after_ms / 1000 - (time.monotonic() - turn_ended_at)
         await asyncio.sleep(max(0.0, delay))
         if not self.speaker.audible:
             await self.speaker.say(Filler, self.profile.filler)

@@ -76,7 +76,7 @@ class ProfileConfig(_Model):
     barge_in_min_ms: int = Field(150, ge=20, le=2000)
     echo_guard: bool = True
     # No dead air
-    filler_after_ms: int = Field(1200, ge=0, le=10000)  # 0: no filler
+    filler_after_ms: int = Field(1200, ge=0, le=10000)  # after the end of the turn; 0: no filler
     filler: str = "One moment."
     turn_error_reply: str = "Sorry, I had a problem with that. Could you say it again?"
     idle_timeout_s: float = Field(10, gt=0)
