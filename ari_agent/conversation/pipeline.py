@@ -70,6 +70,11 @@ class Digit:
     digit: str
 
 
+@dataclass(frozen=True)
+class RecogniserLost:
+    """The STT stream ended for good: the caller can no longer be heard."""
+
+
 class PipelineConversation(ConversationBase):
     def __init__(self, parts: CallParts, *, stt: STT, llm: LLM) -> None:
         super().__init__(parts)
@@ -87,7 +92,7 @@ class PipelineConversation(ConversationBase):
         )
         self._echo = EchoGuard() if profile.echo_guard else None
         self._pending = bytearray()
-        self._inbox: asyncio.Queue[CallerTurn | Digit] = asyncio.Queue()
+        self._inbox: asyncio.Queue[CallerTurn | Digit | RecogniserLost] = asyncio.Queue()
         self._stream: SpeechStream | None = None
         # Per caller utterance
         self._onset_at = 0.0
@@ -276,9 +281,9 @@ class PipelineConversation(ConversationBase):
         elif exc is not None:
             log.error("STT reader failed: %r", exc)
         # A dead recogniser leaves the caller unheard: end the turn loop with a failure.
-        self._inbox.put_nowait(CallerTurn("\0stt-failed", time.monotonic(), None))
+        self._inbox.put_nowait(RecogniserLost())
 
-    async def _next_input(self) -> CallerTurn | Digit:
+    async def _next_input(self) -> CallerTurn | Digit | RecogniserLost:
         reprompts = 0
         while True:
             try:
@@ -293,8 +298,8 @@ class PipelineConversation(ConversationBase):
                     raise Finish("hangup_by_agent") from None
                 await self.speaker.say(Reprompt, self.profile.idle_reprompt)
 
-    async def _turn(self, item: CallerTurn | Digit) -> None:
-        if isinstance(item, CallerTurn) and item.text == "\0stt-failed":
+    async def _turn(self, item: CallerTurn | Digit | RecogniserLost) -> None:
+        if isinstance(item, RecogniserLost):
             raise Finish("failed")
         if isinstance(item, Digit):
             text = f"caller pressed {item.digit}"
