@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -56,11 +55,11 @@ class AgentApp:
         self,
         settings: Settings,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         config_file: str | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
+        self.sleep = sleep  # the drain timer; tests pass one that needs no waiting
         self.config_file = config_file
         self.metrics = Metrics()
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
@@ -90,7 +89,7 @@ class AgentApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registered = False
         self._draining = False
-        self._calls_changed = asyncio.Event()
+        self._no_calls = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------
@@ -110,16 +109,15 @@ class AgentApp:
     async def drain(self) -> None:
         """SIGTERM: stop taking calls at once, let active ones finish, then hand the rest back."""
         self._draining = True
-        timeout = self.settings.calls.drain_timeout
-        deadline = self.clock() + timeout
         if self.sessions:
+            timeout = self.settings.calls.drain_timeout
             log.info("draining: %d active call(s), up to %.0f s", len(self.sessions), timeout)
-        while self.sessions and (remaining := deadline - self.clock()) > 0:
-            self._calls_changed.clear()
-            try:
-                await asyncio.wait_for(self._calls_changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                pass
+            self._no_calls.clear()
+            finished = asyncio.create_task(self._no_calls.wait())
+            timer = asyncio.create_task(self.sleep(timeout))
+            await asyncio.wait({finished, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
+            timer.cancel()
         await self.stop()
 
     async def stop(self) -> None:
@@ -364,7 +362,8 @@ class AgentApp:
                 del self._by_channel[key]
         self._by_bridge.pop(session.bridge_id, None)
         self.metrics.active_calls.set(len(self.sessions))
-        self._calls_changed.set()
+        if not self.sessions:
+            self._no_calls.set()
 
     async def _reject(
         self, channel: Channel, profile: str, reason: EndReason, why: str, call_id: str | None = None
