@@ -37,7 +37,7 @@ test-integration: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/integration
 
 test: install rootfs lint
-	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
