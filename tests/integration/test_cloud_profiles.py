@@ -69,26 +69,28 @@ base_url = "{url}/v1"
     assert_no_key_anywhere(agent)
 
 
-def test_llm_401_apologises_and_hands_back_failed(lab: Lab, agent_factory: AgentFactory) -> None:
-    fake = FakeOpenAI(api_key="sk-the-right-key-is-another-one")
-    with serve_in_thread(fake.app) as url:
-        agent = start(
-            agent_factory,
-            f"""
-[profiles.llm401]
+def offline_ears_openai_llm(name: str, url: str) -> str:
+    """A profile that hears offline (one phrase) and thinks with the OpenAI fake at ``url``."""
+    return f"""
+[profiles.{name}]
 greeting = "Hello, how can I help?"
 stt = ["local"]
 llm = ["openai"]
 tts = ["local"]
 filler_after_ms = 0
-[[profiles.llm401.intents]]
+[[profiles.{name}.intents]]
 name = "hours"
 examples = ["what time do you open"]
 reply = "unused"
-[profiles.llm401.options.openai]
+[profiles.{name}.options.openai]
 base_url = "{url}/v1"
-""",
-        )
+"""
+
+
+def test_llm_401_apologises_and_hands_back_failed(lab: Lab, agent_factory: AgentFactory) -> None:
+    fake = FakeOpenAI(api_key="sk-the-right-key-is-another-one")
+    with serve_in_thread(fake.app) as url:
+        agent = start(agent_factory, offline_ears_openai_llm("llm401", url))
         handle = lab.place_call(["what time do you open"], extension="llm401", context="lab-profile", tail=8)
         event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=90)
     assert event.fields["AI_AGENT_STATUS"] == "FAILED"
@@ -106,23 +108,7 @@ def test_llm_429_then_200_is_retried(lab: Lab, agent_factory: AgentFactory) -> N
         [ChatReply(fault=Fault(status=429)), ChatReply(text="We are open from nine to five.")]
     )
     with serve_in_thread(fake.app) as url:
-        agent = start(
-            agent_factory,
-            f"""
-[profiles.llm429]
-greeting = "Hello, how can I help?"
-stt = ["local"]
-llm = ["openai"]
-tts = ["local"]
-filler_after_ms = 0
-[[profiles.llm429.intents]]
-name = "hours"
-examples = ["what time do you open"]
-reply = "unused"
-[profiles.llm429.options.openai]
-base_url = "{url}/v1"
-""",
-        )
+        agent = start(agent_factory, offline_ears_openai_llm("llm429", url))
         handle = lab.place_call(["what time do you open"], extension="llm429", context="lab-profile", tail=2)
         lab.wait_call_ended(handle, timeout=90)
     record = agent.record_for(handle.number)

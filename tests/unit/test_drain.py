@@ -25,6 +25,7 @@ def app(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> AgentApp:
             monkeypatch.delenv(key)
     monkeypatch.setenv("AGENT_STORE__ENABLED", "false")
     monkeypatch.setenv("AGENT_CALLS__DRAIN_TIMEOUT", "300")
+
     async def no_wait(seconds: float) -> None:
         slept.append(seconds)
 
