@@ -164,7 +164,11 @@ def test_restart_hands_parked_callers_back(lab: Lab, agent_factory: AgentFactory
         time.sleep(0.2)
     else:
         pytest.fail(f"the calls never became active: {body}")
-    assert agent_leftovers(lab)[0], "expected the agent's bridges while calls are up"
+    # A call shows in /calls as soon as it is admitted; its bridge follows a moment later.
+    deadline = time.monotonic() + 10
+    while len(agent_leftovers(lab)[0]) < 2:
+        assert time.monotonic() < deadline, "expected the agent's bridges while calls are up"
+        time.sleep(0.2)
     first.kill()
     second = agent_factory.start(records_dir=records_dir)
     ready_at = time.monotonic()
