@@ -149,6 +149,7 @@ class AudioSpec:
 
 
 PCM16_16K = AudioSpec()
+PCM16_8K = AudioSpec("pcm16", 8000)
 MULAW_8K = AudioSpec("mulaw", 8000)
 
 

@@ -23,6 +23,7 @@ from providers.azure import settings
 from providers.azure.sdk import Recognition, SdkBackend, SpeechBackend
 from providers.base import (
     MULAW_8K,
+    PCM16_8K,
     PCM16_16K,
     STT,
     AudioSpec,
@@ -39,8 +40,6 @@ from providers.base import (
 )
 
 log = logging.getLogger(__name__)
-
-PCM16_8K = AudioSpec("pcm16", 8000)
 
 
 class _Marker:

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from providers.base import (
     MULAW_8K,
+    PCM16_8K,
     PCM16_16K,
     STT,
     AudioSpec,
@@ -45,7 +46,6 @@ from providers.deepgram import check_key, connect_error, make_client
 
 log = logging.getLogger(__name__)
 
-PCM16_8K = AudioSpec("pcm16", 8000)
 DEFAULT_MODEL = "nova-3"
 _CLOSE_GRACE = 2.0  # seconds for CloseStream to go out and the socket to close
 
