@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,6 +97,23 @@ def _ts_or_none(value: datetime | None) -> str | None:
 
 def _dt_or_none(value: str | None) -> datetime | None:
     return None if value is None else parse_utc(value)
+
+
+def _call_columns(row: Sequence[Any]) -> dict[str, Any]:
+    """The calls row's fields (the first columns of _CALL_COLUMNS), shared by calls and summaries."""
+    return {
+        "call_id": row[0],
+        "channel_id": row[1],
+        "profile": row[2],
+        "caller_number": row[3],
+        "caller_name": row[4],
+        "started_at": parse_utc(row[5]),
+        "ended_at": _dt_or_none(row[6]),
+        "end_reason": row[7],
+        "status": row[8],
+        "result": row[9],
+        "store_text": bool(row[10]),
+    }
 
 
 class CallStore:
@@ -347,17 +364,7 @@ class CallStore:
         finally:
             conn.execute("COMMIT")
         return StoredCall(
-            call_id=row[0],
-            channel_id=row[1],
-            profile=row[2],
-            caller_number=row[3],
-            caller_name=row[4],
-            started_at=parse_utc(row[5]),
-            ended_at=_dt_or_none(row[6]),
-            end_reason=row[7],
-            status=row[8],
-            result=row[9],
-            store_text=bool(row[10]),
+            **_call_columns(row),
             turns=tuple(
                 StoredTurn(
                     role=cast(Role, t[0]),
@@ -386,17 +393,7 @@ class CallStore:
         )
         return [
             CallSummary(
-                call_id=r[0],
-                channel_id=r[1],
-                profile=r[2],
-                caller_number=r[3],
-                caller_name=r[4],
-                started_at=parse_utc(r[5]),
-                ended_at=_dt_or_none(r[6]),
-                end_reason=r[7],
-                status=r[8],
-                result=r[9],
-                store_text=bool(r[10]),
+                **_call_columns(r),
                 turn_count=int(r[11]),
             )
             for r in rows
