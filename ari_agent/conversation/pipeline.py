@@ -336,9 +336,7 @@ class PipelineConversation(ConversationBase):
 
     async def _reply(self, speech_end_at: float, ended_at: float, stt_ms: float | None) -> None:
         """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
-        filler = (
-            asyncio.create_task(self._filler(ended_at)) if self.profile.filler_after_ms > 0 else None
-        )
+        filler = asyncio.create_task(self._filler(ended_at)) if self.profile.filler_after_ms > 0 else None
         try:
             for _ in range(MAX_TOOL_ROUNDS):
                 finish, tool_notes, spoken = await self._reply_round(speech_end_at, ended_at, stt_ms)
