@@ -62,6 +62,7 @@ class AgentApp:
         self.sleep = sleep  # the drain timer; tests pass one that needs no waiting
         self.config_file = config_file
         self.metrics = Metrics()
+        self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         self.ari = AriClient(
             settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value()

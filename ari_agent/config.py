@@ -58,6 +58,11 @@ class MediaSettings(_Section):
     # G.711 and nothing is companded twice; Asterisk transcodes per caller
     # codec anyway. ulaw halves the bandwidth for sites that prefer it.
     format: Literal["slin16", "ulaw"] = "slin16"
+    # Receive jitter buffer window (0 = off). It costs nothing while packets come in order;
+    # only a missing packet makes later ones wait, up to this long, for it to turn up.
+    # 40 ms covers two frames of reordering, more than a LAN or one IP hop to Asterisk shows,
+    # and keeps the worst case well under a syllable.
+    jitter_buffer_ms: int = Field(40, ge=0, le=200)
 
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:

@@ -65,6 +65,8 @@ class CallRecord:
     variables: dict[str, str] = field(
         default_factory=dict
     )  # set on the channel (AI_AGENT_RESULT, AI_FIELD_*)
+    # Inbound RTP figures (loss, jitter, duplicates, gaps, ...), filled in when the call ends.
+    media: dict[str, float | int | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class CallRecord:
             "end_reason": self.end_reason,
             "turns": [t.to_json() for t in self.turns],
             "fields": self.fields,
+            "media": self.media,
         }
 
 

@@ -27,6 +27,7 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, Re
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, ToolRunner
 from ari_agent.errors import MediaError
+from ari_agent.media import inbound
 from ari_agent.media.codecs import wire_format
 from ari_agent.media.pacer import OutboundPacer
 from ari_agent.media.quality import mos
@@ -206,6 +207,9 @@ class CallSession:
                 self._wire,
                 self._on_audio,
                 DropCounters(on_drop=self._count_drop),
+                jitter_ms=settings.media.jitter_buffer_ms,
+                on_event=self._count_event,
+                on_accepted=self.deps.metrics.rtp_in.inc,
             )
         except MediaError as exc:
             log.warning("no RTP port for the call: %s", exc)
@@ -296,8 +300,8 @@ class CallSession:
         return string.Formatter().vformat(text, (), _Blank(values))
 
     def _on_audio(self, pcm: np.ndarray) -> None:
-        # Runs in the datagram callback, once per accepted packet.
-        self.deps.metrics.rtp_in.inc()
+        # Runs in the datagram callback and on the receive clock's tick: the stream is
+        # continuous whether or not packets come.
         if self._conversation is not None:
             self._conversation.on_audio(pcm)
 
@@ -306,18 +310,31 @@ class CallSession:
             self._conversation.on_sent_audio(pcm, at)
 
     def _observe_quality(self, endpoint: RtpEndpoint) -> None:
+        quality = endpoint.inbound.quality()
         stats = endpoint.stats
-        if stats.received == 0:
-            return
-        loss = stats.lost / stats.expected if stats.expected else 0.0
-        metrics = self.deps.metrics
-        metrics.call_rtp_loss.observe(max(0.0, loss))
-        metrics.call_rtp_jitter.observe(stats.jitter_ms / 1000)
-        # Latency unknown from one leg: a LAN-ish 20 ms one way stands in.
-        metrics.call_mos.observe(mos(max(0.0, loss), stats.jitter_ms, 20.0))
+        if stats.received:
+            loss = stats.fraction_lost
+            # Latency unknown from one leg: a LAN-ish 20 ms one way stands in.
+            score = mos(loss, stats.jitter_ms, 20.0)
+            quality["mos"] = round(score, 2)
+            metrics = self.deps.metrics
+            metrics.call_rtp_loss.observe(loss)
+            metrics.call_rtp_jitter.observe(stats.jitter_ms / 1000)
+            metrics.call_mos.observe(score)
+            p95 = endpoint.inbound.buffer.delay_percentile_ms(95)
+            if p95 is not None:
+                metrics.call_jitter_buffer_delay.observe(p95 / 1000)
+        self.record.media = quality
 
     def _count_drop(self, reason: str) -> None:
         self.deps.metrics.rtp_dropped.labels(reason).inc()
+
+    def _count_event(self, kind: str) -> None:
+        metrics = self.deps.metrics
+        if kind == inbound.GAP:
+            metrics.rtp_gaps.inc()
+        else:
+            metrics.rtp_events.labels(kind).inc()
 
     async def _set_variable(self, name: str, value: str) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 RTP_VERSION = 2
 HEADER_LEN = 12
@@ -161,6 +162,22 @@ def parse_rtp(data: bytes | bytearray | memoryview) -> RtpPacket:
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
+# Sequence numbers remembered behind the highest one, to tell a duplicate from a late packet.
+# Covers MAX_MISORDER, so anything A.1 still takes as "late" can be checked.
+_SEEN_WINDOW = 128
+_SEEN_MASK = (1 << _SEEN_WINDOW) - 1
+
+# What ReceiveStats.update made of a packet.
+Verdict = Literal["new", "reordered", "duplicate", "rejected"]
+
+
+def is_rtcp(data: bytes | bytearray | memoryview) -> bool:
+    """True for an RTCP packet arriving on the RTP port (RFC 5761 section 4 demultiplexing).
+
+    RTCP's packet types 192-223 sit where RTP has the marker bit and payload
+    types 64-95, which no audio uses; checked before parsing as RTP.
+    """
+    return len(data) >= 8 and data[0] >> 6 == RTP_VERSION and 192 <= data[1] <= 223
 
 
 class ReceiveStats:
@@ -169,6 +186,10 @@ class ReceiveStats:
     ``probation`` is the number of in-order packets needed before a new
     source counts (A.1's MIN_SEQUENTIAL); 0 trusts the first packet, which
     suits a source already locked by address.
+
+    Unlike A.1, a duplicate is not counted as received (A.3 would let
+    duplicates hide loss): a fixed window of recent sequence numbers tells
+    a duplicate from a packet that is merely late.
     """
 
     def __init__(self, probation: int = 0) -> None:
@@ -182,11 +203,13 @@ class ReceiveStats:
         self._received = 0
         self._expected_prior = 0
         self._received_prior = 0
+        self._seen = 0  # bit i: max_seq - i arrived
         self._jitter = 0.0  # in timestamp units, as in A.8
         self._clock_rate = 8000
         self._last_arrival: float | None = None
         self._last_ts = 0
-        self.duplicates_or_late = 0
+        self.duplicates = 0
+        self.reordered = 0  # arrived after a later sequence number, counted as received
         self.restarts = 0
 
     def _init_seq(self, seq: int) -> None:
@@ -197,8 +220,9 @@ class ReceiveStats:
         self._received = 0
         self._received_prior = 0
         self._expected_prior = 0
+        self._seen = 1
 
-    def _update_seq(self, seq: int) -> bool:
+    def _update_seq(self, seq: int) -> Verdict:
         if not self._started:
             self._started = True
             self._init_seq(seq)
@@ -206,7 +230,7 @@ class ReceiveStats:
                 self._max_seq = (seq - 1) & 0xFFFF
             else:
                 self._received += 1
-                return True
+                return "new"
         udelta = (seq - self._max_seq) & 0xFFFF
         if self._probation:
             if seq == (self._max_seq + 1) & 0xFFFF:
@@ -215,35 +239,46 @@ class ReceiveStats:
                 if self._probation == 0:
                     self._init_seq(seq)
                     self._received += 1
-                    return True
+                    return "new"
             else:
                 self._probation = self._min_sequential - 1
                 self._max_seq = seq
-            return False
+            return "rejected"
         if udelta == 0:
-            self.duplicates_or_late += 1
-        elif udelta < MAX_DROPOUT:
+            self.duplicates += 1
+            return "duplicate"
+        if udelta < MAX_DROPOUT:
             if seq < self._max_seq:
                 self._cycles += SEQ_MOD
             self._max_seq = seq
-        elif udelta <= SEQ_MOD - MAX_MISORDER:
+            self._seen = ((self._seen << udelta) | 1) & _SEEN_MASK
+            self._received += 1
+            return "new"
+        if udelta <= SEQ_MOD - MAX_MISORDER:
             if seq == self._bad_seq:
                 # Two sequential packets after a big jump: the source restarted.
                 self.restarts += 1
                 self._init_seq(seq)
                 self._last_arrival = None
-            else:
-                self._bad_seq = (seq + 1) & 0xFFFF
-                return False
-        else:
-            self.duplicates_or_late += 1
+                self._received += 1
+                return "new"
+            self._bad_seq = (seq + 1) & 0xFFFF
+            return "rejected"
+        behind = SEQ_MOD - udelta  # 1..MAX_MISORDER
+        bit = 1 << behind
+        if self._seen & bit:
+            self.duplicates += 1
+            return "duplicate"
+        self._seen |= bit
+        self.reordered += 1
         self._received += 1
-        return True
+        return "reordered"
 
-    def update(self, packet: RtpPacket, arrival_seconds: float, clock_rate: int) -> bool:
-        """Account one packet; False when A.1 rejects it (probation, wild jump)."""
-        if not self._update_seq(packet.sequence):
-            return False
+    def update(self, packet: RtpPacket, arrival_seconds: float, clock_rate: int) -> Verdict:
+        """Account one packet and say what it was; "rejected" when A.1 refuses it (probation, wild jump)."""
+        verdict = self._update_seq(packet.sequence)
+        if verdict in ("rejected", "duplicate"):
+            return verdict
         self._clock_rate = clock_rate
         if self._last_arrival is not None:
             # D(i-1, i) of A.8, computed from differences so the uint32 timestamp wrap is harmless.
@@ -251,10 +286,11 @@ class ReceiveStats:
             self._jitter += (abs(d) - self._jitter) / 16.0
         self._last_arrival = arrival_seconds
         self._last_ts = packet.timestamp
-        return True
+        return verdict
 
     @property
     def received(self) -> int:
+        """Distinct packets received (duplicates not counted)."""
         return self._received
 
     @property
@@ -269,7 +305,7 @@ class ReceiveStats:
 
     @property
     def lost(self) -> int:
-        """Cumulative packets lost; duplicates can make the raw figure negative, so it is clamped at 0."""
+        """Cumulative packets lost (never negative: duplicates are not counted as received)."""
         return max(0, self.expected - self._received)
 
     @property
@@ -293,3 +329,76 @@ class ReceiveStats:
     @property
     def jitter_ms(self) -> float:
         return self._jitter * 1000.0 / self._clock_rate
+
+
+class SourceStats:
+    """Statistics of one RTP stream across SSRC changes (a re-INVITE, a media server switching).
+
+    Each SSRC gets its own :class:`ReceiveStats`, so a new source restarts
+    the sequence and jitter figures instead of showing as a wild jump or as
+    loss. The last few sources stay live so a straggler of the previous one
+    still counts there; older ones are folded into totals, so state stays
+    bounded however long the call.
+    """
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._sources: dict[int, ReceiveStats] = {}
+        self.current: int | None = None
+        self.changes = 0
+        self._retired_expected = 0
+        self._retired_received = 0
+        self._retired_duplicates = 0
+        self._retired_reordered = 0
+
+    def is_new_source(self, ssrc: int) -> bool:
+        return ssrc not in self._sources
+
+    def update(self, packet: RtpPacket, arrival_seconds: float, clock_rate: int) -> Verdict:
+        stats = self._sources.get(packet.ssrc)
+        if stats is None:
+            if self.current is not None:
+                self.changes += 1
+            stats = self._sources[packet.ssrc] = ReceiveStats()
+            self.current = packet.ssrc
+            if len(self._sources) > self.KEEP:
+                oldest = next(iter(self._sources))
+                retired = self._sources.pop(oldest)
+                self._retired_expected += retired.expected
+                self._retired_received += retired.received
+                self._retired_duplicates += retired.duplicates
+                self._retired_reordered += retired.reordered
+        return stats.update(packet, arrival_seconds, clock_rate)
+
+    @property
+    def expected(self) -> int:
+        return self._retired_expected + sum(s.expected for s in self._sources.values())
+
+    @property
+    def received(self) -> int:
+        return self._retired_received + sum(s.received for s in self._sources.values())
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    @property
+    def fraction_lost(self) -> float:
+        expected = self.expected
+        return self.lost / expected if expected > 0 else 0.0
+
+    @property
+    def duplicates(self) -> int:
+        return self._retired_duplicates + sum(s.duplicates for s in self._sources.values())
+
+    @property
+    def reordered(self) -> int:
+        return self._retired_reordered + sum(s.reordered for s in self._sources.values())
+
+    @property
+    def jitter_ms(self) -> float:
+        """The current source's jitter (a new source starts its estimate afresh)."""
+        if self.current is None:
+            return 0.0
+        return self._sources[self.current].jitter_ms

@@ -1,8 +1,10 @@
 """One UDP RTP endpoint per call, bound from a port range, locked to Asterisk's address.
 
-Inbound datagrams are parsed, checked and decoded here; anything unwanted is
-counted by reason and dropped (never raised, never logged per packet), so
-garbage sent to a call's port cannot disturb the call.
+Inbound datagrams are checked and parsed here and handed to the call's
+:class:`InboundStream`, which turns them into a gapless stream on the
+agent's 20 ms clock; anything unwanted is counted by reason and dropped
+(never raised, never logged per packet), so garbage sent to a call's port
+cannot disturb the call.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from ari_agent.errors import MediaError
+from ari_agent.media import inbound
+from ari_agent.media.clock import ReceiveClock, shared_clock
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE, Pcm, WireFormat
+from ari_agent.media.inbound import InboundStream
 from ari_agent.media.resample import StreamResampler
-from ari_agent.media.rtp import ReceiveStats, parse_rtp
+from ari_agent.media.rtp import SourceStats, is_rtcp, parse_rtp
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +31,27 @@ log = logging.getLogger(__name__)
 DROP_BEFORE_LOCK = "before_lock"
 DROP_WRONG_SOURCE = "wrong_source"
 DROP_NOT_RTP = "not_rtp"
-DROP_PAYLOAD_TYPE = "payload_type"
-DROP_BAD_PAYLOAD = "bad_payload"  # empty, or not decodable (odd-length L16)
-DROP_SEQUENCE = "sequence"  # RFC 3550 A.1 rejected it (wild sequence jump)
+DROP_RTCP = "rtcp"  # RTCP multiplexed on the RTP port (RFC 5761): never audio
 DROP_REASONS = (
     DROP_BEFORE_LOCK,
     DROP_WRONG_SOURCE,
     DROP_NOT_RTP,
-    DROP_PAYLOAD_TYPE,
-    DROP_BAD_PAYLOAD,
-    DROP_SEQUENCE,
+    DROP_RTCP,
+    inbound.DROP_PAYLOAD_TYPE,
+    inbound.DROP_BAD_PAYLOAD,
+    inbound.DROP_SEQUENCE,
+    inbound.DROP_DUPLICATE,
+    inbound.DROP_LATE,
 )
+# Inbound events that are not drops (label values for a metric).
+EVENT_KINDS = (
+    inbound.COMFORT_NOISE,
+    inbound.TELEPHONE_EVENT,
+    inbound.SSRC_CHANGE,
+    inbound.CONCEALED,
+    inbound.GAP,
+)
+DEFAULT_JITTER_MS = 40
 
 
 class DropCounters:
@@ -118,6 +133,11 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         wire: WireFormat,
         on_audio: Callable[[Pcm], None],
         counters: DropCounters | None,
+        *,
+        jitter_ms: int = DEFAULT_JITTER_MS,
+        clock: ReceiveClock | None = None,
+        on_event: Callable[[str], None] | None = None,
+        on_accepted: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.port = port
@@ -127,9 +147,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         # call's own encoding (no decode and resample round trip).
         self.on_payload: Callable[[bytes], None] | None = None
         self.counters = counters if counters is not None else DropCounters()
-        self.stats = ReceiveStats()
+        self.jitter_ms = jitter_ms
+        self.on_event = on_event
+        self.on_accepted = on_accepted
+        self._clock = clock if clock is not None else shared_clock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self.inbound = InboundStream(wire, jitter_ms, time.monotonic(), self._event)
         self.first_packet = asyncio.Event()
-        self.packets_in = 0  # accepted RTP packets
+        self.packets_in = 0  # accepted RTP packets (audio, comfort noise, telephone-events)
         self.packets_out = 0
         self.send_errors = 0
         self.callback_errors = 0
@@ -157,6 +182,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if addr[1] != remote[1] or (addr[0] != remote[0] and not self._learn_host):
             self.counters.add(DROP_WRONG_SOURCE)
             return
+        if is_rtcp(data):
+            self.counters.add(DROP_RTCP)
+            return
         try:
             packet = parse_rtp(data)
         except ValueError:
@@ -165,38 +193,45 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self._learn_host:
             self._learn_host = False
             self.remote = (str(addr[0]), remote[1])
-        if not self.wire.accepts_payload_type(packet.payload_type):
-            self.counters.add(DROP_PAYLOAD_TYPE)
+        kind, payloads = self.inbound.receive(packet, time.monotonic())
+        if kind in DROP_REASONS:
+            self.counters.add(kind)
+        else:
+            self.packets_in += 1
+            if self.on_accepted is not None:
+                self.on_accepted()
+            if kind == inbound.AUDIO and not self.first_packet.is_set():
+                self.first_packet.set()
+        self._deliver(payloads)
+
+    def tick(self, now: float) -> None:
+        """The receive clock's 20 ms beat: hand on what is due, fill what nobody sent."""
+        if self._closed:
             return
-        if not packet.payload:
-            self.counters.add(DROP_BAD_PAYLOAD)
+        self._deliver(self.inbound.tick(now))
+
+    def _event(self, kind: str) -> None:
+        if self.on_event is not None:
+            self._call_quietly(self.on_event, kind)
+
+    def _deliver(self, payloads: list[bytes]) -> None:
+        if not payloads:
             return
-        try:
-            pcm = self.wire.decode(packet.payload)
-        except ValueError:
-            self.counters.add(DROP_BAD_PAYLOAD)
-            return
-        if not self.stats.update(packet, time.monotonic(), self.wire.sample_rate):
-            self.counters.add(DROP_SEQUENCE)
-            return
-        self.packets_in += 1
-        if not self.first_packet.is_set():
-            self.first_packet.set()
+        payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)
         if self.on_payload is not None:
-            try:
-                self.on_payload(packet.payload)
-            except Exception:
-                self.callback_errors += 1
-        pcm = self._resampler.process(pcm)
-        if pcm.size == 0:
-            return
+            self._call_quietly(self.on_payload, payload)
+        pcm = self._resampler.process(self.wire.decode(payload))
+        if pcm.size:
+            self._call_quietly(self.on_audio, pcm)
+
+    def _call_quietly(self, callback: Callable[[Any], None], arg: object) -> None:
         try:
-            self.on_audio(pcm)
+            callback(arg)
         except Exception:
             # An exception escaping here would make asyncio close the socket: the call would go deaf.
             self.callback_errors += 1
             if self.callback_errors == 1:
-                log.exception("on_audio failed on RTP port %d (further failures only counted)", self.port)
+                log.exception("audio consumer failed on RTP port %d (further failures counted)", self.port)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable after Asterisk hung up) surface here, per packet.
@@ -215,6 +250,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         """
         self._learn_host = _is_unspecified(host)
         self.remote = (host, port)
+        if self._unsubscribe is None and not self._closed:
+            # The stream's clock starts now: before this nothing could arrive.
+            self.inbound = InboundStream(self.wire, self.jitter_ms, time.monotonic(), self._event)
+            self._unsubscribe = self._clock.subscribe(self.tick)
+
+    @property
+    def stats(self) -> SourceStats:
+        return self.inbound.stats
 
     def send(self, data: bytes) -> bool:
         """Send one datagram to the locked remote; False when there is no remote or the socket is closed."""
@@ -237,6 +280,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         really closed the socket, so the next call can bind it again.
         """
         self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         transport = self._transport
         if transport is None:
             self._release()
@@ -245,6 +290,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def _release(self) -> None:
         self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if not self._released:
             self._released = True
             self.pool.release(self.port)
@@ -256,6 +303,11 @@ async def open_endpoint(
     wire: WireFormat,
     on_audio: Callable[[Pcm], None],
     counters: DropCounters | None = None,
+    *,
+    jitter_ms: int = DEFAULT_JITTER_MS,
+    clock: ReceiveClock | None = None,
+    on_event: Callable[[str], None] | None = None,
+    on_accepted: Callable[[], None] | None = None,
 ) -> RtpEndpoint:
     """Bind a UDP endpoint on the next free port of ``pool``; ports another process holds are skipped.
 
@@ -275,26 +327,29 @@ async def open_endpoint(
             last_error = exc
             pool.release(port)
             continue
-        return await _wrap_socket(pool, port, sock, wire, on_audio, counters)
+        endpoint = RtpEndpoint(
+            pool,
+            port,
+            wire,
+            on_audio,
+            counters,
+            jitter_ms=jitter_ms,
+            clock=clock,
+            on_event=on_event,
+            on_accepted=on_accepted,
+        )
+        return await _wrap_socket(endpoint, sock)
     raise MediaError(
         f"no bindable RTP port on {host} in {pool.port_min}-{pool.port_max}"
         + (f" (last error: {last_error})" if last_error else "")
     )
 
 
-async def _wrap_socket(
-    pool: PortPool,
-    port: int,
-    sock: socket.socket,
-    wire: WireFormat,
-    on_audio: Callable[[Pcm], None],
-    counters: DropCounters | None,
-) -> RtpEndpoint:
-    endpoint = RtpEndpoint(pool, port, wire, on_audio, counters)
+async def _wrap_socket(endpoint: RtpEndpoint, sock: socket.socket) -> RtpEndpoint:
     try:
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: endpoint, sock=sock)
     except OSError as exc:
         sock.close()
-        pool.release(port)
-        raise MediaError(f"cannot open RTP endpoint on port {port}: {exc}") from exc
+        endpoint.pool.release(endpoint.port)
+        raise MediaError(f"cannot open RTP endpoint on port {endpoint.port}: {exc}") from exc
     return endpoint

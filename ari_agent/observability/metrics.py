@@ -20,6 +20,23 @@ class Metrics:
         self.rtp_dropped = Counter(
             "ari_agent_rtp_packets_dropped", "Inbound datagrams dropped, by reason", ["reason"], registry=r
         )
+        self.rtp_events = Counter(
+            "ari_agent_rtp_inbound_events",
+            "Inbound RTP events that are not drops (comfort noise, telephone-events, SSRC changes, "
+            "concealed frames, gaps)",
+            ["kind"],
+            registry=r,
+        )
+        self.rtp_gaps = Counter(
+            "ari_agent_rtp_inbound_gaps",
+            "Inbound silences of 1 s or more with no RTP at all (silence suppression, DTX, a stalled leg)",
+            registry=r,
+        )
+        self.jitter_buffer_depth = Gauge(
+            "ari_agent_jitter_buffer_depth_seconds",
+            "Receive jitter buffer window (media.jitter_buffer_ms; 0 = off)",
+            registry=r,
+        )
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
         self.ari_reconnects = Counter("ari_agent_ari_reconnects", "ARI WebSocket (re)connections", registry=r)
         self.ari_event_errors = Counter(
@@ -50,6 +67,12 @@ class Metrics:
             "ari_agent_call_rtp_jitter_seconds",
             "Inbound RTP interarrival jitter (RFC 3550) at the end of the call",
             buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1),
+            registry=r,
+        )
+        self.call_jitter_buffer_delay = Histogram(
+            "ari_agent_call_jitter_buffer_delay_seconds",
+            "Delay the receive jitter buffer added, 95th percentile of the call's frames, per call",
+            buckets=(0.0005, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2),
             registry=r,
         )
         self.call_mos = Histogram(

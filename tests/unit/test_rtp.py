@@ -4,7 +4,17 @@ import random
 
 import pytest
 
-from ari_agent.media.rtp import ReceiveStats, RtpPacket, parse_rtp, seq_add, seq_diff, seq_lt, ts_diff
+from ari_agent.media.rtp import (
+    ReceiveStats,
+    RtpPacket,
+    SourceStats,
+    is_rtcp,
+    parse_rtp,
+    seq_add,
+    seq_diff,
+    seq_lt,
+    ts_diff,
+)
 
 # V=2 P=1 X=1 CC=2 | M=1 PT=11 | seq 0x1234 | ts 0xDEADBEEF | ssrc 0x01020304
 # CSRCs 0x0A0B0C0D 0x11223344 | ext profile 0xBEDE, 1 word 01020304 | payload 050607 | padding 000003
@@ -141,15 +151,15 @@ def test_sequence_maths_wraps() -> None:
     assert ts_diff(0x10, 0xFFFFFFF0) == -0x20
 
 
-def _pkt(seq: int, ts: int) -> RtpPacket:
-    return RtpPacket(payload_type=0, sequence=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=1, payload=b"x")
+def _pkt(seq: int, ts: int, ssrc: int = 1) -> RtpPacket:
+    return RtpPacket(payload_type=0, sequence=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=ssrc, payload=b"x")
 
 
 def test_stats_no_loss_across_wrap() -> None:
     stats = ReceiveStats()
     start = 65500
     for i in range(100):
-        assert stats.update(_pkt(start + i, i * 160), i * 0.02, 8000)
+        assert stats.update(_pkt(start + i, i * 160), i * 0.02, 8000) == "new"
     assert stats.received == 100
     assert stats.expected == 100
     assert stats.lost == 0
@@ -176,20 +186,118 @@ def test_stats_counts_loss_across_wrap() -> None:
 
 def test_stats_reordered_and_duplicate() -> None:
     stats = ReceiveStats()
-    for i, seq in enumerate([10, 12, 11, 13, 13]):
-        stats.update(_pkt(seq, seq * 160), i * 0.02, 8000)
+    verdicts = [stats.update(_pkt(seq, seq * 160), i * 0.02, 8000) for i, seq in enumerate([10, 12, 11, 13, 13])]
+    assert verdicts == ["new", "new", "reordered", "new", "duplicate"]
     assert stats.expected == 4
-    assert stats.received == 5
+    assert stats.received == 4  # the duplicate is not a second packet received
     assert stats.lost == 0
-    assert stats.duplicates_or_late == 2  # 11 arrived after 12, then 13 twice
+    assert stats.reordered == 1 and stats.duplicates == 1
+
+
+def test_duplicates_cannot_hide_loss() -> None:
+    stats = ReceiveStats()
+    # 0..99 with 5 lost, and 5 others sent twice (late and at once): A.1 alone would report 0 lost.
+    lost = {7, 21, 22, 60, 98}
+    doubled = {3, 30, 31, 61, 97}
+    arrivals: list[int] = []
+    for seq in range(100):
+        if seq in lost:
+            continue
+        arrivals.append(seq)
+        if seq in doubled:
+            arrivals.append(seq)
+    arrivals.insert(50, 10)  # a late copy of an old one, 40 behind
+    for i, seq in enumerate(arrivals):
+        stats.update(_pkt(seq, seq * 160), i * 0.02, 8000)
+    assert stats.expected == 100
+    assert stats.lost == 5
+    assert stats.duplicates == 6
+
+
+def test_duplicate_detection_across_the_sequence_wrap() -> None:
+    stats = ReceiveStats()
+    order = [65534, 65535, 0, 65535, 1, 0, 2]
+    verdicts = [stats.update(_pkt(seq, i * 160), i * 0.02, 8000) for i, seq in enumerate(order)]
+    assert verdicts == ["new", "new", "new", "duplicate", "new", "duplicate", "new"]
+    assert stats.expected == 5 and stats.lost == 0
+
+
+def test_source_stats_ssrc_change_adds_no_loss() -> None:
+    stats = SourceStats()
+    for i in range(50):
+        stats.update(_pkt(1000 + i, i * 160, ssrc=1), i * 0.02, 8000)
+    # A re-INVITE: new SSRC, sequence and timestamp from elsewhere entirely.
+    for i in range(50):
+        if i == 20:
+            continue  # one really lost
+        stats.update(_pkt(40000 + i, 7_000_000 + i * 160, ssrc=2), 1.0 + i * 0.02, 8000)
+    # A straggler of the old source after the change still counts as the old source's.
+    stats.update(_pkt(1049, 49 * 160, ssrc=1), 2.0, 8000)
+    assert stats.changes == 1
+    assert stats.expected == 100
+    assert stats.lost == 1
+    assert stats.current == 2
+
+
+def test_source_stats_state_stays_bounded() -> None:
+    stats = SourceStats()
+    for ssrc in range(1, 40):
+        for i in range(5):
+            stats.update(_pkt(i, i * 160, ssrc=ssrc), ssrc + i * 0.02, 8000)
+    assert stats.changes == 38
+    assert stats.expected == 39 * 5 and stats.lost == 0
+    assert len(stats._sources) <= SourceStats.KEEP
+
+
+def test_rtcp_on_the_rtp_port_is_recognised() -> None:
+    # RFC 3550 receiver report (PT 201) and sender report (PT 200), SDES (202), BYE (203), APP (204)
+    rr = bytes.fromhex("81c90007") + bytes(28)
+    assert is_rtcp(rr)
+    for pt in (200, 202, 203, 204):
+        assert is_rtcp(bytes([0x80, pt, 0, 1]) + bytes(4))
+    assert not is_rtcp(VECTOR)
+    assert not is_rtcp(RtpPacket(payload_type=0, sequence=1, timestamp=1, ssrc=1, marker=True).serialize())
+    assert not is_rtcp(bytes([0x80, 200]))  # too short to be RTCP
+
+
+def _rfc3550_a8(packets: list[tuple[int, int]]) -> float:
+    """RFC 3550 A.8 as printed: arrival and timestamp in timestamp units, every packet in arrival order."""
+    jitter = 0.0
+    transit_prev: int | None = None
+    for arrival, ts in packets:
+        transit = arrival - ts
+        if transit_prev is not None:
+            d = abs(transit - transit_prev)
+            jitter += (1.0 / 16.0) * (d - jitter)
+        transit_prev = transit
+    return jitter
+
+
+def test_jitter_matches_rfc3550_a8_on_the_same_arrivals() -> None:
+    rng = random.Random(7)
+    rate = 8000
+    base_ts = 0xFFFF_0000  # the 32-bit timestamp wraps during the run
+    sent = [(i, base_ts + i * 160) for i in range(400)]
+    # Arrival = send time + transit with jitter, a talkspurt gap (timestamps jump) and reordering.
+    arrivals: list[tuple[int, int, int]] = []  # (arrival in ts units, seq, unwrapped ts)
+    for seq, ts in sent:
+        gap = 8000 if seq >= 200 else 0
+        arrivals.append((ts - base_ts + gap + 400 + rng.randint(0, 240), seq, ts + gap))
+    arrivals.sort()
+    stats = ReceiveStats()
+    for arrival, seq, ts in arrivals:
+        stats.update(_pkt(seq, ts & 0xFFFF_FFFF), 5.0 + arrival / rate, rate)
+    reference = _rfc3550_a8([(arrival, ts) for arrival, _, ts in arrivals])
+    assert stats.jitter_ms == pytest.approx(reference * 1000 / rate, rel=1e-9)
+    assert stats.jitter_ms > 1.0
 
 
 def test_stats_big_jump_restarts_after_two_sequential() -> None:
     stats = ReceiveStats()
     for i in range(10):
         stats.update(_pkt(100 + i, i * 160), i * 0.02, 8000)
-    assert not stats.update(_pkt(40000, 0), 0.3, 8000)  # wild jump: rejected once
-    assert stats.update(_pkt(40001, 160), 0.32, 8000)  # confirmed: source restarted
+    assert stats.update(_pkt(40000, 0), 0.3, 8000) == "rejected"  # wild jump: rejected once
+    assert stats.update(_pkt(40001, 160), 0.32, 8000) == "new"  # confirmed: source restarted
     assert stats.restarts == 1
     assert stats.received == 1
     assert stats.expected == 1
@@ -197,10 +305,10 @@ def test_stats_big_jump_restarts_after_two_sequential() -> None:
 
 def test_stats_probation() -> None:
     stats = ReceiveStats(probation=2)
-    assert not stats.update(_pkt(500, 0), 0.0, 8000)
+    assert stats.update(_pkt(500, 0), 0.0, 8000) == "rejected"
     assert stats.received == 0
     assert stats.expected == 0
-    assert stats.update(_pkt(501, 160), 0.02, 8000)
+    assert stats.update(_pkt(501, 160), 0.02, 8000) == "new"
     assert stats.received == 1
     stats.update(_pkt(502, 320), 0.04, 8000)
     assert stats.expected == 2 and stats.lost == 0

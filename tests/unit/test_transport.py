@@ -63,10 +63,14 @@ async def pool() -> AsyncIterator[PortPool]:
     yield PortPool(lo, hi)
 
 
+def _pcm(wire: WireFormat) -> np.ndarray:
+    t = np.arange(wire.samples_per_frame) / wire.sample_rate
+    return (np.sin(2 * np.pi * 500 * t) * 6000).astype(np.int16)
+
+
 def _rtp(wire: WireFormat, seq: int, pt: int | None = None, payload: bytes | None = None) -> bytes:
     if payload is None:
-        t = np.arange(wire.samples_per_frame) / wire.sample_rate
-        payload = wire.encode((np.sin(2 * np.pi * 500 * t) * 6000).astype(np.int16))
+        payload = wire.encode(_pcm(wire))
     pkt = RtpPacket(
         payload_type=pt if pt is not None else (118 if wire is SLIN16 else 0),
         sequence=seq,
@@ -146,16 +150,18 @@ async def test_drops_are_counted_never_raised(pool: PortPool, peer: socket.socke
         peer.sendto(_rtp(ULAW, 5, payload=b""), dest)  # no payload
         for seq in range(6, 9):  # good ones (the 8->16 kHz filter holds back the first 20 ms)
             peer.sendto(_rtp(ULAW, seq), dest)
-        await _settle(ep, 3, 8)
+        await _settle(ep, 4, 7)
         assert counters.counts == {
             "before_lock": 1,
             "wrong_source": 1,
             "not_rtp": 3,
-            "payload_type": 2,
+            "payload_type": 1,
             "bad_payload": 1,
         }
         assert sorted(seen) == sorted(r for r, n in counters.counts.items() for _ in range(n))
-        assert ep.packets_in == 3
+        # Comfort noise is the sender's silence, accepted and played as such, not dropped.
+        assert ep.packets_in == 4
+        assert ep.inbound.events.get("comfort_noise") == 1
         assert sink.samples > 0
         assert not ep.closed
     finally:
@@ -174,8 +180,10 @@ async def test_slin16_accepts_dynamic_pt_rejects_odd_payload(pool: PortPool, pee
         await _settle(ep, 2, 1)
         assert ep.packets_in == 2
         assert ep.counters.counts == {"bad_payload": 1}
-        # slin16 is already at the session rate: exactly what was sent comes out
-        assert sink.samples == 640
+        # slin16 is already at the session rate: exactly what was sent comes out, in order
+        # (the bad packet's turn is played as silence; the clock may add more)
+        sent = np.concatenate([_pcm(SLIN16), _pcm(SLIN16)])
+        assert np.array_equal(np.concatenate(sink.chunks)[:640], sent)
     finally:
         ep.close()
 
@@ -209,7 +217,8 @@ async def test_callback_error_does_not_kill_endpoint(pool: PortPool, peer: socke
         for seq in range(3):
             peer.sendto(_rtp(SLIN16, seq), (HOST, ep.port))
         await _settle(ep, 3, 0)
-        assert calls == 3 and ep.callback_errors == 3
+        # The receive clock may add silence frames: each call still failed, and was only counted.
+        assert calls >= 3 and ep.callback_errors == calls
         assert not ep.closed
     finally:
         ep.close()
