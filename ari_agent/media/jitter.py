@@ -95,7 +95,7 @@ class JitterBuffer:
                 self._record_delay(now - arrived)
             else:
                 oldest = min(arrived for _, arrived in held.values())
-                if now - oldest < self.depth_s:
+                if now - oldest < self.depth_s - 1e-9:
                     break  # the missing one may still come
                 out.append(LOST)
                 self.lost += 1

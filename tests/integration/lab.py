@@ -483,6 +483,10 @@ class CallOutcome:
 
 
 _FRAME_S = 0.02
+# The recording grows in bursts: Asterisk writes files through a 32 KB buffer, 2.05 s of
+# 8 kHz audio (seen here: 102-103 frames per growth). No growth for longer than a burst, on
+# top of the silence wanted, means nothing is coming.
+_WRITE_BURST_S = 2.6
 _LOUD_DBFS = -40.0
 
 
@@ -499,6 +503,7 @@ class _Turn:
     # in bursts seconds behind real time; audio time is what the caller heard.
     pos: float = 0.0
     last_loud_pos: float = 0.0
+    last_growth: float = 0.0  # wall clock when the recording last grew
 
 
 class _Script:
@@ -552,6 +557,8 @@ class _Script:
             self.turn = _Turn(self.next_turn, started=now)
         turn = self.turn
         frames = self._new_audio()
+        if len(frames):
+            turn.last_growth = now
         for frame in frames:
             turn.pos += _FRAME_S
             loud = 20.0 * np.log10(max(float(np.sqrt(np.mean(frame * frame))), 1e-6)) > _LOUD_DBFS
@@ -565,9 +572,12 @@ class _Script:
             if now - turn.started > self.opts["noise_timeout"]:
                 self._go(turn, "TIMEOUT")
         elif turn.pos - turn.last_loud_pos >= self.opts["silence_s"]:
-            # MixMonitor keeps the recording continuous (silence included)
-            # even while the far end sends no RTP.
             self._go(turn, "SILENCE")
+        elif now - max(turn.last_growth, turn.heard_at) >= self.opts["silence_s"] + _WRITE_BURST_S:
+            # Neither side sends RTP (the agent between talkspurts, this caller silent: Asterisk's
+            # default, no transmit_silence), so MixMonitor has no frames to write and the
+            # recording stops growing: a quiet wire is silence too.
+            self._go(turn, "QUIET")
         elif now - turn.heard_at > self.opts["turn_timeout"]:
             self._go(turn, "TURN_TIMEOUT")
 

@@ -180,6 +180,11 @@ class _Rtp:
     timestamp: int = field(default_factory=lambda: random.getrandbits(32))
     first: bool = True
 
+    def skip(self) -> None:
+        """A frame not sent (silence suppressed): time moves on, the next packet starts a talkspurt."""
+        self.timestamp = (self.timestamp + SPF) & 0xFFFFFFFF
+        self.first = True
+
     def packet(self, payload: bytes) -> bytes:
         marker = 0x80 if self.first else 0
         self.first = False
@@ -263,10 +268,16 @@ class RtpCaller:
     Use :meth:`connect`; times are ``time.monotonic()`` seconds.
     """
 
-    def __init__(self, lab: Lab, *, number: str, loud_dbfs: float = LOUD_DBFS) -> None:
+    def __init__(
+        self, lab: Lab, *, number: str, loud_dbfs: float = LOUD_DBFS, silence_suppression: bool = False
+    ) -> None:
         self.lab = lab
         self.number = number
         self.loud_dbfs = loud_dbfs
+        # Like a phone with silence suppression or Opus DTX: no packet at all while there is
+        # nothing to say (the timestamp moves on, the sequence number does not).
+        self.silence_suppression = silence_suppression
+        self.suppressed_frames = 0
         tag = uuid.uuid4().hex[:10]
         # An application of its own per call: events of one call never reach another.
         self.app = f"{APP_PREFIX}-{tag}"
@@ -308,9 +319,15 @@ class RtpCaller:
         caller_number: str | None = None,
         answer_timeout: float = 30.0,
         loud_dbfs: float = LOUD_DBFS,
+        silence_suppression: bool = False,
     ) -> AsyncIterator[RtpCaller]:
         """Place the call and yield once audio flows both ways; always hangs up and cleans up."""
-        caller = cls(lab, number=caller_number or lab.new_number(), loud_dbfs=loud_dbfs)
+        caller = cls(
+            lab,
+            number=caller_number or lab.new_number(),
+            loud_dbfs=loud_dbfs,
+            silence_suppression=silence_suppression,
+        )
         try:
             await caller._start(extension, context, answer_timeout)
             yield caller
@@ -443,6 +460,11 @@ class RtpCaller:
         echo = self._due_echo(now)
         if echo is not None:
             frame = np.clip(frame.astype(np.int32) + echo, -32768, 32767).astype(np.int16)
+        elif utterance is None and self.silence_suppression:
+            self._rtp.skip()
+            self.suppressed_frames += 1
+            self.sent.append(_SentFrame(now, frame, False))
+            return
         payload = ulaw_encode(frame)
         at = time.monotonic()
         self._transport.sendto(self._rtp.packet(payload), self._remote)

@@ -152,7 +152,9 @@ def test_sequence_maths_wraps() -> None:
 
 
 def _pkt(seq: int, ts: int, ssrc: int = 1) -> RtpPacket:
-    return RtpPacket(payload_type=0, sequence=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=ssrc, payload=b"x")
+    return RtpPacket(
+        payload_type=0, sequence=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=ssrc, payload=b"x"
+    )
 
 
 def test_stats_no_loss_across_wrap() -> None:
@@ -186,7 +188,9 @@ def test_stats_counts_loss_across_wrap() -> None:
 
 def test_stats_reordered_and_duplicate() -> None:
     stats = ReceiveStats()
-    verdicts = [stats.update(_pkt(seq, seq * 160), i * 0.02, 8000) for i, seq in enumerate([10, 12, 11, 13, 13])]
+    verdicts = [
+        stats.update(_pkt(seq, seq * 160), i * 0.02, 8000) for i, seq in enumerate([10, 12, 11, 13, 13])
+    ]
     assert verdicts == ["new", "new", "reordered", "new", "duplicate"]
     assert stats.expected == 4
     assert stats.received == 4  # the duplicate is not a second packet received

@@ -1,0 +1,131 @@
+"""Callers as real networks send them, through the real Asterisk at its defaults.
+
+A leg that sends nothing between words (silence suppression, DTX, no
+``transmit_silence``), and a relay between Asterisk and the agent that
+reorders, duplicates, drops, suppresses silence with comfort noise, sends
+RTCP and telephone-events on the RTP port, wraps sequence numbers and
+timestamps and changes SSRC mid-call.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.integration.lab import AgentFactory, AgentProcess, Lab
+from tests.integration.rtp_caller import RtpCaller
+from tests.integration.rtp_relay import ImpairingRelay, Plan
+
+GREETING = "Thank you for calling. How can I help you today?"
+HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
+ADDRESS = "We are at 12 Harbour Street, next to the central library."
+GOODBYE = "Thank you for calling. Goodbye."
+
+
+def _metrics(agent: AgentProcess) -> dict[str, float]:
+    status, body = agent.http_get("/metrics")
+    assert status == 200
+    values: dict[str, float] = {}
+    for line in body.splitlines():
+        m = re.match(r"^(ari_agent_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if m:
+            values[m.group(1)] = float(m.group(2))
+    return values
+
+
+async def _question_and_answer(call: RtpCaller, question: str) -> None:
+    said = await call.say(question)
+    await call.wait_agent_speech(timeout=20, after=said.last_sent)
+    await call.wait_agent_silence(min_silence_ms=700, timeout=30)
+
+
+async def test_caller_silent_on_the_wire_between_words_gets_every_answer(
+    lab: Lab, agent: AgentProcess, tmp_path: Path
+) -> None:
+    async with RtpCaller.connect(lab, silence_suppression=True) as call:
+        try:
+            await call.wait_agent_speech(timeout=15)
+            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+            await _question_and_answer(call, "what time do you open")
+            await _question_and_answer(call, "where are you located")
+            said = await call.say("goodbye")
+            await call.wait_ended(timeout=30)
+        except BaseException:
+            call.dump_wav(tmp_path / "call.wav")
+            raise
+        suppressed = call.suppressed_frames
+        assert said.last_sent > 0
+
+    # The caller really sent nothing while silent: most of the call.
+    assert suppressed > 200
+    record = agent.record_for(call.number, timeout=20)
+    assert [t["text"] for t in record["turns"] if t["role"] == "user"] == [
+        "what time do you open",
+        "where are you located",
+        "goodbye",
+    ]
+    replies = [t for t in record["turns"] if t["role"] == "agent"]
+    assert [t["text"] for t in replies] == [GREETING, HOURS, ADDRESS, GOODBYE]
+    # Every reply to the caller has its turn latency: the end of speech was found without packets.
+    for reply in replies[1:]:
+        assert reply["timings"]["turn_latency_ms"] > 0, reply
+    assert record["end_reason"] == "hangup_by_agent"
+    media = record["media"]
+    assert media["gaps"] >= 3  # before each question and before goodbye
+    assert media["lost"] == 0 and media["received"] > 100
+    assert _metrics(agent)["ari_agent_rtp_inbound_gaps_total"] >= media["gaps"]
+
+
+async def test_impaired_rtp_is_heard_and_counted_exactly(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    # A small port range of the agent's own, which the relay listens on at 127.0.0.2.
+    low = lab.ports.agent_media[0] + 900
+    ports = range(low, low + 4)
+    with ImpairingRelay(ports, plan=Plan(seed=8)) as relay:
+        agent = agent_factory.start(
+            {
+                "AGENT_MEDIA__ADVERTISE_HOST": "127.0.0.2",
+                "AGENT_MEDIA__PORT_MIN": str(ports.start),
+                "AGENT_MEDIA__PORT_MAX": str(ports.stop - 1),
+            }
+        )
+        async with RtpCaller.connect(lab) as call:
+            try:
+                await call.wait_agent_speech(timeout=15)
+                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+                await _question_and_answer(call, "what time do you open")
+                await _question_and_answer(call, "where are you located")
+                await call.say("goodbye")
+                await call.wait_ended(timeout=30)
+            except BaseException:
+                call.dump_wav(tmp_path / "call.wav")
+                raise
+        record = agent.record_for(call.number, timeout=20)
+        relay.wait_idle()
+        counts = relay.counts
+        metrics = _metrics(agent)
+
+    assert not relay.errors
+    # The call was answered correctly through all of it.
+    assert [t["text"] for t in record["turns"] if t["role"] == "agent"] == [GREETING, HOURS, ADDRESS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    # The relay did every kind of damage it was asked to, wraps included.
+    assert counts.ssrc_changes == 1 and counts.seq_wraps >= 1 and counts.ts_wraps >= 1
+    assert counts.duplicates > 3 and counts.reordered > 5 and counts.lost_as_seen() > 3
+    assert counts.comfort_noise > 3 and counts.rtcp > 3 and counts.telephone_events == 3
+    media = record["media"]
+    # Loss as injected; duplicates counted and not taken for received packets; no phantom
+    # loss from the SSRC change or the wraps.
+    assert media["lost"] == counts.lost_as_seen()
+    assert media["duplicates"] == counts.duplicates
+    assert media["ssrc_changes"] == 1
+    assert media["comfort_noise"] == counts.comfort_noise
+    assert media["telephone_events"] == counts.telephone_events
+    # Each packet kind has its count in /metrics.
+    assert metrics['ari_agent_rtp_packets_dropped_total{reason="rtcp"}'] == counts.rtcp
+    assert metrics['ari_agent_rtp_packets_dropped_total{reason="duplicate"}'] == counts.duplicates
+    assert metrics['ari_agent_rtp_inbound_events_total{kind="comfort_noise"}'] == counts.comfort_noise
+    assert metrics['ari_agent_rtp_inbound_events_total{kind="telephone_event"}'] == counts.telephone_events
+    assert metrics['ari_agent_rtp_inbound_events_total{kind="ssrc_change"}'] == 1
+    assert metrics['ari_agent_rtp_inbound_events_total{kind="concealed"}'] >= counts.lost_as_seen()
