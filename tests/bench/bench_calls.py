@@ -153,6 +153,14 @@ class Bench:
             out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(agent.pid))
             turns = self.measured(agent, "turns", lambda: run_turns(self.lab, questions, n))
             out["turns"] = turns.report()
+            # The same turns from a caller whose leg sends nothing while silent (DTX, no
+            # transmit_silence): before the receive clock, such a caller got no reply at all.
+            silent = self.measured(
+                agent,
+                "turns_silent_caller",
+                lambda: run_turns(self.lab, questions, n, silence_suppression=True),
+            )
+            out["turns_silent_caller"] = silent.report()
             if profile == "timed":
                 known = END_OF_TURN_MS + STT_FINAL_MS + LLM_FIRST_TOKEN_MS + TTS_FIRST_AUDIO_MS
                 out["known_latency_ms"] = known
@@ -231,12 +239,18 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
             ("  same, from the caller's last packet", r["turns"]["turn_latency_from_last_packet_ms"]),
             ("  same, to the first loud agent packet", r["turns"]["turn_latency_to_loud_speech_ms"]),
         ]
+        silent = r.get("turns_silent_caller")
+        if silent:
+            rows.append(("turn latency, caller silent on the wire", silent["turn_latency_ms"]))
         if "own_overhead_ms" in r:
             rows.append((f"own overhead (minus {r['known_latency_ms']} ms known)", r["own_overhead_ms"]))
         rows.append(("barge-in stop (onset -> last agent pkt)", r["barge_in"]["barge_in_stop_ms"]))
         rows.append(("agent inter-packet interval", r["turns"]["outbound_interval_ms"]))
         for label, stats in rows:
             print(f"{profile:8} {label:42} {_fmt(stats)}")
+        if silent:
+            label = "  no reply: streaming / silent caller"
+            print(f"{profile:8} {label:42} {r['turns']['no_reply']} / {silent['no_reply']}")
         b = r["barge_in"]
         label = "  barge-in: not stopped / agent silent"
         print(f"{profile:8} {label:42} {b['not_stopped']} / {b['agent_silent_at_onset']}")

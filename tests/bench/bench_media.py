@@ -3,19 +3,25 @@
     python -m tests.bench.bench_media     (from the repository root)
 
 Prints µs per 20 ms frame for inbound decode + resample to 16 kHz, outbound
-resample + encode, RTP parse and build, for each wire format.
+resample + encode, RTP parse and build, for each wire format; then the
+receive jitter buffer on virtual time: the delay it adds (p50/p95) and the
+CPU per packet of the whole receive path, with it on and off, beside the
+path before the receive clock existed (parse + RFC 3550 statistics +
+decode + resample), in one run.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from ari_agent.media.codecs import SESSION_SAMPLE_RATE, WIRE_FORMATS, WireFormat
+from ari_agent.media.codecs import SESSION_SAMPLE_RATE, SLIN16, WIRE_FORMATS, WireFormat
+from ari_agent.media.inbound import InboundStream
 from ari_agent.media.resample import StreamResampler
-from ari_agent.media.rtp import RtpPacket, parse_rtp
+from ari_agent.media.rtp import ReceiveStats, RtpPacket, parse_rtp
 
 N = 20000
 
@@ -38,6 +44,84 @@ def main() -> None:
         for stage, us in rows:
             print(f"{wire.name:8} {stage:34} {us:9.2f}")
     print(f"(one call = 50 frames/s each way; {N} iterations per row)")
+    print()
+    bench_jitter_buffer()
+
+
+# Network conditions for the jitter buffer: (name, one-way jitter bound s, reorder share, loss share).
+CONDITIONS = (
+    ("loopback/LAN (no reordering)", 0.001, 0.0, 0.0),
+    ("WAN: 0-30 ms jitter, 5% reordered, 2% lost", 0.030, 0.05, 0.02),
+)
+PACKETS = 15000  # 5 minutes of one call
+
+
+def _arrivals(jitter_s: float, reorder: float, loss: float, seed: int = 1) -> list[tuple[float, bytes]]:
+    rng = random.Random(seed)
+    payload = SLIN16.encode((np.sin(np.arange(320) / 5) * 3000).astype(np.int16))
+    out = []
+    for seq in range(PACKETS):
+        if rng.random() < loss:
+            continue
+        at = seq * 0.02 + rng.uniform(0, jitter_s)
+        if rng.random() < reorder:
+            at += 0.025  # behind the next one
+        datagram = RtpPacket(118, seq & 0xFFFF, (seq * 320) & 0xFFFFFFFF, 99, payload).serialize()
+        out.append((at, datagram))
+    out.sort(key=lambda a: a[0])
+    return out
+
+
+def _receive_new(arrivals: list[tuple[float, bytes]], depth_ms: int) -> tuple[float, InboundStream]:
+    """The receive path now: parse, InboundStream (stats, jitter buffer, clock), decode, resample."""
+    stream = InboundStream(SLIN16, depth_ms, 0.0)
+    resampler = StreamResampler(SLIN16.sample_rate, SESSION_SAMPLE_RATE)
+    tick = 0.0
+    start = time.perf_counter()
+    for at, datagram in arrivals:
+        while tick <= at:
+            for payload in stream.tick(tick):
+                resampler.process(SLIN16.decode(payload))
+            tick += 0.02
+        for payload in stream.receive(parse_rtp(datagram), at)[1]:
+            resampler.process(SLIN16.decode(payload))
+    return (time.perf_counter() - start) / len(arrivals) * 1e6, stream
+
+
+def _receive_old(arrivals: list[tuple[float, bytes]]) -> float:
+    """The receive path before the receive clock: parse, A.1/A.8 statistics, decode, resample."""
+    stats = ReceiveStats()
+    resampler = StreamResampler(SLIN16.sample_rate, SESSION_SAMPLE_RATE)
+    start = time.perf_counter()
+    for at, datagram in arrivals:
+        packet = parse_rtp(datagram)
+        stats.update(packet, at, SLIN16.sample_rate)
+        resampler.process(SLIN16.decode(packet.payload))
+    return (time.perf_counter() - start) / len(arrivals) * 1e6
+
+
+def bench_jitter_buffer() -> None:
+    print("receive path, slin16, virtual time (added delay: arrival -> handed to VAD/STT)")
+    print(
+        f"{'conditions':44} {'path':26} {'µs/packet':>9} {'delay p50':>9} {'p95':>5} {'lost':>5} {'late':>5}"
+    )
+    for name, jitter_s, reorder, loss in CONDITIONS:
+        arrivals = _arrivals(jitter_s, reorder, loss)
+        old_us = min(_receive_old(arrivals) for _ in range(3))
+        print(
+            f"{name:44} {'before (no buffer, no clock)':26} {old_us:9.2f} {'-':>9} {'-':>5} {'-':>5} {'-':>5}"
+        )
+        for depth in (0, 40):
+            runs = [_receive_new(arrivals, depth) for _ in range(3)]
+            us = min(r[0] for r in runs)
+            stream = runs[0][1]
+            buf = stream.buffer
+            label = f"jitter buffer {depth} ms" + (" (off)" if depth == 0 else "")
+            print(
+                f"{name:44} {label:28} {us:9.2f} {buf.delay_percentile_ms(50):9.0f} "
+                f"{buf.delay_percentile_ms(95):5.0f} {stream.stats.lost:5d} {buf.late:5d}"
+            )
+    print(f"({PACKETS} packets per row, best of 3; delays in whole ms; 'late' = too late to play)")
 
 
 def bench_wire(wire: WireFormat, session_frame: np.ndarray) -> list[tuple[str, float]]:

@@ -47,15 +47,18 @@ class TurnsResult:
         }
 
 
-async def run_turns(lab: Lab, questions: Sequence[str], n: int) -> TurnsResult:
+async def run_turns(
+    lab: Lab, questions: Sequence[str], n: int, *, silence_suppression: bool = False
+) -> TurnsResult:
     """One call, ``n`` turns: the caller asks, waits for the whole reply, asks again.
 
     Turn latency runs from the caller's last packet a VAD calls speech (the
     agent's end of turn counts from there too; espeak-ng's last phoneme
     fades) to the first agent packet, which starts the agent's talkspurt.
+    With ``silence_suppression`` the caller sends no packet at all while silent.
     """
     result = TurnsResult()
-    async with RtpCaller.connect(lab) as call:
+    async with RtpCaller.connect(lab, silence_suppression=silence_suppression) as call:
         await call.wait_agent_speech(timeout=20)
         await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60)
         for i in range(n):
