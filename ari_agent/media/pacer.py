@@ -39,6 +39,8 @@ class OutboundPacer:
         ssrc: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,
+        first_sequence: int | None = None,
+        first_timestamp: int | None = None,
         on_sent: Callable[[Hashable | None], None] | None = None,
         on_audio_sent: Callable[[Pcm, float], None] | None = None,
     ) -> None:
@@ -51,8 +53,9 @@ class OutboundPacer:
         # Gets each frame's audio (at the wire rate) as it leaves: the echo guard's reference.
         self.on_audio_sent = on_audio_sent
         self._spf = wire.samples_per_frame
-        self._seq = random.getrandbits(16)
-        self._ts_base = random.getrandbits(32)
+        # Random starts (RFC 3550 5.1) mean any call may cross both wraps.
+        self._seq = random.getrandbits(16) if first_sequence is None else first_sequence
+        self._ts_base = random.getrandbits(32) if first_timestamp is None else first_timestamp
         self._frames: deque[tuple[bytes, Hashable | None]] = deque()
         self._carry: Pcm = np.zeros(0, dtype=np.int16)
         self._resampler = StreamResampler(SESSION_SAMPLE_RATE, wire.sample_rate)

@@ -165,6 +165,11 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
                 ("channel", record.get("channel_id")),
             ):
                 out.line(f"  {key:<11} {value}")
+            media = record.get("media") or {}
+            if isinstance(media, dict) and media:
+                # Non-zero figures only: a clean call reads short, a troubled one shows what went wrong.
+                figures = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (0, 0.0, None))
+                out.line(f"  {'media in':<11} {figures}")
             print_transcript(out, record.get("turns", []), "turns")
             return 0
         active = active_calls(settings)

@@ -86,6 +86,7 @@ def test_calls_show_from_records(tmp_path: Path) -> None:
             {"role": "agent", "text": "Hello, how can I help?", "at": "2026-01-01T10:00:00.500Z"},
             {"role": "user", "text": "what time do you open", "at": "2026-01-01T10:00:03.000Z"},
         ],
+        "media": {"received": 420, "lost": 3, "duplicates": 0, "gaps": 2, "mos": 4.3},
     }
     (tmp_path / "calls.jsonl").write_text(
         json.dumps({**record, "call_id": "0000"}) + "\n" + json.dumps(record) + "\n"
@@ -95,6 +96,7 @@ def test_calls_show_from_records(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "call 4f2e9a0b11" in shown.stdout and "hangup_by_agent" in shown.stdout
     assert "heard  what time do you open" in shown.stdout and "agent  Hello, how can I help?" in shown.stdout
+    assert "media in    received 420, lost 3, gaps 2, mos 4.3" in shown.stdout
     as_json = cli("calls", "show", "4f2e9a0b11", "--json", env=env)
     assert json.loads(as_json.stdout) == record
     missing = cli("calls", "show", "ffff", env=env)

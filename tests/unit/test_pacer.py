@@ -99,6 +99,21 @@ async def test_headers_and_increments(leg: Leg, wire: WireFormat, pt: int) -> No
         await pacer.stop()
 
 
+async def test_sequence_and_timestamp_wrap_seamlessly(leg: Leg) -> None:
+    # The wraps fall inside one talkspurt: 16-bit sequence after 3 packets, 32-bit timestamp after 8.
+    pacer = OutboundPacer(leg.send, ULAW, first_sequence=65533, first_timestamp=(1 << 32) - 8 * 160)
+    pacer.start()
+    try:
+        pacer.enqueue(_tone(200))
+        await leg.receiver.wait_for(10)
+        pkts = leg.receiver.packets
+        assert [p.sequence for p in pkts[:5]] == [65533, 65534, 65535, 0, 1]
+        assert any(p.timestamp < pkts[0].timestamp for p in pkts)  # the timestamp wrapped too
+        _check_continuous(pkts, ULAW)
+    finally:
+        await pacer.stop()
+
+
 @pytest.mark.parametrize("wire", [SLIN16, ULAW])
 async def test_audio_survives_resample_and_encode(leg: Leg, wire: WireFormat) -> None:
     pacer = OutboundPacer(leg.send, wire)
