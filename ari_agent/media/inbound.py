@@ -160,6 +160,10 @@ class InboundStream:
                 self._last_audio = payload
                 self._concealing = False
             elif slot.lost:
+                if self._covered > now:
+                    # The clock already filled this time with silence (a long outage):
+                    # concealing it again would push the stream ahead of real time.
+                    continue
                 payload = self._conceal()
                 self._count(CONCEALED)
             else:

@@ -43,14 +43,6 @@ DROP_REASONS = (
     inbound.DROP_DUPLICATE,
     inbound.DROP_LATE,
 )
-# Inbound events that are not drops (label values for a metric).
-EVENT_KINDS = (
-    inbound.COMFORT_NOISE,
-    inbound.TELEPHONE_EVENT,
-    inbound.SSRC_CHANGE,
-    inbound.CONCEALED,
-    inbound.GAP,
-)
 DEFAULT_JITTER_MS = 40
 
 

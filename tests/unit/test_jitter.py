@@ -245,3 +245,13 @@ def test_rtp_packets_are_classified_never_raised_on_garbage_payloads() -> None:
     assert ulaw.receive(_ulaw_packet(1, pt=8), 0)[0] == "payload_type"
     assert ulaw.receive(_ulaw_packet(2, pt=101, payload=bytes(4)), 0)[0] == "telephone_event"
     assert ulaw.stats.lost == 0
+
+
+def test_outage_is_filled_once_not_filled_and_concealed() -> None:
+    """200 ms with nothing at all, then the stream resumes 10 sequence numbers on."""
+    stream = InboundStream(ULAW, 40, 0.0)
+    arrivals = [(i * F, _ulaw_packet(i)) for i in range(50) if not 20 <= i < 30]
+    out = _run(stream, arrivals, until=50 * F)
+    assert stream.stats.lost == 10
+    # The output still matches wall time: the outage was filled by the clock, not twice over.
+    assert _seconds(out, ULAW) == pytest.approx(1.0, abs=0.06)
