@@ -1,0 +1,479 @@
+"""The caller's turns, sans-IO: frames and provider events in, actions out.
+
+The engine is fed every 20 ms frame of the caller's audio (the receive
+clock keeps them coming whether packets arrive or not) with the frame's
+time and its raw voice verdict, plus the speech recogniser's events and
+the turn model's verdicts. It decides when the caller's turn starts and
+ends, when the caller barges in, when to say a filler and when to start
+thinking early, and says so as actions. It reads no clock, never sleeps
+and does no IO: the pipeline performs the actions, so every decision here
+can be tested on virtual time.
+
+The caller's side is one state machine (``Caller``) whose transitions are
+listed in ``TRANSITIONS``; any other move is a bug and raises.
+
+End of turn, by the profile's ``end_of_turn``:
+
+* ``silence``: the turn is over after ``end_of_turn_ms`` of silence.
+* ``model``: after ``turn_pause_ms`` of silence the turn model is asked
+  whether the caller has finished. Yes: the turn is over. No: wait on, up to
+  ``turn_max_wait_ms`` of silence, for the caller to go on.
+
+Either way the recogniser's own end of turn, where trusted, ends it too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+FRAME_MS = 20
+ONSET_MS = 60  # consecutive voiced audio that starts speech
+PREROLL_MS = 200  # audio kept from before the onset, so the first phoneme reaches STT
+RUN_GAP_MS = 60  # unvoiced frames inside one stretch of speech (consonants, short pauses)
+MAX_TURN_AUDIO_MS = 8000  # the turn model looks at the last 8 s
+MAX_UTTERANCE_MS = 30_000
+# A recogniser that never sends its final must not hold the caller: the turn ends without it.
+FINAL_TIMEOUT_MS = 4000
+
+EndReason = Literal["silence", "model", "max_wait", "provider", "max_length"]
+
+
+class Caller(enum.Enum):
+    QUIET = "quiet"  # no speech under way
+    SPEAKING = "speaking"  # speech under way
+    PAUSED = "paused"  # stopped speaking: is the turn over?
+    FINALIZING = "finalizing"  # the turn is over: waiting for the final transcript
+
+
+TRANSITIONS: dict[Caller, frozenset[Caller]] = {
+    Caller.QUIET: frozenset({Caller.SPEAKING}),
+    Caller.SPEAKING: frozenset({Caller.PAUSED, Caller.FINALIZING, Caller.QUIET}),
+    Caller.PAUSED: frozenset({Caller.SPEAKING, Caller.FINALIZING, Caller.QUIET}),
+    Caller.FINALIZING: frozenset({Caller.QUIET}),
+}
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    end_of_turn: Literal["silence", "model"] = "silence"
+    end_of_turn_ms: int = 600
+    turn_pause_ms: int = 200
+    turn_threshold: float = 0.5
+    turn_max_wait_ms: int = 2500
+    min_speech_ms: int = 120
+    barge_in: bool = True
+    barge_in_min_ms: int = 150
+    provider_endpointing: bool = False  # the recogniser has endpointing and the profile trusts it
+    early_start: bool = False
+    filler_after_ms: int = 0  # 0: no filler
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One 20 ms frame of what the caller sent (after the echo guard), at time ``now``."""
+
+    now: float  # when the frame's audio ended
+    audio: bytes
+    voiced: bool
+    agent_interruptible: bool = False  # the agent is saying something a caller may cut
+    agent_audible: bool = False  # the agent's audio is going out
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class PushAudio:
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class Finalize:
+    """Ask the recogniser for its final transcript of what was pushed."""
+
+
+@dataclass(frozen=True)
+class PredictTurn:
+    """Ask the turn model whether the caller has finished; answer with ``prediction(ticket, ...)``."""
+
+    ticket: int
+    audio: bytes  # the turn so far, at most the last 8 s
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    onset_at: float
+
+
+@dataclass(frozen=True)
+class StartEarly:
+    """Start thinking about ``text`` before the turn is known to be over; speak only on ``TurnOver``."""
+
+    ticket: int
+    text: str
+
+
+@dataclass(frozen=True)
+class CancelEarly:
+    ticket: int
+
+
+@dataclass(frozen=True)
+class SayFiller:
+    pass
+
+
+@dataclass(frozen=True)
+class CallerTurn:
+    text: str
+    speech_end_at: float  # when the caller's last voiced frame ended
+    ended_at: float  # when the turn was taken as over, transcript in hand
+    stt_ms: float | None  # finalize asked -> final transcript
+    reason: EndReason
+    silence_frames: int  # frames of caller silence when the end was decided
+    early_ticket: int | None = None  # an early start that thought about exactly this text
+
+
+@dataclass(frozen=True)
+class TurnOver:
+    turn: CallerTurn
+
+
+Action = PushAudio | Finalize | PredictTurn | BargeIn | StartEarly | CancelEarly | SayFiller | TurnOver
+
+
+def _same_words(a: str, b: str) -> bool:
+    def words(text: str) -> list[str]:
+        return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+    return words(a) == words(b)
+
+
+class TurnEngine:
+    def __init__(self, settings: TurnSettings) -> None:
+        self.settings = settings
+        self.state = Caller.QUIET
+        self.wasted_early_starts = 0
+        # Onset detection and pre-roll (while quiet).
+        self._voiced_run_ms = 0
+        self._recent: deque[bytes] = deque(maxlen=(PREROLL_MS + ONSET_MS) // FRAME_MS)
+        # The utterance under way.
+        self._onset_at = 0.0
+        self._speech_ms = 0  # voiced audio in this turn
+        self._run_ms = 0  # continuous speech (barge-in measure)
+        self._gap_ms = 0
+        self._silence_ms = 0  # silence since the last voiced frame
+        self._last_voiced_at = 0.0
+        self._pushing = False
+        self._barged = False
+        self._turn_audio: deque[bytes] = deque(maxlen=MAX_TURN_AUDIO_MS // FRAME_MS)
+        self._utterance_ms = 0
+        # The turn (may span utterances until it is over).
+        self._texts: list[str] = []
+        self._pushed = False
+        self._finalize_at: float | None = None
+        self._provider_ended = False
+        self._end: tuple[EndReason, int] | None = None
+        self._finalizing_ms = 0
+        # Turn model.
+        self._ticket = 0
+        self._asked: int | None = None  # ticket of the question in flight
+        self._verdict: bool | None = None  # the model's answer for this pause
+        # Early start.
+        self._interim = ""
+        self._early: tuple[int, str] | None = None
+        # Filler.
+        self._reply_since: float | None = None
+        self._filler_said = False
+
+    # ------------------------------------------------------------ state
+
+    def _go(self, state: Caller) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"turn engine: no transition {self.state.value} -> {state.value}")
+        self.state = state
+
+    @property
+    def caller_active(self) -> bool:
+        """The caller is talking, or their turn is being decided or transcribed: not idle."""
+        return self.state is not Caller.QUIET
+
+    # ------------------------------------------------------------ audio
+
+    def frame(self, f: Frame) -> list[Action]:
+        out: list[Action] = []
+        self._filler(f, out)
+        if self.state is Caller.QUIET:
+            self._quiet(f, out)
+        elif self.state is Caller.FINALIZING:
+            self._finalizing(f, out)
+        else:
+            self._in_turn(f, out)
+        return out
+
+    def _quiet(self, f: Frame, out: list[Action]) -> None:
+        self._recent.append(f.audio)
+        self._voiced_run_ms = self._voiced_run_ms + FRAME_MS if f.voiced else 0
+        if self._voiced_run_ms >= ONSET_MS:
+            self._start_utterance(f, out)
+
+    def _start_utterance(self, f: Frame, out: list[Action]) -> None:
+        self._go(Caller.SPEAKING)
+        self._onset_at = f.now - self._voiced_run_ms / 1000
+        self._run_ms = self._voiced_run_ms
+        self._gap_ms = 0
+        self._silence_ms = 0
+        self._utterance_ms = self._voiced_run_ms
+        self._speech_ms = self._voiced_run_ms
+        self._last_voiced_at = f.now
+        self._barged = False
+        self._turn_audio.extend(self._recent)
+        self._voiced_run_ms = 0
+        self._maybe_push_start(out)
+        self._maybe_barge_in(f, out)
+
+    def _in_turn(self, f: Frame, out: list[Action]) -> None:
+        self._turn_audio.append(f.audio)
+        self._utterance_ms += FRAME_MS
+        if self._pushing:
+            out.append(PushAudio(f.audio))
+        if f.voiced:
+            self._voiced(f, out)
+        else:
+            self._unvoiced(f, out)
+        if self.state in (Caller.SPEAKING, Caller.PAUSED) and self._utterance_ms >= MAX_UTTERANCE_MS:
+            self._end_turn("max_length", f.now, out)
+
+    def _voiced(self, f: Frame, out: list[Action]) -> None:
+        self._speech_ms += FRAME_MS
+        self._run_ms += FRAME_MS
+        self._gap_ms = 0
+        self._last_voiced_at = f.now
+        if self.state is Caller.PAUSED:
+            # A single voiced frame in a pause is often noise: resume on a short run only.
+            self._voiced_run_ms += FRAME_MS
+            if self._voiced_run_ms < ONSET_MS:
+                return
+            self._resume(out)
+        self._silence_ms = 0
+        self._maybe_push_start(out)
+        self._maybe_barge_in(f, out)
+
+    def _unvoiced(self, f: Frame, out: list[Action]) -> None:
+        self._voiced_run_ms = 0
+        self._silence_ms += FRAME_MS
+        self._gap_ms += FRAME_MS
+        if self._gap_ms > RUN_GAP_MS:
+            self._run_ms = 0  # three coughs half a second apart are still three short noises
+        s = self.settings
+        if self.state is Caller.SPEAKING:
+            pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
+            if self._silence_ms >= pause_ms:
+                self._pause(f, out)
+            return
+        # PAUSED
+        if not self._pushing:
+            if self._silence_ms >= s.end_of_turn_ms:
+                self._discard()  # a click or a cough: nothing to transcribe, no turn
+            return
+        if s.end_of_turn == "silence":
+            if self._silence_ms >= s.end_of_turn_ms:
+                self._end_turn("silence", f.now, out)
+        elif self._verdict is True:
+            self._end_turn("model", f.now, out)
+        elif self._silence_ms >= s.turn_max_wait_ms:
+            self._end_turn("max_wait", f.now, out)
+
+    def _pause(self, f: Frame, out: list[Action]) -> None:
+        self._go(Caller.PAUSED)
+        self._verdict = None
+        if not self._pushing:
+            return
+        if self.settings.end_of_turn == "model":
+            self._ticket += 1
+            self._asked = self._ticket
+            out.append(PredictTurn(self._ticket, b"".join(self._turn_audio)))
+        self._maybe_start_early(out)
+
+    def _maybe_start_early(self, out: list[Action]) -> None:
+        if not self.settings.early_start or not self._interim or self.state is not Caller.PAUSED:
+            return
+        if self._early is not None:
+            if _same_words(self._early[1], self._interim):
+                return
+            self._cancel_early(out)  # the words changed while we waited: think about the new ones
+        self._ticket += 1
+        self._early = (self._ticket, self._interim)
+        out.append(StartEarly(self._ticket, self._interim))
+
+    def _resume(self, out: list[Action]) -> None:
+        self._go(Caller.SPEAKING)
+        self._asked = None
+        self._verdict = None
+        self._cancel_early(out)
+
+    def _discard(self) -> None:
+        self._go(Caller.QUIET)
+        self._reset_utterance()
+        self._recent.clear()
+        self._voiced_run_ms = 0
+
+    def _maybe_push_start(self, out: list[Action]) -> None:
+        if not self._pushing and self._run_ms >= self.settings.min_speech_ms:
+            self._pushing = True
+            self._pushed = True
+            out.append(PushAudio(b"".join(self._turn_audio)))
+
+    def _maybe_barge_in(self, f: Frame, out: list[Action]) -> None:
+        s = self.settings
+        if s.barge_in and not self._barged and f.agent_interruptible and self._run_ms >= s.barge_in_min_ms:
+            self._barged = True
+            out.append(BargeIn(self._onset_at))
+
+    def _finalizing(self, f: Frame, out: list[Action]) -> None:
+        # The caller may start again while the final is on its way: track the onset and keep
+        # the pre-roll, so the next utterance starts whole once this turn is out.
+        self._recent.append(f.audio)
+        self._voiced_run_ms = self._voiced_run_ms + FRAME_MS if f.voiced else 0
+        self._finalizing_ms += FRAME_MS
+        if self._finalizing_ms >= FINAL_TIMEOUT_MS:
+            self._complete(f.now, out)
+
+    # ------------------------------------------------------------ ending
+
+    def _end_turn(self, reason: EndReason, now: float, out: list[Action]) -> None:
+        self._go(Caller.FINALIZING)
+        self._end = (reason, self._silence_ms // FRAME_MS)
+        self._finalizing_ms = 0
+        self._recent.clear()
+        self._voiced_run_ms = 0
+        self._asked = None
+        if reason != "provider":
+            self._finalize_at = now
+            out.append(Finalize())
+        if self._texts and (reason == "provider" or self._provider_ended):
+            self._complete(now, out)
+
+    def _complete(self, now: float, out: list[Action]) -> None:
+        assert self._end is not None
+        reason, silence_frames = self._end
+        text = " ".join(self._texts)
+        stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
+        early_ticket: int | None = None
+        if self._early is not None:
+            ticket, early_text = self._early
+            if text and _same_words(text, early_text):
+                early_ticket = ticket
+                self._early = None
+            else:
+                self._cancel_early(out)
+        out.append(
+            TurnOver(
+                CallerTurn(
+                    text=text,
+                    speech_end_at=self._last_voiced_at or now,
+                    ended_at=now,
+                    stt_ms=stt_ms,
+                    reason=reason,
+                    silence_frames=silence_frames,
+                    early_ticket=early_ticket,
+                )
+            )
+        )
+        self._texts = []
+        self._pushed = False
+        self._provider_ended = False
+        self._finalize_at = None
+        self._end = None
+        self._interim = ""
+        self._reset_utterance()
+        self._reply_since = now
+        self._filler_said = False
+        self._go(Caller.QUIET)  # keeps the onset tracked while finalizing: speech goes on from there
+
+    def _reset_utterance(self) -> None:
+        self._pushing = False
+        self._speech_ms = self._run_ms = self._gap_ms = self._silence_ms = 0
+        self._utterance_ms = 0
+        self._turn_audio.clear()
+        self._asked = None
+        self._verdict = None
+
+    def _cancel_early(self, out: list[Action]) -> None:
+        if self._early is not None:
+            out.append(CancelEarly(self._early[0]))
+            self._early = None
+            self.wasted_early_starts += 1
+
+    # ------------------------------------------------------------ provider events
+
+    def prediction(self, ticket: int, probability: float, now: float) -> list[Action]:
+        """The turn model's answer to ``PredictTurn(ticket)``; late answers are ignored."""
+        out: list[Action] = []
+        if ticket != self._asked or self.state is not Caller.PAUSED:
+            return out
+        self._asked = None
+        self._verdict = probability >= self.settings.turn_threshold
+        if self._verdict:
+            self._end_turn("model", now, out)
+        return out
+
+    def interim(self, text: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._interim = text.strip()
+        self._maybe_start_early(out)
+        return out
+
+    def final(self, text: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        if text.strip():
+            self._texts.append(text.strip())
+            self._interim = ""
+        if self.state is Caller.FINALIZING:
+            self._complete(now, out)
+        return out
+
+    def provider_end(self, now: float) -> list[Action]:
+        """The recogniser's own end of turn."""
+        out: list[Action] = []
+        if self.state is Caller.FINALIZING:
+            if self._finalize_at is not None:
+                # We asked for this turn's end: it is over, even with nothing made out.
+                self._complete(now, out)
+            return out
+        if not self.settings.provider_endpointing or not self._pushed:
+            return out
+        if self.state is Caller.QUIET:
+            return out
+        self._provider_ended = True
+        self._end_turn("provider", now, out)
+        return out
+
+    # ------------------------------------------------------------ filler
+
+    def reply_started(self, now: float) -> None:
+        """A reply is being prepared (to a turn or a key press): the filler clock runs from ``now``."""
+        if self._reply_since is None:
+            self._reply_since = now
+            self._filler_said = False
+
+    def reply_finished(self) -> None:
+        self._reply_since = None
+
+    def _filler(self, f: Frame, out: list[Action]) -> None:
+        since = self._reply_since
+        if since is None or self._filler_said:
+            return
+        if f.agent_audible:
+            self._reply_since = None  # the reply is out: no dead air to cover
+            return
+        after = self.settings.filler_after_ms
+        if after > 0 and (f.now - since) * 1000 >= after:
+            self._filler_said = True
+            out.append(SayFiller())
