@@ -34,20 +34,47 @@ def utc_now() -> str:
 
 
 @dataclass
+class TurnTimings:
+    """Per-stage milliseconds of one exchange: the caller's turn and the reply to it.
+
+    One type for the record, the store and the metrics; it rides on the reply
+    (the agent turn), which is where the exchange ends. None: not measured.
+    """
+
+    stt_ms: float | None = None  # finalize asked -> final transcript
+    llm_first_token_ms: float | None = None
+    llm_total_ms: float | None = None
+    tts_first_audio_ms: float | None = None  # text handed to TTS -> its first audio
+    end_to_audio_ms: float | None = None  # turn taken as over -> first reply audio to the pacer
+    llm_start_to_audio_ms: float | None = None
+    turn_latency_ms: float | None = None  # caller's last voiced frame -> first reply packet sent
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class Turn:
     role: Literal["user", "agent"]
     text: str
     at: str
     interrupted: bool = False
-    # Per-stage milliseconds of the turn that produced this reply (agent turns).
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: TurnTimings = field(default_factory=TurnTimings)  # agent turns
+    # Caller turns: what ended the turn (model, silence, provider, max_wait, max_length) and
+    # after how much caller silence, in 20 ms audio frames.
+    ended_by: str | None = None
+    silence_frames: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if not self.interrupted:
-            del data["interrupted"]
-        if not self.timings:
-            del data["timings"]
+        data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
+        if self.interrupted:
+            data["interrupted"] = True
+        timings = self.timings.to_json()
+        if timings:
+            data["timings"] = timings
+        if self.ended_by is not None:
+            data["ended_by"] = self.ended_by
+            data["silence_frames"] = self.silence_frames
         return data
 
 

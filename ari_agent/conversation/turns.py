@@ -108,7 +108,7 @@ class PredictTurn:
 
 @dataclass(frozen=True)
 class BargeIn:
-    onset_at: float
+    onset_at: float  # start of the stretch of continuous speech that made it
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,7 @@ class TurnEngine:
         self._onset_at = 0.0
         self._speech_ms = 0  # voiced audio in this turn
         self._run_ms = 0  # continuous speech (barge-in measure)
+        self._run_started_at = 0.0
         self._gap_ms = 0
         self._silence_ms = 0  # silence since the last voiced frame
         self._last_voiced_at = 0.0
@@ -225,7 +226,7 @@ class TurnEngine:
 
     def _start_utterance(self, f: Frame, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
-        self._onset_at = f.now - self._voiced_run_ms / 1000
+        self._onset_at = self._run_started_at = f.now - self._voiced_run_ms / 1000
         self._run_ms = self._voiced_run_ms
         self._gap_ms = 0
         self._silence_ms = 0
@@ -252,6 +253,8 @@ class TurnEngine:
 
     def _voiced(self, f: Frame, out: list[Action]) -> None:
         self._speech_ms += FRAME_MS
+        if self._run_ms == 0:
+            self._run_started_at = f.now - FRAME_MS / 1000
         self._run_ms += FRAME_MS
         self._gap_ms = 0
         self._last_voiced_at = f.now
@@ -334,7 +337,7 @@ class TurnEngine:
         s = self.settings
         if s.barge_in and not self._barged and f.agent_interruptible and self._run_ms >= s.barge_in_min_ms:
             self._barged = True
-            out.append(BargeIn(self._onset_at))
+            out.append(BargeIn(self._run_started_at))
 
     def _finalizing(self, f: Frame, out: list[Action]) -> None:
         # The caller may start again while the final is on its way: track the onset and keep

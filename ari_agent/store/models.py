@@ -102,10 +102,10 @@ class StoredCall:
                     text=t.text,
                     at=parse_utc(t.at),
                     interrupted=t.interrupted,
-                    stt_ms=t.timings.get("stt_ms"),
-                    llm_first_token_ms=t.timings.get("llm_first_token_ms"),
-                    tts_first_audio_ms=t.timings.get("tts_first_audio_ms"),
-                    turn_latency_ms=t.timings.get("turn_latency_ms"),
+                    stt_ms=t.timings.stt_ms,
+                    llm_first_token_ms=t.timings.llm_first_token_ms,
+                    tts_first_audio_ms=t.timings.tts_first_audio_ms,
+                    turn_latency_ms=t.timings.turn_latency_ms,
                 )
                 for t in record.turns
             ),

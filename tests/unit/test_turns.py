@@ -1,0 +1,293 @@
+"""The turn engine on virtual time: frames are 20 ms apart, nothing sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from ari_agent.conversation.turns import (
+    Action,
+    BargeIn,
+    CallerTurn,
+    CancelEarly,
+    Finalize,
+    Frame,
+    PredictTurn,
+    PushAudio,
+    SayFiller,
+    StartEarly,
+    TurnEngine,
+    TurnOver,
+    TurnSettings,
+)
+
+VOICED = b"\x01\x00" * 320
+SILENT = bytes(640)
+
+
+class Clock:
+    """Feeds frames on a virtual 20 ms grid and keeps every action with its frame time."""
+
+    def __init__(self, engine: TurnEngine) -> None:
+        self.engine = engine
+        self.now = 100.0
+        self.log: list[tuple[float, Action]] = []
+
+    def feed(self, pattern: str, *, interruptible: bool = False, audible: bool = False) -> list[Action]:
+        """'v' a voiced frame, '.' a silent one; spaces are ignored."""
+        got: list[Action] = []
+        for ch in pattern.replace(" ", ""):
+            self.now = round(self.now + 0.02, 6)
+            voiced = ch == "v"
+            actions = self.engine.frame(
+                Frame(self.now, VOICED if voiced else SILENT, voiced, interruptible, audible)
+            )
+            got += actions
+            self.log += [(self.now, a) for a in actions]
+        return got
+
+    def silence(self, ms: int, **kw: bool) -> list[Action]:
+        return self.feed("." * (ms // 20), **kw)
+
+    def speech(self, ms: int, **kw: bool) -> list[Action]:
+        return self.feed("v" * (ms // 20), **kw)
+
+    def first(self, kind: type[Action]) -> tuple[float, Action] | None:
+        return next(((t, a) for t, a in self.log if isinstance(a, kind)), None)
+
+
+def _of(actions: list[Action], kind: type[Action]) -> list[Action]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def _turn(actions: list[Action]) -> CallerTurn:
+    overs = _of(actions, TurnOver)
+    assert len(overs) == 1, actions
+    over = overs[0]
+    assert isinstance(over, TurnOver)
+    return over.turn
+
+
+def test_silence_ends_the_turn_after_end_of_turn_ms_then_the_final_completes_it() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600))
+    clock = Clock(engine)
+    acts = clock.speech(600)
+    pushes = _of(acts, PushAudio)
+    # Audio reaches STT once speech outlasts min_speech_ms, the pre-roll and onset with it.
+    assert pushes and len(pushes[0].audio) >= 6 * 640  # type: ignore[attr-defined]
+    speech_end = clock.now
+    acts = clock.silence(580)
+    assert not _of(acts, Finalize)
+    acts = clock.silence(20)
+    assert _of(acts, Finalize)
+    assert engine.caller_active  # waiting for the transcript is not idle
+    turn = _turn(engine.final("what time do you open", clock.now + 0.15))
+    assert turn.text == "what time do you open"
+    assert turn.reason == "silence" and turn.silence_frames == 30
+    assert turn.speech_end_at == pytest.approx(speech_end)
+    assert turn.stt_ms == pytest.approx(150)
+    assert not engine.caller_active
+
+
+def test_model_says_finished_turn_ends_after_the_short_pause() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, end_of_turn_ms=600))
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(200)
+    asks = _of(acts, PredictTurn)
+    assert len(asks) == 1
+    ask = asks[0]
+    assert isinstance(ask, PredictTurn) and len(ask.audio) >= 40 * 640  # the turn so far
+    acts = engine.prediction(ask.ticket, 0.93, clock.now + 0.03)
+    assert _of(acts, Finalize)
+    turn = _turn(engine.final("what time do you open", clock.now + 0.2))
+    assert turn.reason == "model"
+    # Fewer frames of silence than end_of_turn_ms would have waited.
+    assert turn.silence_frames == 10 < 600 // 20
+
+
+def test_model_says_not_finished_waits_and_the_caller_goes_on() -> None:
+    settings = TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_max_wait_ms=2500)
+    engine = TurnEngine(settings)
+    clock = Clock(engine)
+    clock.speech(1000)  # "my number is five five five"
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    assert not engine.prediction(ask.ticket, 0.1, clock.now)
+    # A pause of a second, longer than end_of_turn_ms: still the caller's turn.
+    assert not _of(clock.silence(1000), Finalize)
+    clock.speech(800)  # "... two one two"
+    # The old question's answer arrives late: ignored.
+    assert not engine.prediction(ask.ticket, 0.99, clock.now)
+    ask2 = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask2, PredictTurn) and ask2.ticket != ask.ticket
+    assert _of(engine.prediction(ask2.ticket, 0.8, clock.now), Finalize)
+    assert _turn(engine.final("my number is five five five two one two", clock.now)).reason == "model"
+
+
+def test_maximum_wait_ends_a_turn_the_model_thought_unfinished() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_max_wait_ms=2500))
+    clock = Clock(engine)
+    clock.speech(600)
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.2, clock.now)
+    assert not _of(clock.silence(2280), Finalize)
+    assert _of(clock.silence(20), Finalize)
+    assert _turn(engine.final("my address is", clock.now)).reason == "max_wait"
+
+
+def test_no_verdict_at_all_still_ends_at_the_maximum_wait() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_max_wait_ms=1500))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(1480)
+    assert _of(clock.silence(20), Finalize)
+
+
+def test_a_click_or_cough_is_no_turn() -> None:
+    engine = TurnEngine(TurnSettings(min_speech_ms=120))
+    clock = Clock(engine)
+    acts = clock.feed("vvvv") + clock.silence(1000)  # 80 ms: past the onset, under min_speech_ms
+    assert not _of(acts, PushAudio) and not _of(acts, Finalize) and not _of(acts, TurnOver)
+    assert not engine.caller_active
+
+
+def test_barge_in_on_continuous_speech_only() -> None:
+    engine = TurnEngine(TurnSettings(barge_in=True, barge_in_min_ms=150))
+    clock = Clock(engine)
+    # Three coughs, 60 ms each, half a second apart, while the agent speaks: no barge-in.
+    coughs = clock.feed(("vvv" + "." * 25) * 3, interruptible=True)
+    assert not _of(coughs, BargeIn)
+    acts = clock.speech(200, interruptible=True)
+    barges = _of(acts, BargeIn)
+    assert len(barges) == 1  # once per utterance
+    onset = barges[0]
+    assert isinstance(onset, BargeIn) and onset.onset_at == pytest.approx(clock.now - 0.2)
+    # Nothing to interrupt: no barge-in however long the caller talks.
+    engine2 = TurnEngine(TurnSettings())
+    assert not _of(Clock(engine2).speech(1000, interruptible=False), BargeIn)
+
+
+def test_early_start_on_a_stable_interim_then_the_final_confirms_it() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600, turn_pause_ms=200, early_start=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    engine.interim("what time do you open", clock.now)
+    starts = _of(clock.silence(200), StartEarly)
+    assert len(starts) == 1
+    start = starts[0]
+    assert isinstance(start, StartEarly) and start.text == "what time do you open"
+    clock.silence(400)
+    turn = _turn(engine.final("What time do you open?", clock.now))
+    assert turn.early_ticket == start.ticket
+    assert engine.wasted_early_starts == 0
+
+
+def test_early_start_cancelled_when_the_final_differs() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", early_start=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    engine.interim("what time do you", clock.now)
+    start = _of(clock.silence(200), StartEarly)[0]
+    assert isinstance(start, StartEarly)
+    clock.silence(400)
+    acts = engine.final("what time do you close", clock.now)
+    cancels = _of(acts, CancelEarly)
+    assert len(cancels) == 1 and cancels[0] == CancelEarly(start.ticket)
+    assert _turn(acts).early_ticket is None
+    assert engine.wasted_early_starts == 1
+
+
+def test_early_start_cancelled_when_the_caller_goes_on() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", early_start=True))
+    clock = Clock(engine)
+    clock.speech(600)
+    engine.interim("my number is", clock.now)
+    start = _of(clock.silence(200), StartEarly)[0]
+    assert isinstance(start, StartEarly)
+    acts = clock.speech(200)
+    assert _of(acts, CancelEarly) == [CancelEarly(start.ticket)]
+    assert engine.wasted_early_starts == 1
+
+
+def test_an_interim_that_arrives_during_the_pause_starts_early_too() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", early_start=True))
+    clock = Clock(engine)
+    clock.speech(600)
+    assert not _of(clock.silence(200), StartEarly)
+    acts = engine.interim("where are you located", clock.now)
+    assert [type(a) for a in acts] == [StartEarly]
+
+
+def test_filler_after_filler_after_ms_without_audible_reply() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600, filler_after_ms=1200))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(600)
+    _turn(engine.final("book an appointment", clock.now))
+    assert not _of(clock.silence(1180), SayFiller)
+    assert len(_of(clock.silence(600), SayFiller)) == 1  # once
+
+
+def test_no_filler_once_the_reply_is_audible() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", filler_after_ms=1200))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(600)
+    _turn(engine.final("hello", clock.now))
+    clock.silence(400)
+    assert not _of(clock.silence(2000, audible=True), SayFiller)
+    # A key press starts a reply too: the filler clock runs from it.
+    engine.reply_started(clock.now)
+    assert _of(clock.silence(1200), SayFiller)
+
+
+def test_provider_endpointing_ends_the_turn_without_finalize() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", provider_endpointing=True))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(100)
+    acts = engine.provider_end(clock.now)
+    assert not _of(acts, Finalize) and not _of(acts, TurnOver)  # the transcript follows
+    turn = _turn(engine.final("where are you", clock.now))
+    assert turn.reason == "provider" and turn.stt_ms is None
+
+
+def test_untrusted_provider_endpointing_is_ignored() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", provider_endpointing=False))
+    clock = Clock(engine)
+    clock.speech(600)
+    assert not engine.provider_end(clock.now)
+    assert engine.caller_active
+
+
+def test_a_recogniser_that_never_answers_does_not_hold_the_caller() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(600)
+    acts = clock.silence(4000)
+    turn = _turn(acts)
+    assert turn.text == ""  # the pipeline answers with its "did not catch that" reply
+    assert not engine.caller_active
+
+
+def test_speech_during_the_wait_for_the_final_starts_the_next_turn_whole() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600))
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(600)
+    clock.speech(100)  # the caller starts again before the final is in
+    _turn(engine.final("first question", clock.now))
+    acts = clock.speech(200)
+    pushed = sum(len(p.audio) for p in _of(acts, PushAudio))  # type: ignore[attr-defined]
+    # The next utterance reaches STT whole, with the frames spoken while the final was awaited.
+    assert pushed == (5 + 10) * 640
+
+
+def test_transitions_outside_the_table_raise() -> None:
+    from ari_agent.conversation.turns import Caller
+
+    engine = TurnEngine(TurnSettings())
+    with pytest.raises(RuntimeError, match="quiet -> finalizing"):
+        engine._go(Caller.FINALIZING)
