@@ -21,7 +21,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn]'
 
 rootfs: deps
 	bash asterisk/rootfs.sh $(ROOTFS)
