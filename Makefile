@@ -42,6 +42,7 @@ test: install rootfs lint
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_media
+	$(PYTHON) -m tests.bench.bench_turn_model
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,
