@@ -21,7 +21,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn]'
 
 rootfs: deps
 	bash asterisk/rootfs.sh $(ROOTFS)
@@ -42,6 +42,7 @@ test: install rootfs lint
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_media
+	$(PYTHON) -m tests.bench.bench_turn_model
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,
