@@ -22,6 +22,7 @@ deps:
 
 install: deps
 	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn]'
+	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps
 	bash asterisk/rootfs.sh $(ROOTFS)
@@ -42,7 +43,6 @@ test: install rootfs lint
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_media
-	$(PYTHON) -m tests.bench.bench_turn_model
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,

@@ -43,7 +43,9 @@ _NORM_EPS = 1e-7  # waveform normalisation, as the model was trained (zero mean,
 
 _MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 _MODEL_DIR = ("audio", "turn", "smart_turn", "data")  # inside the pipecat package
-_INSTALL_HINT = "pip install 'ari-agent[turn]'"
+# pipecat-ai without its dependencies: only its model file is read, and its pins would
+# downgrade soxr below the variable-rate streams the media path needs.
+_INSTALL_HINT = "pip install 'ari-agent[turn]' && pip install --no-deps 'pipecat-ai>=1.14,<2'"
 
 Int16Array = npt.NDArray[np.int16]
 Float32Array = npt.NDArray[np.float32]

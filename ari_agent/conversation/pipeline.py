@@ -1,10 +1,12 @@
 """The cascaded conversation: caller audio -> STT -> LLM (+tools) -> TTS -> caller.
 
-Listening runs on every inbound frame (echo guard, VAD, STT push, barge-in);
-thinking and speaking run one turn at a time. The end of a caller's turn is
-the local VAD's silence or the STT provider's own endpointing, whichever
-comes first; the reply streams: the LLM's text is cut into sentences, each
-synthesised while the previous one plays.
+Listening is the turn engine's (``turns.py``): every inbound frame goes
+through the echo guard and the voice detector into the engine, and the
+pipeline performs what it decides (push audio to STT, finalize, ask the turn
+model, barge in, start thinking early, say a filler, answer a turn). The
+pipeline itself keeps no turn state: it only does the IO. Thinking and
+speaking run one turn at a time; the reply streams: the LLM's text is cut
+into sentences, each synthesised while the previous one plays.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from ari_agent.audio.echo import EchoGuard
-from ari_agent.audio.vad import SpeechEnded, SpeechStarted, VoiceActivityDetector
+from ari_agent.audio.vad import VoiceActivityDetector
 from ari_agent.conversation.chunker import SentenceChunker
 from ari_agent.conversation.engine import CallParts, ConversationBase
-from ari_agent.conversation.records import Turn, utc_now
+from ari_agent.conversation.records import Turn, TurnTimings, utc_now
 from ari_agent.conversation.speech import (
     Apology,
     Farewell,
@@ -33,11 +36,28 @@ from ari_agent.conversation.speech import (
     Utterance,
 )
 from ari_agent.conversation.tools import Finish, tool_specs
+from ari_agent.conversation.turns import (
+    Action,
+    BargeIn,
+    CallerTurn,
+    CancelEarly,
+    Finalize,
+    Frame,
+    PredictTurn,
+    PushAudio,
+    SayFiller,
+    StartEarly,
+    TurnEngine,
+    TurnOver,
+    TurnSettings,
+)
 from providers.base import (
     LLM,
     STT,
     EndOfTurn,
     FinalTranscript,
+    InterimTranscript,
+    LLMEvent,
     Message,
     ProviderError,
     SpeechStream,
@@ -49,20 +69,16 @@ log = logging.getLogger(__name__)
 
 SESSION_RATE = 16000
 FRAME_BYTES = SESSION_RATE // 50 * 2  # 20 ms of PCM16
+FRAME_S = 0.02
 SILENT_FRAME = bytes(FRAME_BYTES)
-FRAME_MS = 20
-RUN_GAP_MS = 60  # unvoiced frames inside one stretch of speech (consonants, short pauses)
-VAD_ONSET_MS = 60  # short: barge-in timing is judged on speech_ms, not on onset
 MAX_TOOL_ROUNDS = 3
 MAX_TURN_ERRORS = 2
 
 
-@dataclass(frozen=True)
-class CallerTurn:
-    text: str
-    speech_end_at: float  # monotonic: when the caller stopped speaking
-    stt_ms: float | None  # local end of turn -> final transcript
-    ended_at: float = 0.0  # monotonic: when the turn was taken as ended (transcript in hand)
+class TurnPredictor(Protocol):
+    """The turn model: probability that the caller has finished (blocking; run in a thread)."""
+
+    def predict(self, pcm: np.ndarray) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -75,51 +91,88 @@ class RecogniserLost:
     """The STT stream ended for good: the caller can no longer be heard."""
 
 
+@dataclass
+class _Early:
+    """A reply thought of before the turn was known to be over (an early start)."""
+
+    text: str
+    started_at: float
+    events: asyncio.Queue[LLMEvent | BaseException | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Round:
+    """One round of a reply: what the LLM said and did, and when."""
+
+    speech_end_at: float
+    ended_at: float
+    llm_started: float
+    timings: TurnTimings
+    notes: list[str] = field(default_factory=list)
+    finish: Finish | None = None
+    spoken: Spoken | None = None
+    first_piece_at: float | None = None
+
+
+def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
+    profile = parts.profile
+    return TurnSettings(
+        end_of_turn=profile.end_of_turn,
+        end_of_turn_ms=profile.end_of_turn_ms,
+        turn_pause_ms=profile.turn_pause_ms,
+        turn_threshold=profile.turn_threshold,
+        turn_max_wait_ms=profile.turn_max_wait_ms,
+        min_speech_ms=profile.min_speech_ms,
+        barge_in=profile.barge_in,
+        barge_in_min_ms=profile.barge_in_min_ms,
+        provider_endpointing=profile.provider_endpointing and stt.capabilities.endpointing,
+        early_start=profile.early_start,
+        filler_after_ms=profile.filler_after_ms,
+    )
+
+
 class PipelineConversation(ConversationBase):
-    def __init__(self, parts: CallParts, *, stt: STT, llm: LLM) -> None:
+    def __init__(
+        self, parts: CallParts, *, stt: STT, llm: LLM, turn_model: TurnPredictor | None = None
+    ) -> None:
         super().__init__(parts)
         self.stt = stt
         self.llm = llm
         profile = parts.profile
         self._specs = tool_specs(profile)
         self._history: list[Message] = [Message("system", self.instructions)] if self.instructions else []
-        self._vad = VoiceActivityDetector(
-            sample_rate=SESSION_RATE,
-            aggressiveness=profile.vad_aggressiveness,
-            onset_ms=VAD_ONSET_MS,
-            hangover_ms=profile.end_of_turn_ms,
-            min_speech_ms=profile.min_speech_ms,
-        )
+        # Only its per-frame verdict is used: onset, hangover and the rest are the engine's.
+        self._vad = VoiceActivityDetector(sample_rate=SESSION_RATE, aggressiveness=profile.vad_aggressiveness)
+        self._engine = TurnEngine(turn_settings(parts, stt))
+        if profile.end_of_turn == "model" and turn_model is None:
+            from ari_agent.audio.turn_model import shared_turn_model
+
+            turn_model = shared_turn_model()
+        self._turn_model = turn_model
         self._echo = EchoGuard() if profile.echo_guard else None
         self._pending = bytearray()
         self._inbox: asyncio.Queue[CallerTurn | Digit | RecogniserLost] = asyncio.Queue()
         self._stream: SpeechStream | None = None
-        # Per caller utterance
-        self._onset_at = 0.0
-        self._last_voiced_at = 0.0
-        self._pushing = False  # audio goes to STT once speech outlasts min_speech_ms
-        self._run_ms = 0  # continuous speech so far (the barge-in and turn-start measure)
-        self._gap_ms = 0
-        self._barged = False
-        self._utterance_done = False  # the provider already ended this utterance's turn
-        # Per turn (may span utterances until an end of turn)
-        self._texts: list[str] = []
-        self._pushed = False
-        self._provider_ended = False
-        self._finalize_at: float | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._turn_errors = 0
+        self._early: dict[int, _Early] = {}
 
     # ------------------------------------------------------------------
-    # Listening: called for every inbound packet, so no awaits and no I/O.
+    # Listening: called for every inbound chunk, so no awaits and no I/O.
 
     def on_audio(self, pcm: np.ndarray) -> None:
         self._pending += pcm.astype("<i2", copy=False).tobytes()
-        while len(self._pending) >= FRAME_BYTES:
-            frame = bytes(self._pending[:FRAME_BYTES])
-            del self._pending[:FRAME_BYTES]
-            self._on_frame(frame)
+        whole = len(self._pending) // FRAME_BYTES
+        if not whole:
+            return
+        now = time.monotonic()
+        for i in range(whole):
+            frame = bytes(self._pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES])
+            # A chunk of several frames (the receive clock catching up) ends now.
+            self._on_frame(frame, now - (whole - 1 - i) * FRAME_S)
+        del self._pending[: whole * FRAME_BYTES]
 
     def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
         if self._echo is not None:
@@ -130,63 +183,53 @@ class PipelineConversation(ConversationBase):
             self._cancel_reply()
         self._inbox.put_nowait(Digit(digit))
 
-    def _on_frame(self, frame: bytes) -> None:
-        now = time.monotonic()
+    def _on_frame(self, frame: bytes, at: float) -> None:
         heard = frame
-        if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), now):
+        if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), at):
             heard = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
-        event = self._vad.process(heard)
-        if isinstance(event, SpeechStarted):
-            self._onset_at = now - (self._vad.now_ms - event.at_ms) / 1000
-            self._pushing = self._barged = self._utterance_done = False
-            self._run_ms, self._gap_ms = VAD_ONSET_MS - FRAME_MS, 0  # the onset frames were speech
-        if self._vad.speaking:
-            # When the caller last made a sound (the end of speech, not of the end-of-turn wait).
-            self._last_voiced_at = now - (self._vad.now_ms - self._vad.last_voiced_ms) / 1000
-            # Continuous speech, not voiced frames summed over an utterance: three coughs
-            # half a second apart are still three short noises.
-            if self._vad.last_voiced_ms == self._vad.now_ms:
-                self._run_ms += FRAME_MS
-                self._gap_ms = 0
-            else:
-                self._gap_ms += FRAME_MS
-                if self._gap_ms > RUN_GAP_MS:
-                    self._run_ms = 0
-            speech_ms = self._run_ms
-            if not self._pushing and speech_ms >= self.profile.min_speech_ms:
-                self._pushing = True
-                self._push(self._vad.current_audio())
-            elif self._pushing:
-                self._push(heard)
-            if (
-                self.profile.barge_in
-                and not self._barged
-                and speech_ms >= self.profile.barge_in_min_ms
-                and self.speaker.interruptible
-            ):
-                self._barge_in(now)
-        else:
-            self._run_ms = self._gap_ms = 0
-        if isinstance(event, SpeechEnded):
-            if self._pushing and not self._utterance_done:
-                self._push(heard)
-                self._finalize_at = now
-                task = asyncio.get_running_loop().create_task(self._finalize())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            self._pushing = False
+        speaker = self.speaker
+        self._perform(
+            self._engine.frame(
+                Frame(at, heard, self._vad.is_voiced(heard), speaker.interruptible, speaker.audible)
+            )
+        )
 
-    def _push(self, audio: bytes) -> None:
-        if self._stream is not None and audio:
-            self._stream.push(audio)
-            self._pushed = True
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, PushAudio):
+                if self._stream is not None:
+                    self._stream.push(action.audio)
+            elif isinstance(action, Finalize):
+                self._spawn(self._finalize())
+            elif isinstance(action, PredictTurn):
+                self._spawn(self._predict(action))
+            elif isinstance(action, BargeIn):
+                self._barge_in(action.onset_at)
+            elif isinstance(action, StartEarly):
+                self._start_early(action)
+            elif isinstance(action, CancelEarly):
+                self._drop_early(action.ticket, wasted=True)
+            elif isinstance(action, SayFiller):
+                if not self.speaker.audible:
+                    self._spawn(self._say_filler())
+            elif isinstance(action, TurnOver):
+                self.metrics.turn_ends.labels(self.profile_name, action.turn.reason).inc()
+                if action.turn.stt_ms is not None:
+                    self.metrics.stt_latency.labels(self.stt.name, self.profile_name).observe(
+                        action.turn.stt_ms / 1000
+                    )
+                self._inbox.put_nowait(action.turn)
 
-    def _barge_in(self, now: float) -> None:
-        self._barged = True
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _barge_in(self, onset_at: float) -> None:
         if not self.speaker.interrupt():
             return
         self._cancel_reply()
-        reaction = time.monotonic() - self._onset_at
+        reaction = time.monotonic() - onset_at
         self.metrics.barge_ins.labels(self.profile_name).inc()
         self.metrics.barge_in_reaction.labels(self.profile_name).observe(reaction)
         log.info("caller barged in (%.0f ms after speech onset)", reaction * 1000)
@@ -203,43 +246,65 @@ class PipelineConversation(ConversationBase):
         except ProviderError as exc:
             log.warning("STT finalize failed: %s", exc)
 
+    async def _predict(self, ask: PredictTurn) -> None:
+        model = self._turn_model
+        if model is None:
+            return
+        pcm = np.frombuffer(ask.audio, dtype=np.int16)
+        started = time.monotonic()
+        try:
+            probability = await asyncio.get_running_loop().run_in_executor(None, model.predict, pcm)
+        except Exception as exc:
+            # No verdict: the engine's maximum wait still ends the turn.
+            log.warning("turn model failed: %r", exc)
+            return
+        self.metrics.turn_model_seconds.observe(time.monotonic() - started)
+        self._perform(self._engine.prediction(ask.ticket, probability, time.monotonic()))
+
+    async def _say_filler(self) -> None:
+        await self.speaker.say(Filler, self.profile.filler)
+
+    # ------------------------------------------------------------------
+    # Thinking early
+
+    def _start_early(self, start: StartEarly) -> None:
+        early = _Early(start.text, time.monotonic())
+        history = [*self._history, Message("user", start.text)]
+
+        async def think() -> None:
+            try:
+                async for event in self.llm.chat(history, self._specs):
+                    early.events.put_nowait(event)
+                early.events.put_nowait(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                early.events.put_nowait(exc)
+
+        early.task = asyncio.get_running_loop().create_task(think(), name="llm-early")
+        self._early[start.ticket] = early
+
+    def _drop_early(self, ticket: int, *, wasted: bool) -> _Early | None:
+        early = self._early.pop(ticket, None)
+        if early is None:
+            return None
+        if wasted:
+            if early.task is not None:
+                early.task.cancel()
+            self.metrics.early_starts.labels(self.profile_name, "wasted").inc()
+        else:
+            self.metrics.early_starts.labels(self.profile_name, "used").inc()
+        return early
+
     async def _read_stt(self, stream: SpeechStream) -> None:
         async for event in stream.events():
+            now = time.monotonic()
             if isinstance(event, FinalTranscript):
-                if event.text.strip():
-                    self._texts.append(event.text.strip())
-                if self._texts and (self._finalize_at is not None or self._provider_ended):
-                    self._complete_turn()
+                self._perform(self._engine.final(event.text, now))
+            elif isinstance(event, InterimTranscript):
+                self._perform(self._engine.interim(event.text, now))
             elif isinstance(event, EndOfTurn):
-                self._on_provider_end()
-
-    def _on_provider_end(self) -> None:
-        if self._finalize_at is not None:
-            # We asked for this turn's end: it is over, even with nothing made out.
-            self._complete_turn()
-            return
-        trusted = self.profile.provider_endpointing and self.stt.capabilities.endpointing
-        if not trusted or not self._pushed:
-            return
-        if self._texts:
-            self._utterance_done = True  # the VAD's own end of this utterance is not a new turn
-            self._complete_turn()
-        else:
-            self._provider_ended = True  # the transcript follows its end-of-turn
-
-    def _complete_turn(self) -> None:
-        now = time.monotonic()
-        if self._vad.speaking:
-            self._utterance_done = True
-        text = " ".join(self._texts)
-        stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
-        self._texts = []
-        self._pushed = False
-        self._provider_ended = False
-        self._finalize_at = None
-        if stt_ms is not None:
-            self.metrics.stt_latency.labels(self.stt.name, self.profile_name).observe(stt_ms / 1000)
-        self._inbox.put_nowait(CallerTurn(text, self._last_voiced_at or now, stt_ms, now))
+                self._perform(self._engine.provider_end(now))
 
     # ------------------------------------------------------------------
     # Thinking and speaking
@@ -289,7 +354,7 @@ class PipelineConversation(ConversationBase):
             try:
                 return await asyncio.wait_for(self._inbox.get(), self.profile.idle_timeout_s)
             except TimeoutError:
-                if self._vad.speaking or self._finalize_at is not None:
+                if self._engine.caller_active:
                     continue  # the caller is talking or being transcribed: not idle
                 reprompts += 1
                 if reprompts > self.profile.max_reprompts:
@@ -301,19 +366,34 @@ class PipelineConversation(ConversationBase):
     async def _turn(self, item: CallerTurn | Digit | RecogniserLost) -> None:
         if isinstance(item, RecogniserLost):
             raise Finish("failed")
+        try:
+            await self._answer(item)
+        finally:
+            self._engine.reply_finished()
+            for ticket in list(self._early):
+                self._drop_early(ticket, wasted=True)
+
+    async def _answer(self, item: CallerTurn | Digit) -> None:
+        early: _Early | None = None
         if isinstance(item, Digit):
-            text = f"caller pressed {item.digit}"
-            speech_end_at = ended_at = time.monotonic()
-            stt_ms = None
+            now = time.monotonic()
+            self._engine.reply_started(now)
+            text, speech_end_at, ended_at, stt_ms = f"caller pressed {item.digit}", now, now, None
         else:
-            text, speech_end_at, stt_ms, ended_at = item.text, item.speech_end_at, item.stt_ms, item.ended_at
+            text, speech_end_at, ended_at, stt_ms = item.text, item.speech_end_at, item.ended_at, item.stt_ms
+            if item.early_ticket is not None:
+                early = self._drop_early(item.early_ticket, wasted=False)
         if not text:
             # Speech nobody could make out (or out of the dialog's scope).
             await self.speaker.say(Reply, self.profile.fallback_reply)
             return
-        self.record.turns.append(Turn("user", text, utc_now()))
+        turn = Turn("user", text, utc_now())
+        if isinstance(item, CallerTurn):
+            turn.ended_by, turn.silence_frames = item.reason, item.silence_frames
+        self.record.turns.append(turn)
         self._history.append(Message("user", text))
-        self._reply_task = asyncio.create_task(self._reply(speech_end_at, ended_at, stt_ms), name="reply")
+        reply = self._reply(speech_end_at, ended_at, stt_ms, early)
+        self._reply_task = asyncio.create_task(reply, name="reply")
         await asyncio.wait({self._reply_task})
         task, self._reply_task = self._reply_task, None
         if task.cancelled():
@@ -334,63 +414,65 @@ class PipelineConversation(ConversationBase):
             return
         raise exc
 
-    async def _reply(self, speech_end_at: float, ended_at: float, stt_ms: float | None) -> None:
+    async def _reply(
+        self, speech_end_at: float, ended_at: float, stt_ms: float | None, early: _Early | None
+    ) -> None:
         """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
-        filler = asyncio.create_task(self._filler(ended_at)) if self.profile.filler_after_ms > 0 else None
-        try:
-            for _ in range(MAX_TOOL_ROUNDS):
-                finish, tool_notes, spoken = await self._reply_round(speech_end_at, ended_at, stt_ms)
-                stt_ms = None  # later rounds answer tool results, not the caller
-                if filler is not None:
-                    filler.cancel()
-                if spoken is not None and spoken.turn.text:
-                    self._history.append(Message("assistant", spoken.turn.text))
-                if finish is not None:
-                    await self._act_delay()
-                    raise finish
-                if not tool_notes or (spoken is not None and spoken.turn.text):
-                    return
-                # Tools ran but nothing was said: let the model answer with their results.
-                self._history.append(Message("tool", "; ".join(tool_notes)))
-        finally:
-            if filler is not None:
-                filler.cancel()
+        for _ in range(MAX_TOOL_ROUNDS):
+            started = early.started_at if early is not None else time.monotonic()
+            round_ = _Round(speech_end_at, ended_at, started, TurnTimings(stt_ms=stt_ms))
+            await self._reply_round(round_, early)
+            early = None  # later rounds answer tool results, thought of now
+            stt_ms = None
+            spoken = round_.spoken
+            if spoken is not None and spoken.turn.text:
+                self._history.append(Message("assistant", spoken.turn.text))
+            if round_.finish is not None:
+                await self._act_delay()
+                raise round_.finish
+            if not round_.notes or (spoken is not None and spoken.turn.text):
+                return
+            # Tools ran but nothing was said: let the model answer with their results.
+            self._history.append(Message("tool", "; ".join(round_.notes)))
 
-    async def _reply_round(
-        self, speech_end_at: float, ended_at: float, stt_ms: float | None
-    ) -> tuple[Finish | None, list[str], Spoken | None]:
+    async def _llm_events(self, early: _Early | None) -> AsyncIterator[LLMEvent]:
+        if early is None:
+            async for event in self.llm.chat(self._history, self._specs):
+                yield event
+            return
+        # Thought of early, for exactly these words: its events (maybe all of them) are waiting.
+        while (item := await early.events.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def _reply_round(self, r: _Round, early: _Early | None) -> None:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        state: dict[str, object] = {}
-        llm_started = time.monotonic()
-        timings: dict[str, float] = {}
-        if stt_ms is not None:
-            timings["stt_ms"] = round(stt_ms, 1)
-        notes: list[str] = []
+        timings = r.timings
 
         async def produce() -> None:
             chunker = SentenceChunker()
             try:
-                async for event in self.llm.chat(self._history, self._specs):
-                    if "llm_first_token_ms" not in timings:
-                        ttft = time.monotonic() - llm_started
-                        timings["llm_first_token_ms"] = round(ttft * 1000, 1)
+                async for event in self._llm_events(early):
+                    if timings.llm_first_token_ms is None:
+                        ttft = time.monotonic() - r.llm_started
+                        timings.llm_first_token_ms = ttft * 1000
                         self.metrics.llm_first_token.labels(self.llm.name, self.profile_name).observe(ttft)
                     if isinstance(event, TextDelta):
                         for piece in chunker.push(event.text):
-                            state.setdefault("first_piece_at", time.monotonic())
+                            r.first_piece_at = r.first_piece_at or time.monotonic()
                             pieces.put_nowait(piece)
                     elif isinstance(event, ToolCall):
                         outcome = await self.tools.run(event)
-                        notes.append(f"{event.name}: {outcome.output}")
+                        r.notes.append(f"{event.name}: {outcome.output}")
                         if outcome.finish is not None:
-                            state["finish"] = outcome.finish
-                            spoken = state.get("spoken")
-                            if isinstance(spoken, Spoken):
-                                spoken.kind = Farewell  # the call ends after it: say it in full
+                            r.finish = outcome.finish
+                            if r.spoken is not None:
+                                r.spoken.kind = Farewell  # the call ends after it: say it in full
                 for piece in chunker.flush():
-                    state.setdefault("first_piece_at", time.monotonic())
+                    r.first_piece_at = r.first_piece_at or time.monotonic()
                     pieces.put_nowait(piece)
-                timings["llm_total_ms"] = round((time.monotonic() - llm_started) * 1000, 1)
+                timings.llm_total_ms = (time.monotonic() - r.llm_started) * 1000
             finally:
                 pieces.put_nowait(None)
 
@@ -399,15 +481,16 @@ class PipelineConversation(ConversationBase):
                 yield piece
 
         def first_audio(spoken: Spoken) -> None:
-            state["spoken"] = spoken
-            if spoken.first_audio_at is not None:
-                # Our own pipeline: turn taken as ended -> first audio handed to the pacer.
-                timings["end_to_audio_ms"] = round((spoken.first_audio_at - ended_at) * 1000, 1)
-                timings["llm_start_to_audio_ms"] = round((spoken.first_audio_at - llm_started) * 1000, 1)
-            first_piece = state.get("first_piece_at")
-            if isinstance(first_piece, float) and spoken.first_audio_at is not None:
-                tts_s = spoken.first_audio_at - first_piece
-                timings["tts_first_audio_ms"] = round(tts_s * 1000, 1)
+            r.spoken = spoken
+            at = spoken.first_audio_at
+            if at is None:
+                return
+            # Our own pipeline: turn taken as ended -> first audio handed to the pacer.
+            timings.end_to_audio_ms = (at - r.ended_at) * 1000
+            timings.llm_start_to_audio_ms = (at - r.llm_started) * 1000
+            if r.first_piece_at is not None:
+                tts_s = at - r.first_piece_at
+                timings.tts_first_audio_ms = tts_s * 1000
                 self.metrics.tts_first_audio.labels(self.speaker.tts.name, self.profile_name).observe(tts_s)
 
         producer = asyncio.create_task(produce(), name="llm")
@@ -416,24 +499,14 @@ class PipelineConversation(ConversationBase):
             await producer
         finally:
             producer.cancel()
-        if "finish" in state and isinstance(state["finish"], Finish):
+        if r.finish is not None:
             spoken.kind = Farewell
         if spoken.first_packet_at is not None:
-            latency = spoken.first_packet_at - speech_end_at
-            timings["turn_latency_ms"] = round(latency * 1000, 1)
+            latency = spoken.first_packet_at - r.speech_end_at
+            timings.turn_latency_ms = latency * 1000
             self.metrics.turn_latency.labels(self.profile_name).observe(latency)
         spoken.turn.timings = timings
-        finish = state.get("finish")
-        if not spoken.pieces:
-            return (finish if isinstance(finish, Finish) else None), notes, None
-        return (finish if isinstance(finish, Finish) else None), notes, spoken
-
-    async def _filler(self, turn_ended_at: float) -> None:
-        # Counted from the end of the caller's turn: the end-of-turn silence is not dead air.
-        delay = self.profile.filler_after_ms / 1000 - (time.monotonic() - turn_ended_at)
-        await asyncio.sleep(max(0.0, delay))
-        if not self.speaker.audible:
-            await self.speaker.say(Filler, self.profile.filler)
+        r.spoken = spoken if spoken.pieces else None
 
     async def _say_canned(self, kind: type[Utterance], text: str) -> Spoken:
         return await self.speaker.say(kind, text, audio=self.canned.get(text))

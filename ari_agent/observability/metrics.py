@@ -52,6 +52,24 @@ class Metrics:
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
             registry=r,
         )
+        self.turn_ends = Counter(
+            "ari_agent_turn_ends",
+            "Caller turns by what ended them (model, silence, provider, max_wait, max_length)",
+            ["profile", "reason"],
+            registry=r,
+        )
+        self.turn_model_seconds = Histogram(
+            "ari_agent_turn_model_seconds",
+            "Turn model inference (has the caller finished?), queueing in the thread pool included",
+            buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.early_starts = Counter(
+            "ari_agent_early_starts",
+            "Replies started on an interim transcript: used (the final said the same) or wasted",
+            ["profile", "outcome"],
+            registry=r,
+        )
         self.barge_ins = Counter(
             "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
         )

@@ -68,7 +68,17 @@ class ProfileConfig(_Model):
     template_variables: list[str] = []
     # Turn-taking
     vad_aggressiveness: int = Field(2, ge=0, le=3)
+    # How the end of the caller's turn is found: "silence" (end_of_turn_ms of it) or "model"
+    # (after turn_pause_ms of silence the turn model is asked; if it says the caller has not
+    # finished, wait up to turn_max_wait_ms). "model" needs the turn extra (`check` says).
+    end_of_turn: Literal["silence", "model"] = "silence"
     end_of_turn_ms: int = Field(600, ge=100, le=5000)
+    turn_pause_ms: int = Field(200, ge=60, le=2000)
+    turn_threshold: float = Field(0.5, gt=0, lt=1)  # the model's probability of "finished"
+    turn_max_wait_ms: int = Field(2500, ge=200, le=10000)
+    # Start the LLM on a stable interim transcript while the end of turn is being decided
+    # (providers with interim results); the reply is spoken only if the final says the same.
+    early_start: bool = False
     min_speech_ms: int = Field(120, ge=20, le=2000)
     # Take the STT provider's own end-of-turn when it has one and it comes first.
     provider_endpointing: bool = True

@@ -2,6 +2,10 @@
 
     python -m tests.bench.bench_turn_model     (from the repository root)
 
+The record of how the turn model is run, not part of `make bench`: (a) needs
+pipecat-ai with all its dependencies (`pip install pipecat-ai`, best in a
+throwaway venv: its pins downgrade soxr), which the project does not install.
+
 Each way runs in a fresh child process (numpy and soxr, which the agent has
 loaded anyway, imported first and not counted) and reports: import time,
 RSS added by the import and by loading the model, RSS of a second call's
