@@ -19,6 +19,9 @@ Latencies (defaults are the figures of the benchmark's targets):
   final transcript comes ``final_ms`` (150) after ``finalize()``; its text is
   ``text``, or the next of ``texts`` (cycled). A turn with no audio pushed
   gives an empty final. ``recognize()`` (turn by turn) takes ``final_ms`` too.
+  With ``interim`` (or ``interims``, cycled) it also sends that interim
+  transcript once per utterance, when ``interim_after_ms`` (300) of audio
+  has been pushed, as a streaming service's interim results come.
 * ``TimedLLM``: the first token ``first_token_ms`` (300) after ``chat()``,
   then the rest of the reply word by word, one every ``word_ms`` (20); then
   ``tool_calls`` if configured (a list of ``{name, arguments}`` tables).
@@ -50,6 +53,7 @@ from providers.base import (
     AudioSpec,
     EndOfTurn,
     FinalTranscript,
+    InterimTranscript,
     LLMEvent,
     Message,
     ProviderContext,
@@ -110,7 +114,13 @@ class _TimedSpeechStream(SpeechStream):
         self._pending: set[asyncio.TimerHandle] = set()
 
     def _push(self, audio: bytes) -> None:
+        before = self._pushed
         self._pushed += len(audio)
+        threshold = self._stt.interim_bytes
+        if threshold and before < threshold <= self._pushed:
+            interim = self._stt.next_interim()
+            if interim:
+                self._queue.put_nowait(InterimTranscript(interim))
 
     async def _finalize(self) -> None:
         # Like a streaming service: finalize() returns at once, the final follows on the stream.
@@ -141,14 +151,37 @@ class TimedSTT(STT):
     name = "timed-stt"
     capabilities = STTCapabilities(streaming=True, endpointing=False, input_specs=(PCM16_16K,))
 
-    def __init__(self, texts: Iterator[str], *, final_ms: float = 150) -> None:
+    def __init__(
+        self,
+        texts: Iterator[str],
+        *,
+        final_ms: float = 150,
+        interims: Iterator[str] | None = None,
+        interim_after_ms: float = 300,
+    ) -> None:
         self.final_s = final_ms / 1000
         self._texts = texts
+        self._interims = interims
+        # Bytes of 16 kHz PCM16 pushed before the interim goes out (0: never).
+        self.interim_bytes = int(interim_after_ms * 32) if interims is not None else 0
 
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
         options = ctx.options
-        return cls(_cycle(options, "text", "texts", DEFAULT_TEXT), final_ms=_ms(options, "final_ms", 150))
+        interims = (
+            _cycle(options, "interim", "interims", "")
+            if "interim" in options or "interims" in options
+            else None
+        )
+        return cls(
+            _cycle(options, "text", "texts", DEFAULT_TEXT),
+            final_ms=_ms(options, "final_ms", 150),
+            interims=interims,
+            interim_after_ms=_ms(options, "interim_after_ms", 300),
+        )
+
+    def next_interim(self) -> str:
+        return next(self._interims) if self._interims is not None else ""
 
     @classmethod
     def check(cls, ctx: ProviderContext) -> list[str]:

@@ -169,7 +169,9 @@ def test_barge_in_on_continuous_speech_only() -> None:
 
 
 def test_early_start_on_a_stable_interim_then_the_final_confirms_it() -> None:
-    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600, turn_pause_ms=200, early_start=True))
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="silence", end_of_turn_ms=600, turn_pause_ms=200, early_start=True)
+    )
     clock = Clock(engine)
     clock.speech(800)
     engine.interim("what time do you open", clock.now)
