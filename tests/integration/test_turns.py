@@ -15,6 +15,7 @@ TIMED_STT = "tests.fakes.timed:TimedSTT"
 
 
 def _metric(agent: AgentProcess, name: str) -> float:
+    """The sum of the samples whose name and labels start with ``name`` (labels sort by name)."""
     status, body = agent.http_get("/metrics")
     assert status == 200
     total = 0.0
@@ -129,5 +130,5 @@ interim_after_ms = 300
     assert [t["text"] for t in _user_turns(record)] == ["what time do you open", "where are you located"]
     replies = [t["text"] for t in record["turns"] if t["role"] == "agent"]  # type: ignore[index]
     assert replies[1:] == [HOURS, ADDRESS]
-    assert _metric(agent, 'ari_agent_early_starts_total{profile="frontdesk",outcome="used"}') == 1
-    assert _metric(agent, 'ari_agent_early_starts_total{profile="frontdesk",outcome="wasted"}') == 1
+    assert _metric(agent, 'ari_agent_early_starts_total{outcome="used",profile="frontdesk"}') == 1
+    assert _metric(agent, 'ari_agent_early_starts_total{outcome="wasted",profile="frontdesk"}') == 1
