@@ -63,6 +63,8 @@ class EchoGuard:
         history = _emphasise(np.concatenate([f for _, f in self._sent]))
         energy = float(np.dot(frame, frame))
         n = frame.size
+        if history.size < n:
+            return 0.0  # less sent audio left than the window: nothing it could be an echo of
         # corr[k] = sum_i frame[i] * history[k + i], for every alignment k.
         spectrum = np.fft.rfft(history, FFT_SIZE) * np.conj(np.fft.rfft(frame, FFT_SIZE))
         corr = np.fft.irfft(spectrum, FFT_SIZE)[: history.size - n + 1]

@@ -168,11 +168,12 @@ class PipelineConversation(ConversationBase):
         if not whole:
             return
         now = time.monotonic()
-        for i in range(whole):
-            frame = bytes(self._pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES])
+        frames = [bytes(self._pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]) for i in range(whole)]
+        # Taken out first: a frame that fails must not come back with the next chunk.
+        del self._pending[: whole * FRAME_BYTES]
+        for i, frame in enumerate(frames):
             # A chunk of several frames (the receive clock catching up) ends now.
             self._on_frame(frame, now - (whole - 1 - i) * FRAME_S)
-        del self._pending[: whole * FRAME_BYTES]
 
     def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
         if self._echo is not None:

@@ -86,3 +86,14 @@ def test_echo_check_stops_half_a_second_after_the_agent(
     assert guard.active(0.1)
     assert not guard.active(0.6)
     assert not any(guard.is_echo(f, 0.6 + i * 0.02) for i, f in enumerate(_frames(caller_voice, 2 * FRAME)))
+
+
+def test_less_sent_audio_than_the_window_is_never_echo() -> None:
+    # One loud frame sent, then two loud frames heard: the reference is shorter than the
+    # 40 ms window (once raised a ValueError in the correlation and deafened the call).
+    guard = EchoGuard()
+    tone = (np.sin(np.arange(160) / 3) * 8000).astype(np.int16)
+    guard.sent(tone, 10.0)
+    loud = (np.sin(np.arange(320) / 3) * 8000).astype(np.int16)
+    assert guard.is_echo(loud, 10.01) is False
+    assert guard.is_echo(loud, 10.03) is False
