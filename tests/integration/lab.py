@@ -273,8 +273,14 @@ class EventLog:
 # ---------------------------------------------------------------- audio analysis
 
 
+SLN48_RATE = 48000
+
+
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Mono 16-bit WAV as float samples in [-1, 1) and the sample rate."""
+    """Mono 16-bit WAV (or Asterisk's raw .sln48) as float samples in [-1, 1) and the sample rate."""
+    if str(path).endswith(".sln48"):
+        raw = np.fromfile(str(path), dtype="<i2")
+        return raw.astype(np.float64) / 32768.0, SLN48_RATE
     with wave.open(str(path), "rb") as w:
         if w.getsampwidth() != 2:
             raise LabError(f"{path}: expected 16-bit samples, got {8 * w.getsampwidth()}-bit")
@@ -456,7 +462,7 @@ class CallHandle:
     codec: str
     extension: str
     phrases: list[str]
-    recording_path: Path  # what the caller heard (receive direction), 8 kHz WAV
+    recording_path: Path  # what the caller heard (receive direction), 48 kHz raw slin (.sln48)
     mix_path: Path  # both directions mixed
     sent_path: Path  # what the caller sent
     done_marker: Path  # appears once MixMonitor closed the files
@@ -483,10 +489,10 @@ class CallOutcome:
 
 
 _FRAME_S = 0.02
-# The recording grows in bursts: Asterisk writes files through a 32 KB buffer, 2.05 s of
-# 8 kHz audio (seen here: 102-103 frames per growth). No growth for longer than a burst, on
-# top of the silence wanted, means nothing is coming.
-_WRITE_BURST_S = 2.6
+# The recording grows in bursts: Asterisk writes files through a 32 KB buffer (seen here:
+# 2.05 s of 8 kHz WAV per growth), 0.34 s of the 48 kHz raw slin the lab records. No growth
+# for longer than a burst, on top of the silence wanted, means nothing is coming.
+_WRITE_BURST_S = 0.6
 _LOUD_DBFS = -40.0
 
 
@@ -513,7 +519,7 @@ class _Script:
         self.lab = lab
         self.handle = handle
         self.opts = opts
-        self.offset = 44  # canonical WAV header that Asterisk writes
+        self.offset = 0  # raw slin: no header
         self.rest = b""
         self.turn: _Turn | None = None
         self.next_turn = 0 if opts["listen_first"] else 1
@@ -534,10 +540,11 @@ class _Script:
             return np.zeros(0)
         self.offset += len(chunk)
         data = self.rest + chunk
-        usable = len(data) // 320 * 320  # whole 20 ms frames at 8 kHz, 16-bit
+        frame_bytes = SLN48_RATE // 50 * 2  # whole 20 ms frames, 16-bit
+        usable = len(data) // frame_bytes * frame_bytes
         self.rest = data[usable:]
         samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64) / 32768.0
-        return samples.reshape(-1, 160)
+        return samples.reshape(-1, frame_bytes // 2)
 
     def step(self, now: float) -> None:
         events = self.lab.dialplan_events(self.handle.number)
@@ -926,7 +933,7 @@ class Lab:
             codec=codec if via == "sip" else "slin",
             extension=extension,
             phrases=list(phrases),
-            recording_path=rec_base.with_name(rec_base.name + "-rx.wav"),
+            recording_path=rec_base.with_name(rec_base.name + "-rx.sln48"),
             mix_path=rec_base.with_name(rec_base.name + "-mix.wav"),
             sent_path=rec_base.with_name(rec_base.name + "-tx.wav"),
             done_marker=rec_base.with_name(rec_base.name + ".done"),
