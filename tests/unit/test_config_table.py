@@ -28,13 +28,9 @@ def cli(case: Case, command: str, tmp_path: Path, timeout: float = 60) -> subpro
     toml, env = case.render(port=port, ari_url=f"http://127.0.0.1:{port}")
     full = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_") and k not in _VENDOR_KEYS}
     # `run` must stop at the config: nothing it could reach, nothing it could write.
-    full.update(
-        {
-            "AGENT_ARI__URL": f"http://127.0.0.1:{port}",
-            "AGENT_HTTP__PORT": str(closed_port()),
-            "AGENT_STORE__ENABLED": "false",
-        }
-    )
+    full.update({"AGENT_HTTP__PORT": str(closed_port()), "AGENT_STORE__ENABLED": "false"})
+    if "[ari]" not in toml:  # the environment would hide the file's URL
+        full["AGENT_ARI__URL"] = f"http://127.0.0.1:{port}"
     full.update(env)
     args = [sys.executable, "-m", "ari_agent"]
     if toml:
