@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from ari_agent.profiles import ProfileConfig
+from ari_agent.profiles.template import template_warnings
 from providers import registry
 from providers.base import ProviderContext
 from providers.options import ProviderOptions, validated
@@ -175,6 +176,10 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
                 plan.slots.append(slot)
             plan.problems.extend(problems)
     plan.problems.extend(_unused_options(name, profile, used))
+    plan.problems.extend(
+        Problem(f"profiles.{name}.instructions", text, fix, "warning")
+        for text, fix in template_warnings(profile.instructions, profile.template_variables)
+    )
     # One options table serves every stage of its provider: report each fault once.
     plan.problems = list(dict.fromkeys(plan.problems))
     return plan
