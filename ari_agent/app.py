@@ -24,17 +24,15 @@ from ari_agent.ari.websocket import EventListener
 from ari_agent.config import Settings, load_settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
-from ari_agent.conversation.speech import SESSION_RATE
 from ari_agent.errors import ConfigError
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
+from ari_agent.profiles.build import build_providers
+from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
-from providers import registry
-from providers.base import ProviderContext
-from providers.resilience import build_chain
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +42,6 @@ RESOURCE_MARK = "aia-"
 # StasisStart events already on the wire when we list parked channels get
 # this long to claim them before reconcile hands the rest back.
 RECONCILE_GRACE = 1.0
-
-
-class ProfileUnavailable(Exception):
-    pass
 
 
 class AgentApp:
@@ -177,6 +171,10 @@ class AgentApp:
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
             return
+        errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
+        if errors:
+            log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
+            return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
         unavailable: dict[str, str] = {}
@@ -206,47 +204,8 @@ class AgentApp:
                 log.error("profile %s cannot take calls: %s", name, exc)
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
-        def ctx(provider: str) -> ProviderContext:
-            return profile.provider_context(name, provider)
-
-        def usable(stage: registry.Stage, names: list[str]) -> list[str]:
-            """The stage's providers that can run, in failover order; the rest are logged."""
-            ok = []
-            for provider in names:
-                problems = registry.check(stage, provider, ctx(provider))
-                if problems:
-                    log.warning(
-                        "profile %s: %s provider %s left out: %s", name, stage, provider, "; ".join(problems)
-                    )
-                else:
-                    ok.append(provider)
-            if not ok:
-                raise ProfileUnavailable(f"no usable {stage} provider among {', '.join(names)}")
-            return ok
-
-        canned = await self._canned(name, profile)
-        if profile.realtime:
-            realtime = registry.create_realtime(
-                usable("realtime", profile.realtime)[0], ctx(profile.realtime[0])
-            )
-            await realtime.prepare()
-            voice = registry.create_tts(profile.apology_tts, ctx(profile.apology_tts))
-            return ProfileProviders(tts=voice, realtime=realtime, canned=canned)
-        stt = build_chain("stt", usable("stt", profile.stt), ctx)
-        llm = build_chain("llm", usable("llm", profile.llm), ctx)
-        tts = build_chain("tts", usable("tts", profile.tts), ctx)
-        await asyncio.gather(stt.prepare(), llm.prepare(), tts.prepare(profile.known_phrases(), SESSION_RATE))
-        return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned)
-
-    async def _canned(self, name: str, profile: ProfileConfig) -> dict[str, bytes]:
-        """The apology and error replies, synthesised now by the apology voice (offline by default)."""
-        voice = registry.create_tts(profile.apology_tts, profile.provider_context(name, profile.apology_tts))
-        canned: dict[str, bytes] = {}
-        for phrase in profile.canned_phrases():
-            chunks = [chunk async for chunk in voice.synthesize(phrase, SESSION_RATE)]
-            canned[phrase] = b"".join(chunks)
-        await voice.aclose()
-        return canned
+        # The catalogue `check` reads: run builds exactly what check judged.
+        return await build_providers(plan_profile(name, profile))
 
     # ------------------------------------------------------------------
     # ARI events

@@ -15,7 +15,7 @@ from typing import Any
 from ari_agent.config import Settings, load_settings, masked
 from ari_agent.errors import ConfigError
 from ari_agent.observability.logs import setup_logging
-from providers import registry
+from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
 
 log = logging.getLogger("ari_agent")
 
@@ -80,31 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def profile_problems(settings: Settings) -> list[str]:
-    """What stops each profile's providers from running, each naming the field."""
-    problems: list[str] = []
-    for name, profile in sorted(settings.all_profiles().items()):
-        stages: tuple[tuple[registry.Stage, list[str]], ...] = (
-            ("stt", profile.stt),
-            ("llm", profile.llm),
-            ("tts", profile.tts),
-        )
-        for stage, wanted in stages:
-            for provider in wanted:
-                for problem in registry.check(stage, provider, profile.provider_context(name, provider)):
-                    problems.append(f"profiles.{name}.{stage} ({provider}): {problem}")
-    return problems
+def print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(f"{'warning' if problem.severity == 'warning' else 'error'}: {problem}", file=sys.stderr)
 
 
 def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
-    problems = profile_problems(settings)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if problems:
+    problems = all_problems(plan_all(settings))
+    print_problems(problems)
+    if any(p.severity != "warning" for p in problems):
         return EXIT_CONFIG
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def config_errors(settings: Settings) -> list[Problem]:
+    """What `run` refuses to start with: the config's own mistakes (not a missing key or program)."""
+    return [p for p in all_problems(plan_all(settings)) if p.severity == "error"]
 
 
 async def _run(settings: Settings, config_file: str | None = None) -> int:
@@ -145,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
         return cmd_check(settings)
@@ -167,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         return commands.calls(settings, args.action, args.call_id, args.json)
+    errors = config_errors(settings)
+    if errors:
+        print_problems(errors)
+        return EXIT_CONFIG
     setup_logging(settings.log_level)
     return asyncio.run(_run(settings, args.config))
 

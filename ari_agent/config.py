@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -18,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ari_agent.errors import ConfigError
+from ari_agent.errors import ConfigError, ConfigErrors
 from ari_agent.profiles import ProfileConfig, builtin_profiles
 
 ENV_PREFIX = "AGENT_"
@@ -33,6 +36,14 @@ ENV_PREFIX = "AGENT_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def invalid(problem: str, fix: str, at: str = "") -> PydanticCustomError:
+    """A validation error that carries its own fix (and, from a model validator, its field)."""
+    return PydanticCustomError("config", "{problem}", {"problem": problem, "fix": fix, "at": at})
+
+
+_URL_FIX = "correct AGENT_ARI__URL (or 'ari.url' in the config file), e.g. http://127.0.0.1:8088"
 
 
 class AriSettings(_Section):
@@ -44,8 +55,37 @@ class AriSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8088")
+        # The messages never quote the URL: it may hold a password.
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError:
+            raise invalid("not a valid URL", _URL_FIX) from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise invalid("must start with http:// or https://", _URL_FIX)
+        if parts.username is not None or parts.password is not None:
+            raise invalid(
+                "credentials in the URL",
+                "remove them from the URL; put them in AGENT_ARI__USERNAME/AGENT_ARI__PASSWORD",
+            )
+        if not parts.hostname:
+            raise invalid("the URL has no host", _URL_FIX)
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise invalid("the URL's port is not a number from 1 to 65535", _URL_FIX)
+        if parts.query or parts.fragment:
+            raise invalid(
+                "the URL has a query string or fragment, which ARI does not take",
+                "remove everything from '?' or '#' on in AGENT_ARI__URL (or 'ari.url')",
+            )
+        from ari_agent.ari.client import normalize_ari_url  # the client's own rule, as a last guard
+
+        try:
+            normalize_ari_url(value)
+        except ValueError:
+            raise invalid("the ARI client cannot use this URL", _URL_FIX) from None
         return value
 
 
@@ -64,10 +104,33 @@ class MediaSettings(_Section):
     # and keeps the worst case well under a syllable.
     jitter_buffer_ms: int = Field(40, ge=0, le=200)
 
+    @field_validator("bind_host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        # Each call binds its RTP socket here: a name would need a DNS lookup per call
+        # (and fails at once today), so every call would go back BUSY.
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise invalid(
+                f"{value!r} is not an IP address",
+                "set AGENT_MEDIA__BIND_HOST (or 'media.bind_host') to an address of this machine, "
+                "e.g. 127.0.0.1, or 0.0.0.0 for all (then set media.advertise_host too)",
+            ) from None
+        return value
+
     @model_validator(mode="after")
     def _range(self) -> MediaSettings:
         if self.port_max < self.port_min:
             raise ValueError("port_max must be >= port_min")
+        if self.advertise_host is None and ipaddress.ip_address(self.bind_host).is_unspecified:
+            # Asterisk would be told to send the call's audio to 0.0.0.0.
+            raise invalid(
+                f"required when media.bind_host is {self.bind_host} (Asterisk needs an address to send to)",
+                "set AGENT_MEDIA__ADVERTISE_HOST (or 'media.advertise_host') to the address "
+                "Asterisk reaches this machine on",
+                at="advertise_host",
+            )
         return self
 
     @property
@@ -172,11 +235,19 @@ def env_name(loc: tuple[str | int, ...]) -> str:
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
+    return ConfigErrors([_explain_one(err, source) for err in exc.errors()])
+
+
+def _explain_one(err: Any, source: str) -> ConfigError:
+    loc: tuple[str | int, ...] = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    if ctx.get("at"):
+        loc += (ctx["at"],)
     dotted = ".".join(str(p) for p in loc) or "settings"
     problem = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    if ctx.get("fix"):
+        fix = ctx["fix"]
+    elif err["type"] == "extra_forbidden":
         fix = f"remove '{dotted}' ({source}); it is not a known setting"
     elif err["type"] == "literal_error":
         allowed = problem.removeprefix("Input should be ")
@@ -185,8 +256,7 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         fix = f"correct '{dotted}' in the profile in the config file"
     else:
         fix = f"correct {env_name(loc)} (or '{dotted}' in the config file)"
-    more = f" ({len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return ConfigError(dotted, f"{problem}.{more}", fix)
+    return ConfigError(dotted, f"{problem}.", fix)
 
 
 def load_settings(config_file: str | Path | None = None) -> Settings:

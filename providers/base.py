@@ -13,9 +13,10 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from ari_agent.errors import AgentError
+from providers.options import ProviderOptions
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,8 @@ class SpeechStream(LiveStream[SpeechEvent]):
 
 class STT(ABC):
     name: str = "stt"
+    # The options this provider reads (providers.options); None: undeclared, passed on unchecked.
+    Options: ClassVar[type[ProviderOptions] | None] = None
     capabilities: STTCapabilities = STTCapabilities()
     timeout: float = 10.0
     connect_timeout: float = 5.0
@@ -362,6 +365,8 @@ LLMEvent = TextDelta | ToolCall
 
 class LLM(ABC):
     name: str = "llm"
+    # The options this provider reads (providers.options); None: undeclared, passed on unchecked.
+    Options: ClassVar[type[ProviderOptions] | None] = None
     first_token_timeout: float = 10.0
 
     async def prepare(self) -> None:
@@ -403,6 +408,8 @@ class LLM(ABC):
 
 class TTS(ABC):
     name: str = "tts"
+    # The options this provider reads (providers.options); None: undeclared, passed on unchecked.
+    Options: ClassVar[type[ProviderOptions] | None] = None
     first_audio_timeout: float = 10.0
 
     async def prepare(self, phrases: Sequence[str], sample_rate: int) -> None:
@@ -518,6 +525,8 @@ class RealtimeSession(LiveStream[RealtimeEvent]):
 
 class Realtime(ABC):
     name: str = "realtime"
+    # The options this provider reads (providers.options); None: undeclared, passed on unchecked.
+    Options: ClassVar[type[ProviderOptions] | None] = None
     capabilities: RealtimeCapabilities = RealtimeCapabilities()
     connect_timeout: float = 10.0
 

@@ -10,6 +10,7 @@ import importlib
 from typing import Literal, Protocol, cast
 
 from providers.base import LLM, STT, TTS, ProviderContext, Realtime
+from providers.options import ProviderOptions
 
 Stage = Literal["stt", "llm", "tts", "realtime"]
 
@@ -45,50 +46,95 @@ class _Factory(Protocol):
 
 
 class UnknownProvider(LookupError):
-    pass
+    """The name names no provider of the stage: a mistake in the profile."""
+
+
+class ProviderUnavailable(LookupError):
+    """The provider exists but this installation lacks a package it needs."""
+
+
+_BASES: dict[Stage, type] = {"stt": STT, "llm": LLM, "tts": TTS, "realtime": Realtime}
+_OURS = ("providers", "ari_agent", "tests")
 
 
 def names(stage: Stage) -> list[str]:
     return sorted(_REGISTRY[stage])
 
 
-def _load(stage: Stage, name: str) -> type[_Factory]:
+def stages_of(name: str) -> list[Stage]:
+    """The stages a registered provider name serves (empty for plugins and typos)."""
+    return [stage for stage, table in _REGISTRY.items() if name in table]
+
+
+def load(stage: Stage, name: str) -> type[_Factory]:
+    """The provider class ``name`` means for ``stage``.
+
+    Raises UnknownProvider when the name is wrong, ProviderUnavailable when its package is missing.
+    """
+    registered = _REGISTRY[stage].get(name)
     # "package.module:Class" names a provider outside the registry (tests, plugins).
-    target = name if ":" in name else _REGISTRY[stage].get(name, "")
-    if not target:
-        raise UnknownProvider(f"unknown {stage} provider '{name}'; known: {', '.join(names(stage))}")
-    module_name, _, attr = target.partition(":")
+    if registered is None and ":" not in name:
+        elsewhere = stages_of(name)
+        also = f" ('{name}' is a {'/'.join(elsewhere)} provider)" if elsewhere else ""
+        raise UnknownProvider(f"unknown {stage} provider '{name}'{also}; known: {', '.join(names(stage))}")
+    module_name, _, attr = (registered or name).partition(":")
+    if not module_name or not attr.isidentifier():
+        raise UnknownProvider(f"{stage} provider '{name}' is not a known name nor 'package.module:Class'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] in ("providers", "ari_agent", "tests"):
+        missing = exc.name or ""
+        if registered is None and (missing == module_name or module_name.startswith(missing + ".")):
+            raise UnknownProvider(f"{stage} provider '{name}': there is no module {module_name}") from None
+        if missing.split(".")[0] in _OURS:
             raise  # our own code is broken: not the operator's to fix
-        raise UnknownProvider(
-            f"{stage} provider '{name}' needs a package that is not installed ({exc.name}); "
-            f"install it: pip install 'ari-agent[{name}]'"
+        extra = f"'ari-agent[{name}]'" if registered else missing
+        raise ProviderUnavailable(
+            f"{stage} provider '{name}' needs a package that is not installed ({missing}); "
+            f"install it: pip install {extra}"
         ) from None
-    return cast(type[_Factory], getattr(module, attr))
+    except Exception as exc:
+        if registered is not None:
+            raise
+        raise UnknownProvider(
+            f"{stage} provider '{name}': importing {module_name} failed ({type(exc).__name__})"
+        ) from None
+    cls = getattr(module, attr, None)
+    base = _BASES[stage]
+    if cls is None:
+        raise UnknownProvider(f"{stage} provider '{name}': module {module_name} has no {attr}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UnknownProvider(
+            f"{stage} provider '{name}' is not a subclass of providers.base.{base.__name__}"
+        )
+    return cast(type[_Factory], cls)
+
+
+def options_model(stage: Stage, name: str) -> type[ProviderOptions] | None:
+    """The options the provider declares (None: it declares none and takes them unchecked)."""
+    model: type[ProviderOptions] | None = getattr(load(stage, name), "Options", None)
+    return model
 
 
 def check(stage: Stage, name: str, ctx: ProviderContext) -> list[str]:
     """Problems that stop this provider from running for this profile (empty: fine)."""
     try:
-        return _load(stage, name).check(ctx)
-    except UnknownProvider as exc:
+        return load(stage, name).check(ctx)
+    except (UnknownProvider, ProviderUnavailable) as exc:
         return [str(exc)]
 
 
 def create_stt(name: str, ctx: ProviderContext) -> STT:
-    return cast(STT, _load("stt", name).create(ctx))
+    return cast(STT, load("stt", name).create(ctx))
 
 
 def create_llm(name: str, ctx: ProviderContext) -> LLM:
-    return cast(LLM, _load("llm", name).create(ctx))
+    return cast(LLM, load("llm", name).create(ctx))
 
 
 def create_tts(name: str, ctx: ProviderContext) -> TTS:
-    return cast(TTS, _load("tts", name).create(ctx))
+    return cast(TTS, load("tts", name).create(ctx))
 
 
 def create_realtime(name: str, ctx: ProviderContext) -> Realtime:
-    return cast(Realtime, _load("realtime", name).create(ctx))
+    return cast(Realtime, load("realtime", name).create(ctx))

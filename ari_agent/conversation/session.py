@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from ari_agent.media.transport import DropCounters, PortPool, RtpEndpoint, open_
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
+from ari_agent.profiles.template import render
 from providers.base import LLM, STT, TTS, Realtime
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ class CallSession:
                 values[name] = await self.deps.ari.get_variable(self.caller.id, name) or ""
             except AriError:
                 values[name] = ""
-        return string.Formatter().vformat(text, (), _Blank(values))
+        # Only the known names are filled; any other brace reaches the model as written.
+        return render(text, values)
 
     def _on_audio(self, pcm: np.ndarray) -> None:
         # Runs in the datagram callback and on the receive clock's tick: the stream is
@@ -417,10 +418,3 @@ class CallSession:
         self._state = "ended"
         log.info("call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono)
         self.deps.on_done(self)
-
-
-class _Blank(dict[str, str]):
-    """Template values where an unknown {name} stays empty instead of failing the call."""
-
-    def __missing__(self, key: str) -> str:
-        return ""

@@ -20,6 +20,7 @@ from typing import Final, Self
 
 from providers.azure import check as check_settings
 from providers.azure import settings
+from providers.azure.options import AzureOptions
 from providers.azure.sdk import Recognition, SdkBackend, SpeechBackend
 from providers.base import (
     MULAW_8K,
@@ -58,6 +59,7 @@ _Item = SpeechEvent | ProviderError | _Marker
 
 class AzureSTT(STT):
     name = "azure"
+    Options = AzureOptions
     capabilities = STTCapabilities(
         streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
     )

@@ -15,6 +15,7 @@ from typing import Final, Self
 
 from providers.azure import check as check_settings
 from providers.azure import settings
+from providers.azure.options import AzureOptions
 from providers.azure.sdk import OUTPUT_FORMATS, SdkBackend, SpeechBackend
 from providers.base import TTS, ProviderContext, ProviderError
 
@@ -52,6 +53,7 @@ class _Sink:
 
 class AzureTTS(TTS):
     name = "azure"
+    Options = AzureOptions
 
     def __init__(self, backend: SpeechBackend, *, voice: str | None = None, language: str = "en-US") -> None:
         self.backend = backend

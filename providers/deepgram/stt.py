@@ -43,6 +43,7 @@ from providers.base import (
     Transcript,
 )
 from providers.deepgram import check_key, connect_error, make_client
+from providers.deepgram.options import DeepgramOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def _flag(value: Any) -> str:
 
 class DeepgramSTT(STT):
     name = "deepgram"
+    Options = DeepgramOptions
     capabilities = STTCapabilities(
         streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
     )

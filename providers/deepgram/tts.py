@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from providers.base import TTS, ProviderContext, ProviderError
 from providers.deepgram import check_key, connect_error, make_client
+from providers.deepgram.options import DeepgramOptions
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def strip_wav_header(data: bytes) -> bytes:
 
 class DeepgramTTS(TTS):
     name = "deepgram"
+    Options = DeepgramOptions
 
     def __init__(self, *, model: str = DEFAULT_MODEL, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})

@@ -24,6 +24,7 @@ import soxr
 
 from providers.base import STT, ProviderContext, ProviderError, STTCapabilities, Transcript
 from providers.local import sphinx
+from providers.local.options import LocalOptions
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ def _set_if_pending(fut: asyncio.Future[None]) -> None:
 
 class PocketsphinxSTT(STT):
     name = "local"
+    Options = LocalOptions
     capabilities = STTCapabilities(streaming=False, endpointing=False)
 
     # One pool per grammar, for the life of the process.

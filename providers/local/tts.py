@@ -20,6 +20,7 @@ import numpy as np
 import soxr
 
 from providers.base import TTS, ProviderContext, ProviderError
+from providers.local.options import LocalOptions
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class _LRU:
 
 class EspeakTTS(TTS):
     name = "local"
+    Options = LocalOptions
     program = "espeak-ng"
 
     _cache: ClassVar[_LRU] = _LRU(256)

@@ -24,6 +24,7 @@ from providers.base import (
     ToolSpec,
 )
 from providers.openai._client import OpenAISettings, check, provider_error
+from providers.openai.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def parse_arguments(provider: str, name: str, raw: str) -> dict[str, Any]:
 
 class OpenAILLM(LLM):
     name = "openai"
+    Options = OpenAIOptions
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ from providers.base import (
 from providers.openai._client import OpenAISettings, check
 from providers.openai._socket import RealtimeSocket, error_from_event, open_socket
 from providers.openai.llm import parse_arguments
+from providers.openai.options import OpenAIOptions
 from providers.openai.stt import DEFAULT_MODEL as DEFAULT_TRANSCRIPTION_MODEL
 from providers.openai.stt import language_code
 
@@ -202,6 +203,7 @@ class OpenAIRealtimeSession(RealtimeSession):
 
 class OpenAIRealtime(Realtime):
     name = "openai"
+    Options = OpenAIOptions
     capabilities = RealtimeCapabilities(
         audio_specs=(MULAW_8K, PCM16_24K), turn_detection=("server_vad", "semantic_vad")
     )

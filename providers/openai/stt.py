@@ -44,6 +44,7 @@ from providers.base import (
 )
 from providers.openai._client import OpenAISettings, check, provider_error
 from providers.openai._socket import RealtimeSocket, error_from_event, open_socket
+from providers.openai.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class RealtimeSpeechStream(SpeechStream):
 
 class OpenAISTT(STT):
     name = "openai"
+    Options = OpenAIOptions
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ import numpy as np
 from ari_agent.media.resample import StreamResampler
 from providers.base import TTS, ProviderContext, ProviderError
 from providers.openai._client import OpenAISettings, check, provider_error
+from providers.openai.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ SOURCE_RATE = 24000  # what response_format="pcm" always gives
 
 class OpenAITTS(TTS):
     name = "openai"
+    Options = OpenAIOptions
 
     def __init__(
         self, settings: OpenAISettings, *, model: str = DEFAULT_MODEL, voice: str = DEFAULT_VOICE

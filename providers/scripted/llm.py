@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Self
 
 from providers.base import LLM, Intent, LLMEvent, Message, ProviderContext, TextDelta, ToolCall, ToolSpec
+from providers.scripted.options import ScriptedOptions
 
 _WORD_RE = re.compile(r"[a-z0-9']+")
 _DTMF_RE = re.compile(r"^\s*caller pressed\s+([0-9*#a-d])\s*\.?\s*$", re.IGNORECASE)
@@ -73,6 +74,7 @@ def _contains(said: tuple[str, ...], example: tuple[str, ...]) -> bool:
 
 class ScriptedLLM(LLM):
     name = "scripted"
+    Options = ScriptedOptions
 
     def __init__(
         self, intents: Sequence[Intent], fallback_reply: str, *, threshold: float = DEFAULT_THRESHOLD

@@ -1,0 +1,193 @@
+"""The profile catalogue: what each profile's providers are, and what is wrong with them.
+
+One reading of the profiles serves both ``check`` (which prints the problems)
+and ``run`` (which refuses to start on an error and builds the providers from
+the same plan), so the two cannot disagree about a config. A profile's
+providers are resolved per stage in failover order: the name must name a
+provider of that stage, its options must pass the provider's options model,
+and the provider must be ready here (keys, programs, packages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from ari_agent.profiles import ProfileConfig
+from ari_agent.profiles.template import template_warnings
+from providers import registry
+from providers.base import ProviderContext
+from providers.options import ProviderOptions, validated
+
+if TYPE_CHECKING:
+    from ari_agent.config import Settings
+
+# error: the config is wrong (check exits 2, run refuses to start).
+# unready: the provider cannot run on this machine (check exits 2, run leaves it out of its chain).
+# warning: printed, nothing refused.
+Severity = Literal["error", "unready", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    problem: str
+    fix: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.field}: {self.problem} Fix: {self.fix}" if self.fix else f"{self.field}: {self.problem}"
+        )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One provider of one stage of a profile, with its options checked."""
+
+    stage: registry.Stage
+    key: str  # the profile field that names it: stt, llm, tts, realtime, apology_tts
+    name: str
+    ctx: ProviderContext
+    ready: bool
+
+
+@dataclass
+class ProfilePlan:
+    name: str
+    profile: ProfileConfig
+    slots: list[Slot] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def ready(self, key: str) -> list[Slot]:
+        """The providers of a profile field that can run, in failover order."""
+        return [s for s in self.slots if s.key == key and s.ready]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def _stages(profile: ProfileConfig) -> list[tuple[registry.Stage, str, list[str]]]:
+    # A realtime profile uses only its realtime chain and the apology voice (see app).
+    chains: list[tuple[registry.Stage, str, list[str]]] = (
+        [("realtime", "realtime", profile.realtime)]
+        if profile.realtime
+        else [("stt", "stt", profile.stt), ("llm", "llm", profile.llm), ("tts", "tts", profile.tts)]
+    )
+    return [*chains, ("tts", "apology_tts", [profile.apology_tts])]
+
+
+def _own_options(model: type[ProviderOptions]) -> str:
+    own = [n for n in model.model_fields if n not in ProviderOptions.model_fields]
+    return ", ".join(own) + (", " if own else "") + "and the retry, breaker and timeout options"
+
+
+def _option_problems(
+    where: str, provider: str, model: type[ProviderOptions], exc: ValidationError
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        dotted = ".".join(str(p) for p in err["loc"])
+        at = f"{where}.options.{provider}" + (f".{dotted}" if dotted else "")
+        if err["type"] == "extra_forbidden":
+            problems.append(
+                Problem(
+                    at,
+                    f"not an option of the {provider} provider.",
+                    f"remove it or correct its spelling; {provider} takes {_own_options(model)} "
+                    "(docs/providers.md)",
+                )
+            )
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(
+                Problem(at, f"{message}.", f"correct '{at}' in the config file (docs/providers.md)")
+            )
+    return problems
+
+
+def _slot(
+    name: str, profile: ProfileConfig, stage: registry.Stage, key: str, provider: str
+) -> tuple[Slot | None, list[Problem]]:
+    where = f"profiles.{name}"
+    try:
+        cls = registry.load(stage, provider)
+    except registry.UnknownProvider as exc:
+        return None, [Problem(f"{where}.{key}", f"{exc}.", f"correct '{where}.{key}' in the config file")]
+    except registry.ProviderUnavailable as exc:
+        return None, [Problem(f"{where}.{key}", f"{exc}.", "", "unready")]
+    model: type[ProviderOptions] | None = getattr(cls, "Options", None)
+    raw: dict[str, Any] = dict(profile.options.get(provider, {}))
+    if model is None:
+        options = raw  # a plugin that declares no options model takes them as given
+    else:
+        try:
+            options = validated(model, raw)
+        except ValidationError as exc:
+            return None, _option_problems(where, provider, model, exc)
+    ctx = dataclasses.replace(profile.provider_context(name, provider), options=options)
+    try:
+        unready = cls.check(ctx)
+    except Exception as exc:  # a plugin's own check is broken: say so, don't crash check
+        unready = [f"its check failed ({type(exc).__name__}: {exc})"]
+    problems = [Problem(f"{where}.{key}", f"{provider}: {text}", "", "unready") for text in unready]
+    return Slot(stage, key, provider, ctx, ready=not unready), problems
+
+
+def _unused_options(name: str, profile: ProfileConfig, used: set[str]) -> list[Problem]:
+    problems = []
+    for provider in profile.options:
+        if provider in used:
+            continue
+        at = f"profiles.{name}.options.{provider}"
+        if ":" in provider or registry.stages_of(provider):
+            problems.append(
+                Problem(
+                    at,
+                    f"options for '{provider}', which this profile does not use; they are ignored.",
+                    f"remove the table, or name '{provider}' in one of the profile's stages",
+                    "warning",
+                )
+            )
+        else:
+            known = sorted({n for s in ("stt", "llm", "tts", "realtime") for n in registry.names(s)})
+            problems.append(
+                Problem(
+                    at,
+                    f"no provider is named '{provider}'.",
+                    f"correct the table's name (providers: {', '.join(known)}) or remove it",
+                )
+            )
+    return problems
+
+
+def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
+    plan = ProfilePlan(name, profile)
+    used: set[str] = set()
+    for stage, key, wanted in _stages(profile):
+        for provider in wanted:
+            used.add(provider)
+            slot, problems = _slot(name, profile, stage, key, provider)
+            if slot is not None:
+                plan.slots.append(slot)
+            plan.problems.extend(problems)
+    plan.problems.extend(_unused_options(name, profile, used))
+    plan.problems.extend(
+        Problem(f"profiles.{name}.instructions", text, fix, "warning")
+        for text, fix in template_warnings(profile.instructions, profile.template_variables)
+    )
+    # One options table serves every stage of its provider: report each fault once.
+    plan.problems = list(dict.fromkeys(plan.problems))
+    return plan
+
+
+def plan_all(settings: Settings) -> dict[str, ProfilePlan]:
+    return {name: plan_profile(name, profile) for name, profile in sorted(settings.all_profiles().items())}
+
+
+def all_problems(plans: dict[str, ProfilePlan]) -> list[Problem]:
+    return [p for plan in plans.values() for p in plan.problems]

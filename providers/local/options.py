@@ -1,0 +1,14 @@
+"""Options of the offline providers, ``[profiles.<name>.options.local]`` (STT and TTS share it)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from providers.options import ProviderOptions
+
+
+class LocalOptions(ProviderOptions):
+    phone_penalty: float | None = Field(None, description="STT: grammar decoder phone insertion penalty")
+    prewarm: int | None = Field(None, ge=0, description="STT: decoder processes started ahead of calls")
+    max_decoders: int | None = Field(None, ge=1, description="STT: most decoder processes at once")
+    rate: int | None = Field(None, ge=80, le=500, description="TTS: espeak-ng speed, words per minute")
