@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import (
+    ApplicationReplaced,
     BridgeDestroyed,
     Channel,
     ChannelDestroyed,
@@ -92,6 +93,8 @@ class AgentApp:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registered = False
         self._no_calls = asyncio.Event()
+        # Set when the agent must stop by itself (the CLI then exits non-zero).
+        self.fatal = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------
@@ -303,10 +306,23 @@ class AgentApp:
             session = self.calls.route(event.bridge.id)
             if session is not None:
                 session.channel_gone()
+        elif isinstance(event, ApplicationReplaced):
+            self._replaced()
         elif isinstance(event, ChannelDtmfReceived):
             session = self.calls.route(event.channel.id)
             if session is not None and self.calls.is_caller(event.channel.id):
                 session.dtmf(event.digit)
+
+    def _replaced(self) -> None:
+        # Asterisk now gives this app's calls to another connection: running on would
+        # leave two agents each handling the other's callers' events.
+        log.error(
+            "ARI app %s was taken by another connection (ApplicationReplaced): another agent "
+            "runs with the same AGENT_ARI__APP; handing calls back and stopping",
+            self.settings.ari.app,
+        )
+        self.calls.start_drain()
+        self.fatal.set()
 
     def _admit(self, event: StasisStart) -> None:
         channel = event.channel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from typing import Any
 
@@ -170,6 +171,35 @@ def test_reconnects_within_the_grace_hand_a_parked_caller_back_once(
         raise AssertionError(f"the reconciles never finished; records: {mine()}")
     assert [r["end_reason"] for r in mine()] == ["failed"]
     assert _metric(second, "ari_agent_calls_total", outcome="failed") == 1
+
+
+def test_a_second_agent_with_the_same_app_name_stops_the_first_loudly(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    first = agent_factory.start()
+    p = lab.ports
+    second = agent_factory.start(
+        {
+            "AGENT_HTTP__PORT": str(_free_port()),
+            "AGENT_INSTANCE_ID": "second",
+            "AGENT_MEDIA__PORT_MIN": str(p.agent_media[0] + 500),
+            "AGENT_MEDIA__PORT_MAX": str(p.agent_media[1]),
+        }
+    )
+    # The replaced agent gets no more events for the app: it must not linger as if it worked.
+    code = first.proc.wait(timeout=30)
+    assert code != 0
+    log_text = first.log_path.read_text(encoding="utf-8")
+    assert "ApplicationReplaced" in log_text and lab.app in log_text
+    assert second.proc.poll() is None
+    assert second.http_get("/readyz")[0] == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _metric(agent: AgentProcess, name: str, **labels: str) -> float:

@@ -16,7 +16,7 @@ import pytest
 
 from ari_agent import app as app_module
 from ari_agent.app import AgentApp
-from ari_agent.ari.events import Caller, Channel, StasisStart
+from ari_agent.ari.events import ApplicationReplaced, Caller, Channel, StasisStart
 from ari_agent.config import load_settings
 
 
@@ -183,3 +183,12 @@ async def test_two_reconciles_in_one_grace_hand_a_parked_caller_back_once(app: A
     await asyncio.gather(first, second)
     assert ari.continued == ["c-parked"]
     assert app.metrics.calls.labels("failed")._value.get() == 1
+
+
+async def test_application_replaced_stops_the_agent_and_says_why(
+    app: AgentApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    await app._on_event(ApplicationReplaced("ai-agent"))
+    assert app.fatal.is_set()
+    assert app.calls.draining  # no new calls while it stops
+    assert any("ApplicationReplaced" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
