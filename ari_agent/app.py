@@ -28,7 +28,7 @@ from ari_agent.config import Settings, load_settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.conversation.speech import SESSION_RATE
-from ari_agent.errors import ConfigError
+from ari_agent.errors import AgentError, ConfigError
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import make_http_app
 from ari_agent.observability.logs import call_id_var
@@ -80,6 +80,7 @@ class AgentApp:
             self._on_event,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            on_error=self._count_error,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
         self.records = RecordWriter(settings.records.dir) if settings.records.dir else None
@@ -164,6 +165,7 @@ class AgentApp:
             return
         self.store = store
         self._purge_task = asyncio.create_task(store.purge_forever(conf.purge_interval), name="store-purge")
+        self._purge_task.add_done_callback(lambda task: self._task_ended(task, "store_purge"))
 
     async def call_ended(self, session: CallSession) -> None:
         """The session's sink: keep the call in the store."""
@@ -199,7 +201,7 @@ class AgentApp:
                 providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
                 unavailable[name] = str(exc)
-                log.error("profile %s cannot take calls: %s", name, exc)
+                self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
 
@@ -217,7 +219,13 @@ class AgentApp:
                 self._providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
                 self._unavailable[name] = str(exc)
-                log.error("profile %s cannot take calls: %s", name, exc)
+                self._profile_failed(name, exc)
+
+    def _profile_failed(self, name: str, exc: Exception) -> None:
+        # A boundary: one profile's providers failing must not stop the others taking calls.
+        expected = isinstance(exc, ProfileUnavailable | AgentError)
+        log.error("profile %s cannot take calls: %s", name, exc, exc_info=None if expected else exc)
+        self._count_error("profile")
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
         def ctx(provider: str) -> ProviderContext:
@@ -270,7 +278,7 @@ class AgentApp:
         self.metrics.ari_connected.set(1)
         self.metrics.ari_reconnects.inc()
         log.info("connected to ARI as app %s", self.settings.ari.app)
-        self._spawn(self._reconcile())
+        self._spawn(self._reconcile(), "reconcile")
 
     def _on_disconnect(self) -> None:
         self._registered = False
@@ -293,7 +301,7 @@ class AgentApp:
                 if session is not None:
                     session.media_channel_started()
                 else:
-                    self._spawn(self._ignore_missing(self.ari.hangup(channel_id)))
+                    self._spawn(self._ignore_missing(self.ari.hangup(channel_id)), "hangup")
             elif channel_id.startswith(RESOURCE_MARK):
                 pass  # another instance's media channel
             else:
@@ -330,11 +338,11 @@ class AgentApp:
         if verdict is Verdict.DUPLICATE:
             return
         if verdict is Verdict.DRAINING:
-            self._spawn(self._reject(channel, "-", "drained", "agent is shutting down"))
+            self._spawn(self._reject(channel, "-", "drained", "agent is shutting down"), "reject")
         elif verdict is Verdict.BUSY:
-            self._spawn(self._reject(channel, "-", "busy", "concurrent call limit reached"))
+            self._spawn(self._reject(channel, "-", "busy", "concurrent call limit reached"), "reject")
         else:
-            self._spawn(self._start_call(channel, event.args))
+            self._spawn(self._start_call(channel, event.args), "admission")
 
     async def _start_call(self, channel: Channel, args: tuple[str, ...]) -> None:
         call_id = uuid.uuid4().hex
@@ -376,9 +384,7 @@ class AgentApp:
                 return
             self.metrics.active_calls.set(len(self.sessions))
             log.info("call from channel %s, profile %s", channel.id, name)
-            task = session.start()
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._watch(session.start(), "call")
         except BaseException:
             # Never leave the caller answered-less in the app: hand it back, then let the
             # task's error be logged and counted.
@@ -470,10 +476,25 @@ class AgentApp:
 
     # ------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], where: str) -> None:
+        self._watch(asyncio.create_task(coro, name=where), where)
+
+    def _watch(self, task: asyncio.Task[Any], where: str) -> None:
+        """Keep the task until it ends (stop() waits for it); its exception is logged and counted."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._task_ended(t, where))
+
+    def _task_ended(self, task: asyncio.Task[Any], where: str) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Nobody awaits these tasks: without this the error would surface, if ever, as
+        # "Task exception was never retrieved" at garbage collection, without a count.
+        log.error("background task %s failed", where, exc_info=task.exception())
+        self._count_error(where)
+
+    def _count_error(self, where: str) -> None:
+        self.metrics.errors.labels(where).inc()
 
     @staticmethod
     async def _ignore_missing(coro: Any) -> None:

@@ -192,3 +192,19 @@ async def test_application_replaced_stops_the_agent_and_says_why(
     assert app.fatal.is_set()
     assert app.calls.draining  # no new calls while it stops
     assert any("ApplicationReplaced" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+async def test_a_background_task_that_fails_is_logged_with_its_traceback_and_counted(
+    app: AgentApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    ari = _fake(app)
+
+    async def broken(app_name: str) -> dict[str, Any]:
+        raise RuntimeError("reconcile bug")
+
+    ari.get_application = broken  # type: ignore[method-assign]
+    await app._on_connect()  # spawns the reconcile
+    await _settle()
+    failures = [r for r in caplog.records if r.exc_info and "reconcile bug" in str(r.exc_info[1])]
+    assert failures and failures[0].levelname == "ERROR"
+    assert app.metrics.registry.get_sample_value("ari_agent_errors_total", {"where": "reconcile"}) == 1
