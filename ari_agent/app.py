@@ -167,22 +167,21 @@ class AgentApp:
         self._purge_task = asyncio.create_task(store.purge_forever(conf.purge_interval), name="store-purge")
         self._purge_task.add_done_callback(lambda task: self._task_ended(task, "store_purge"))
 
-    async def call_ended(self, session: CallSession) -> None:
-        """The session's sink: keep the call in the store."""
-        await self._store_record(session.record, session.profile.store_text)
+    async def call_ended(self, record: CallRecord, profile_text: bool | None) -> None:
+        """The one place an ended call goes: the outcome metric, calls.jsonl and the store.
 
-    async def _store_record(self, record: CallRecord, profile_text: bool | None) -> None:
+        Sessions and hand-backs without a session (busy, drained, parked, no profile)
+        both end here, so every sink sees the same record.
+        """
+        assert record.end_reason is not None and record.ended_at is not None
+        self.metrics.calls.labels(record.end_reason).inc()
+        if self.records is not None:
+            await self.records.write(record)
         if self.store is None:
             return
         store_text = self.settings.store.text if profile_text is None else profile_text
-        stored = StoredCall.from_record(
-            record,
-            store_text=store_text,
-            result=record.variables.get("AI_AGENT_RESULT"),
-            fields=record.fields,
-        )
         try:
-            await self.store.save_call(stored)
+            await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
         except StoreError as exc:
             log.error("could not store call %s: %s", record.call_id, exc)
 
@@ -373,7 +372,6 @@ class AgentApp:
                     settings=self.settings,
                     ports=self.ports,
                     metrics=self.metrics,
-                    records=self.records,
                     resource_prefix=self.prefix,
                     on_done=self._session_done,
                     sink=self,
@@ -418,7 +416,6 @@ class AgentApp:
             pass
         except AriError as exc:
             log.error("could not hand channel %s back: %s", channel.id, exc)
-        self.metrics.calls.labels(reason).inc()
         record = CallRecord(
             call_id=call_id,
             channel_id=channel.id,
@@ -427,9 +424,7 @@ class AgentApp:
         )
         record.ended_at = utc_now()
         record.end_reason = reason
-        if self.records is not None:
-            await self.records.write(record)
-        await self._store_record(record, None)
+        await self.call_ended(record, None)
         self._released(channel.id)
 
     # ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from ari_agent.config import Settings
 from ari_agent.conversation.engine import CallParts
 from ari_agent.conversation.pipeline import PipelineConversation
 from ari_agent.conversation.realtime import RealtimeConversation
-from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
+from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, utc_now
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, ToolRunner
 from ari_agent.errors import MediaError
@@ -75,9 +75,9 @@ class Conversation(Protocol):
 
 
 class CallSink(Protocol):
-    """Where a finished call goes besides the records file (the call store)."""
+    """Where an ended call's record goes (every sink: metric, records file, store)."""
 
-    async def call_ended(self, session: CallSession) -> None: ...
+    async def call_ended(self, record: CallRecord, profile_text: bool | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,9 @@ class SessionDeps:
     settings: Settings
     ports: PortPool
     metrics: Metrics
-    records: RecordWriter | None
     resource_prefix: str
     on_done: Callable[[CallSession], None]
-    sink: CallSink | None = None
+    sink: CallSink
 
 
 class CallSession:
@@ -394,15 +393,11 @@ class CallSession:
             await self._release_media()
             self.record.ended_at = utc_now()
             self.record.end_reason = self.end_reason
-            self.deps.metrics.calls.labels(self.end_reason).inc()
-            if self.deps.records is not None:
-                await self.deps.records.write(self.record)
-            if self.deps.sink is not None:
-                try:
-                    await self.deps.sink.call_ended(self)
-                except Exception:
-                    log.exception("could not store the call")
-                    self.deps.metrics.errors.labels("call_sink").inc()
+            try:
+                await self.deps.sink.call_ended(self.record, self.profile.store_text)
+            except Exception:
+                log.exception("could not write the call record")
+                self.deps.metrics.errors.labels("call_sink").inc()
             log.info("call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono)
         finally:
             # Whatever failed above, the call leaves the app's table: a call stuck there would
