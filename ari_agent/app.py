@@ -410,22 +410,25 @@ class AgentApp:
         log.warning("handing channel %s back (%s): %s", channel.id, reason, why)
         status = STATUS_FOR[reason] or "FAILED"
         try:
-            await self.ari.set_variable(channel.id, "AI_AGENT_STATUS", status)
-            await self.ari.continue_in_dialplan(channel.id)
-        except AriNotFound:
-            pass
-        except AriError as exc:
-            log.error("could not hand channel %s back: %s", channel.id, exc)
-        record = CallRecord(
-            call_id=call_id,
-            channel_id=channel.id,
-            caller={"number": channel.caller.number, "name": channel.caller.name},
-            profile=profile,
-        )
-        record.ended_at = utc_now()
-        record.end_reason = reason
-        await self.call_ended(record, None)
-        self._released(channel.id)
+            try:
+                await self.ari.set_variable(channel.id, "AI_AGENT_STATUS", status)
+                await self.ari.continue_in_dialplan(channel.id)
+            except AriNotFound:
+                pass
+            except AriError as exc:
+                log.error("could not hand channel %s back: %s", channel.id, exc)
+            record = CallRecord(
+                call_id=call_id,
+                channel_id=channel.id,
+                caller={"number": channel.caller.number, "name": channel.caller.name},
+                profile=profile,
+            )
+            record.ended_at = utc_now()
+            record.end_reason = reason
+            await self.call_ended(record, None)
+        finally:
+            # Out of the table whatever failed: a stuck entry would keep a drain waiting.
+            self._released(channel.id)
 
     # ------------------------------------------------------------------
     # Reconcile after every (re)connect
