@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import (
+    ApplicationReplaced,
     BridgeDestroyed,
     Channel,
     ChannelDestroyed,
@@ -21,16 +23,17 @@ from ari_agent.ari.events import (
     StasisStart,
 )
 from ari_agent.ari.websocket import EventListener
+from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
-from ari_agent.errors import ConfigError
+from ari_agent.errors import AgentError, ConfigError
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
-from ari_agent.profiles.build import build_providers
+from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
 
@@ -51,9 +54,11 @@ class AgentApp:
         *,
         sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         config_file: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.sleep = sleep  # the drain timer; tests pass one that needs no waiting
+        self.clock = clock
         self.config_file = config_file
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
@@ -69,6 +74,7 @@ class AgentApp:
             self._on_event,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            on_error=self._count_error,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
         self.records = RecordWriter(settings.records.dir) if settings.records.dir else None
@@ -77,14 +83,13 @@ class AgentApp:
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
         self._providers: dict[str, ProfileProviders] = {}
         self._unavailable: dict[str, str] = {}
-        self.sessions: dict[str, CallSession] = {}  # by call id
-        self._by_channel: dict[str, CallSession] = {}  # caller and media channel ids
-        self._by_bridge: dict[str, CallSession] = {}
-        self._admitting: set[str] = set()  # caller channels between StasisStart and their session
+        # Every caller from StasisStart to hand-back; routes events to its session.
+        self.calls: CallTable[CallSession] = CallTable(settings.calls.max_concurrent)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registered = False
-        self._draining = False
         self._no_calls = asyncio.Event()
+        # Set when the agent must stop by itself (the CLI then exits non-zero).
+        self.fatal = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------
@@ -101,12 +106,20 @@ class AgentApp:
         log.info("HTTP on %s:%d", self.settings.http.host, self.settings.http.port)
         self.listener.start()
 
+    @property
+    def sessions(self) -> list[CallSession]:
+        return self.calls.sessions()
+
     async def drain(self) -> None:
-        """SIGTERM: stop taking calls at once, let active ones finish, then hand the rest back."""
-        self._draining = True
-        if self.sessions:
+        """SIGTERM: stop taking calls at once, let active ones finish, then hand the rest back.
+
+        A caller still in admission counts as a call: its admission sees the drain and
+        hands it back rather than starting a session nobody would wait for.
+        """
+        self.calls.start_drain()
+        if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
-            log.info("draining: %d active call(s), up to %.0f s", len(self.sessions), timeout)
+            log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
             self._no_calls.clear()
             finished = asyncio.create_task(self._no_calls.wait())
             timer = asyncio.create_task(self.sleep(timeout))
@@ -117,8 +130,10 @@ class AgentApp:
 
     async def stop(self) -> None:
         """Stop taking calls, hand the active ones back to the dialplan, shut down."""
-        self._draining = True
-        await asyncio.gather(*(s.hand_back("drained") for s in list(self.sessions.values())))
+        self.calls.start_drain()
+        await asyncio.gather(*(s.hand_back("drained") for s in self.sessions))
+        # Admissions still running hand their callers back themselves (the drain refuses
+        # their sessions); sessions end and write their records: wait for all of it.
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=5)
@@ -144,23 +159,23 @@ class AgentApp:
             return
         self.store = store
         self._purge_task = asyncio.create_task(store.purge_forever(conf.purge_interval), name="store-purge")
+        self._purge_task.add_done_callback(lambda task: self._task_ended(task, "store_purge"))
 
-    async def call_ended(self, session: CallSession) -> None:
-        """The session's sink: keep the call in the store."""
-        await self._store_record(session.record, session.profile.store_text)
+    async def call_ended(self, record: CallRecord, profile_text: bool | None) -> None:
+        """The one place an ended call goes: the outcome metric, calls.jsonl and the store.
 
-    async def _store_record(self, record: CallRecord, profile_text: bool | None) -> None:
+        Sessions and hand-backs without a session (busy, drained, parked, no profile)
+        both end here, so every sink sees the same record.
+        """
+        assert record.end_reason is not None and record.ended_at is not None
+        self.metrics.calls.labels(record.end_reason).inc()
+        if self.records is not None:
+            await self.records.write(record)
         if self.store is None:
             return
         store_text = self.settings.store.text if profile_text is None else profile_text
-        stored = StoredCall.from_record(
-            record,
-            store_text=store_text,
-            result=record.variables.get("AI_AGENT_RESULT"),
-            fields=record.fields,
-        )
         try:
-            await self.store.save_call(stored)
+            await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
         except StoreError as exc:
             log.error("could not store call %s: %s", record.call_id, exc)
 
@@ -183,16 +198,16 @@ class AgentApp:
                 providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
                 unavailable[name] = str(exc)
-                log.error("profile %s cannot take calls: %s", name, exc)
+                self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
 
     @property
     def ready(self) -> bool:
-        return self.listener.connected and self._registered and not self._draining
+        return self.listener.connected and self._registered and not self.calls.draining
 
     def active_calls(self) -> list[dict[str, Any]]:
-        return [s.summary() for s in self.sessions.values()]
+        return [s.summary() for s in self.sessions]
 
     async def _prepare_profiles(self) -> None:
         """Build each profile's providers and warm them (models, voices) before any call."""
@@ -201,7 +216,13 @@ class AgentApp:
                 self._providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
                 self._unavailable[name] = str(exc)
-                log.error("profile %s cannot take calls: %s", name, exc)
+                self._profile_failed(name, exc)
+
+    def _profile_failed(self, name: str, exc: Exception) -> None:
+        # A boundary: one profile's providers failing must not stop the others taking calls.
+        expected = isinstance(exc, ProfileUnavailable | AgentError)
+        log.error("profile %s cannot take calls: %s", name, exc, exc_info=None if expected else exc)
+        self._count_error("profile")
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
         # The catalogue `check` reads: run builds exactly what check judged.
@@ -215,7 +236,7 @@ class AgentApp:
         self.metrics.ari_connected.set(1)
         self.metrics.ari_reconnects.inc()
         log.info("connected to ARI as app %s", self.settings.ari.app)
-        self._spawn(self._reconcile())
+        self._spawn(self._reconcile(), "reconcile")
 
     def _on_disconnect(self) -> None:
         self._registered = False
@@ -234,40 +255,52 @@ class AgentApp:
         if isinstance(event, StasisStart):
             channel_id = event.channel.id
             if channel_id.startswith(self.prefix):
-                session = self._by_channel.get(channel_id)
+                session = self.calls.route(channel_id)
                 if session is not None:
                     session.media_channel_started()
                 else:
-                    self._spawn(self._ignore_missing(self.ari.hangup(channel_id)))
+                    self._spawn(self._ignore_missing(self.ari.hangup(channel_id)), "hangup")
             elif channel_id.startswith(RESOURCE_MARK):
                 pass  # another instance's media channel
             else:
                 self._admit(event)
         elif isinstance(event, StasisEnd | ChannelDestroyed):
-            session = self._by_channel.get(event.channel.id)
+            session = self.calls.route(event.channel.id)
             if session is not None:
                 session.channel_gone()
         elif isinstance(event, BridgeDestroyed):
-            session = self._by_bridge.get(event.bridge.id)
+            session = self.calls.route(event.bridge.id)
             if session is not None:
                 session.channel_gone()
+        elif isinstance(event, ApplicationReplaced):
+            self._replaced()
         elif isinstance(event, ChannelDtmfReceived):
-            session = self._by_channel.get(event.channel.id)
-            if session is not None and event.channel.id == session.caller.id:
+            session = self.calls.route(event.channel.id)
+            if session is not None and self.calls.is_caller(event.channel.id):
                 session.dtmf(event.digit)
+
+    def _replaced(self) -> None:
+        # Asterisk now gives this app's calls to another connection: running on would
+        # leave two agents each handling the other's callers' events.
+        log.error(
+            "ARI app %s was taken by another connection (ApplicationReplaced): another agent "
+            "runs with the same AGENT_ARI__APP; handing calls back and stopping",
+            self.settings.ari.app,
+        )
+        self.calls.start_drain()
+        self.fatal.set()
 
     def _admit(self, event: StasisStart) -> None:
         channel = event.channel
-        if channel.id in self._by_channel or channel.id in self._admitting:
+        verdict = self.calls.admit(channel.id, self.clock())
+        if verdict is Verdict.DUPLICATE:
             return
-        if self._draining:
-            self._spawn(self._reject(channel, "-", "drained", "agent is shutting down"))
-            return
-        if len(self.sessions) + len(self._admitting) >= self.settings.calls.max_concurrent:
-            self._spawn(self._reject(channel, "-", "busy", "concurrent call limit reached"))
-            return
-        self._admitting.add(channel.id)
-        self._spawn(self._start_call(channel, event.args))
+        if verdict is Verdict.DRAINING:
+            self._spawn(self._reject(channel, "-", "drained", "agent is shutting down"), "reject")
+        elif verdict is Verdict.BUSY:
+            self._spawn(self._reject(channel, "-", "busy", "concurrent call limit reached"), "reject")
+        else:
+            self._spawn(self._start_call(channel, event.args), "admission")
 
     async def _start_call(self, channel: Channel, args: tuple[str, ...]) -> None:
         call_id = uuid.uuid4().hex
@@ -284,6 +317,7 @@ class AgentApp:
             providers = self._providers.get(name)
             if profile is None or providers is None:
                 why = self._unavailable.get(name, "no such profile")
+                self.calls.abandon(channel.id)
                 await self._reject(channel, name, "failed", f"profile {name!r} unavailable: {why}", call_id)
                 return
             session = CallSession(
@@ -297,32 +331,33 @@ class AgentApp:
                     settings=self.settings,
                     ports=self.ports,
                     metrics=self.metrics,
-                    records=self.records,
                     resource_prefix=self.prefix,
                     on_done=self._session_done,
                     sink=self,
                 ),
             )
-            self.sessions[call_id] = session
-            self._by_channel[channel.id] = session
-            self._by_channel[session.media_channel_id] = session
-            self._by_bridge[session.bridge_id] = session
+            if not self.calls.activate(channel.id, session, (session.media_channel_id, session.bridge_id)):
+                await self._reject(channel, name, "drained", "agent is shutting down", call_id)
+                return
             self.metrics.active_calls.set(len(self.sessions))
             log.info("call from channel %s, profile %s", channel.id, name)
-            task = session.start()
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        finally:
-            self._admitting.discard(channel.id)
+            self._watch(session.start(), "call")
+        except BaseException:
+            # Never leave the caller answered-less in the app: hand it back, then let the
+            # task's error be logged and counted.
+            if self.calls.phase(channel.id) is Phase.ADMITTING:
+                self.calls.abandon(channel.id)
+                await asyncio.shield(self._reject(channel, "-", "failed", "admission failed", call_id))
+            raise
 
     def _session_done(self, session: CallSession) -> None:
-        self.sessions.pop(session.call_id, None)
-        for key in (session.caller.id, session.media_channel_id):
-            if self._by_channel.get(key) is session:
-                del self._by_channel[key]
-        self._by_bridge.pop(session.bridge_id, None)
+        if self.calls.route(session.caller.id) is session:
+            self._released(session.caller.id)
+
+    def _released(self, channel_id: str) -> None:
+        self.calls.release(channel_id, self.clock())
         self.metrics.active_calls.set(len(self.sessions))
-        if not self.sessions:
+        if self.calls.idle:
             self._no_calls.set()
 
     async def _reject(
@@ -334,29 +369,32 @@ class AgentApp:
         log.warning("handing channel %s back (%s): %s", channel.id, reason, why)
         status = STATUS_FOR[reason] or "FAILED"
         try:
-            await self.ari.set_variable(channel.id, "AI_AGENT_STATUS", status)
-            await self.ari.continue_in_dialplan(channel.id)
-        except AriNotFound:
-            pass
-        except AriError as exc:
-            log.error("could not hand channel %s back: %s", channel.id, exc)
-        self.metrics.calls.labels(reason).inc()
-        record = CallRecord(
-            call_id=call_id,
-            channel_id=channel.id,
-            caller={"number": channel.caller.number, "name": channel.caller.name},
-            profile=profile,
-        )
-        record.ended_at = utc_now()
-        record.end_reason = reason
-        if self.records is not None:
-            await self.records.write(record)
-        await self._store_record(record, None)
+            try:
+                await self.ari.set_variable(channel.id, "AI_AGENT_STATUS", status)
+                await self.ari.continue_in_dialplan(channel.id)
+            except AriNotFound:
+                pass
+            except AriError as exc:
+                log.error("could not hand channel %s back: %s", channel.id, exc)
+            record = CallRecord(
+                call_id=call_id,
+                channel_id=channel.id,
+                caller={"number": channel.caller.number, "name": channel.caller.name},
+                profile=profile,
+            )
+            record.ended_at = utc_now()
+            record.end_reason = reason
+            await self.call_ended(record, None)
+        finally:
+            # Out of the table whatever failed: a stuck entry would keep a drain waiting.
+            self._released(channel.id)
 
     # ------------------------------------------------------------------
     # Reconcile after every (re)connect
 
     async def _reconcile(self) -> None:
+        # Calls admitted from here on are missing from the snapshot below, not gone.
+        mark = self.calls.mark()
         try:
             app_info = await self.ari.get_application(self.settings.ari.app)
             channels = {c.id: c for c in await self.ari.list_channels()}
@@ -365,14 +403,14 @@ class AgentApp:
             log.error("reconcile failed: %s", exc)
             return
         for bridge in bridges:
-            if bridge.id.startswith(self.prefix) and bridge.id not in self._by_bridge:
+            if bridge.id.startswith(self.prefix) and self.calls.route(bridge.id) is None:
                 log.info("destroying leftover bridge %s", bridge.id)
                 await self._ignore_missing(self.ari.destroy_bridge(bridge.id))
         for channel_id in channels:
-            if channel_id.startswith(self.prefix) and channel_id not in self._by_channel:
+            if channel_id.startswith(self.prefix) and self.calls.route(channel_id) is None:
                 log.info("hanging up leftover media channel %s", channel_id)
                 await self._ignore_missing(self.ari.hangup(channel_id))
-        for session in list(self.sessions.values()):
+        for session in self.calls.sessions(before=mark):
             if session.caller.id not in channels:
                 session.channel_gone()
         parked = [
@@ -380,20 +418,40 @@ class AgentApp:
             for cid in app_info.get("channel_ids", [])
             if not cid.startswith(RESOURCE_MARK) and cid in channels
         ]
-        if not parked:
-            return
-        await asyncio.sleep(RECONCILE_GRACE)
+        handed = 0
+        if parked:
+            await asyncio.sleep(RECONCILE_GRACE)
         for channel_id in parked:
-            if channel_id in self._by_channel or channel_id in self._admitting:
-                continue
-            await self._reject(channels[channel_id], "-", "failed", "left in the app by a previous run")
+            # A claim fails for a caller admitted meanwhile, or one another reconcile
+            # (an earlier connection's, still in its grace) handed back already.
+            if self.calls.claim(channel_id, self.clock()):
+                await self._reject(channels[channel_id], "-", "failed", "left in the app by a previous run")
+                handed += 1
+        log.info(
+            "reconcile done: %d parked caller(s) handed back, %d taken care of", handed, len(parked) - handed
+        )
 
     # ------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], where: str) -> None:
+        self._watch(asyncio.create_task(coro, name=where), where)
+
+    def _watch(self, task: asyncio.Task[Any], where: str) -> None:
+        """Keep the task until it ends (stop() waits for it); its exception is logged and counted."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._task_ended(t, where))
+
+    def _task_ended(self, task: asyncio.Task[Any], where: str) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # Nobody awaits these tasks: without this the error would surface, if ever, as
+        # "Task exception was never retrieved" at garbage collection, without a count.
+        log.error("background task %s failed", where, exc_info=task.exception())
+        self._count_error(where)
+
+    def _count_error(self, where: str) -> None:
+        self.metrics.errors.labels(where).inc()
 
     @staticmethod
     async def _ignore_missing(coro: Any) -> None:

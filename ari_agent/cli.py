@@ -20,6 +20,7 @@ from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
 log = logging.getLogger("ari_agent")
 
 EXIT_CONFIG = 2
+EXIT_REPLACED = 3  # another agent took over our Stasis app
 DEFAULT_TARGET = "100@ai-agent-demo"
 
 
@@ -109,8 +110,19 @@ async def _run(settings: Settings, config_file: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
     await app.start()
-    while (sig := await received.get()) == signal.SIGHUP:
+    fatal = asyncio.create_task(app.fatal.wait())
+    while True:
+        next_signal = asyncio.create_task(received.get())
+        await asyncio.wait({next_signal, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        if not next_signal.done():
+            next_signal.cancel()
+            await app.stop()
+            return EXIT_REPLACED
+        sig = next_signal.result()
+        if sig != signal.SIGHUP:
+            break
         await app.reload()
+    fatal.cancel()
     if sig == signal.SIGTERM:
         # An orchestrator stopping us: let calls finish, hand the rest back.
         await app.drain()

@@ -63,6 +63,7 @@ class EventListener:
         *,
         on_connect: Callable[[], Awaitable[None]] | None = None,
         on_disconnect: Callable[[], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
         heartbeat: float = 10.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
@@ -79,6 +80,7 @@ class EventListener:
         self._on_event = on_event
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._on_error = on_error
         self._heartbeat = heartbeat
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -134,6 +136,19 @@ class EventListener:
             return
         self._reader_task = asyncio.create_task(self._run(), name=f"ari-events-{self._app}")
         self._dispatch_task = asyncio.create_task(self._dispatch(), name=f"ari-dispatch-{self._app}")
+        for task in (self._reader_task, self._dispatch_task):
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # Both loops only end by stop(): one that dies would leave the agent deaf, and say nothing.
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("%s died; no more ARI events", task.get_name(), exc_info=task.exception())
+        self._count("ari_events")
+
+    def _count(self, where: str) -> None:
+        if self._on_error is not None:
+            self._on_error(where)
 
     async def stop(self) -> None:
         """Close the connection and end both tasks; events still queued are dropped."""
@@ -198,6 +213,7 @@ class EventListener:
             except Exception:
                 # A forever loop that dies quietly is worse than a noisy one that keeps going.
                 log.exception("ARI events loop error")
+                self._count("ari_events")
             pause = delay / 2 + random.uniform(0, delay / 2)  # jitter spreads reconnect storms
             log.info("ARI events: reconnecting in %.2f s", pause)
             await asyncio.sleep(pause)
@@ -213,6 +229,7 @@ class EventListener:
             except Exception:
                 self._handler_errors += 1
                 log.exception("ARI on_disconnect callback failed")
+                self._count("ari_handler")
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
@@ -252,3 +269,4 @@ class EventListener:
                 self._handler_errors += 1
                 what = "on_connect" if isinstance(item, _Connected) else type(item).__name__
                 log.exception("ARI event handler failed on %s", what)
+                self._count("ari_handler")

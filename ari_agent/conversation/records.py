@@ -1,12 +1,14 @@
-"""Call records: one JSON line per ended call, appended to ``calls.jsonl``.
+"""The call record: one shape for every sink (``calls.jsonl``, the call store) and ``calls show``.
 
-Setting the records directory is the operator's opt-in: records carry the
-caller's number and the transcript.
+``CallRecord.to_json()`` is that shape; the store gives it back field for
+field (``StoredCall.to_json()``). Setting the records directory is the
+operator's opt-in: its lines carry the caller's number and the transcript.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -29,8 +31,13 @@ STATUS_FOR: dict[str, str | None] = {
 }
 
 
+def format_utc(value: datetime) -> str:
+    """The record's timestamps: UTC, milliseconds, ``Z``."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_utc(datetime.now(UTC))
 
 
 @dataclass
@@ -51,6 +58,10 @@ class TurnTimings:
 
     def to_json(self) -> dict[str, float]:
         return {k: round(v, 1) for k, v in asdict(self).items() if v is not None}
+
+
+# The per-stage timings by name: the store has a column for each.
+TIMINGS = tuple(f.name for f in dataclasses.fields(TurnTimings))
 
 
 @dataclass
@@ -104,6 +115,9 @@ class CallRecord:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "end_reason": self.end_reason,
+            # What the dialplan was told (None: the caller hung up) and the outcome the tools set.
+            "status": STATUS_FOR.get(self.end_reason) if self.end_reason else None,
+            "result": self.variables.get("AI_AGENT_RESULT"),
             "turns": [t.to_json() for t in self.turns],
             "fields": self.fields,
             "media": self.media,

@@ -22,7 +22,7 @@ from ari_agent.config import Settings
 from ari_agent.conversation.engine import CallParts
 from ari_agent.conversation.pipeline import PipelineConversation
 from ari_agent.conversation.realtime import RealtimeConversation
-from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
+from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, utc_now
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, ToolRunner
 from ari_agent.errors import MediaError
@@ -75,9 +75,9 @@ class Conversation(Protocol):
 
 
 class CallSink(Protocol):
-    """Where a finished call goes besides the records file (the call store)."""
+    """Where an ended call's record goes (every sink: metric, records file, store)."""
 
-    async def call_ended(self, session: CallSession) -> None: ...
+    async def call_ended(self, record: CallRecord, profile_text: bool | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,9 @@ class SessionDeps:
     settings: Settings
     ports: PortPool
     metrics: Metrics
-    records: RecordWriter | None
     resource_prefix: str
     on_done: Callable[[CallSession], None]
-    sink: CallSink | None = None
+    sink: CallSink
 
 
 class CallSession:
@@ -192,6 +191,7 @@ class CallSession:
             pass  # ended from outside; end_reason is already set
         except Exception:
             log.exception("call failed")
+            self.deps.metrics.errors.labels("call").inc()
             await self._finish("failed", None)
         finally:
             await self._cleanup()
@@ -356,7 +356,9 @@ class CallSession:
                 async with asyncio.timeout(8):
                     await self._conversation.apologise()
             except Exception as exc:
-                log.warning("could not play the apology: %r", exc)
+                # The call is already failing: hand it back whatever the apology did.
+                log.warning("could not play the apology: %r", exc, exc_info=True)
+                self.deps.metrics.errors.labels("apology").inc()
         await self._release_caller(reason, target)
 
     async def _release_caller(self, reason: EndReason, target: DestinationConfig | None) -> None:
@@ -388,12 +390,33 @@ class CallSession:
         self._state = "ending"
         if self.end_reason is None:
             self.end_reason = "failed"
+        try:
+            await self._release_media()
+            self.record.ended_at = utc_now()
+            self.record.end_reason = self.end_reason
+            try:
+                await self.deps.sink.call_ended(self.record, self.profile.store_text)
+            except Exception:
+                log.exception("could not write the call record")
+                self.deps.metrics.errors.labels("call_sink").inc()
+            log.info("call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono)
+        finally:
+            # Whatever failed above, the call leaves the app's table: a call stuck there would
+            # hold a slot of the limit and keep a drain waiting.
+            self._state = "ended"
+            self.deps.on_done(self)
+
+    async def _release_media(self) -> None:
+        metrics = self.deps.metrics
         if self._pacer is not None:
             self._pacer.flush()
             await self._pacer.stop()
+            # The pacer and the endpoint survive their callbacks' failures and count them.
+            metrics.errors.labels("rtp_send").inc(self._pacer.send_errors)
         if self._endpoint is not None:
             self._endpoint.close()
             self._observe_quality(self._endpoint)
+            metrics.errors.labels("rtp_consumer").inc(self._endpoint.callback_errors)
         ari = self.deps.ari
         try:
             await ari.destroy_bridge(self.bridge_id)
@@ -405,16 +428,3 @@ class CallSession:
         except AriError as exc:
             if not isinstance(exc, AriNotFound):
                 log.warning("cleanup of the media channel failed: %s", exc)
-        self.record.ended_at = utc_now()
-        self.record.end_reason = self.end_reason
-        self.deps.metrics.calls.labels(self.end_reason).inc()
-        if self.deps.records is not None:
-            await self.deps.records.write(self.record)
-        if self.deps.sink is not None:
-            try:
-                await self.deps.sink.call_ended(self)
-            except Exception:
-                log.exception("could not store the call")
-        self._state = "ended"
-        log.info("call ended: %s after %.1f s", self.end_reason, time.monotonic() - self._started_mono)
-        self.deps.on_done(self)

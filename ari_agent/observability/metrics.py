@@ -42,6 +42,13 @@ class Metrics:
         self.ari_event_errors = Counter(
             "ari_agent_ari_event_errors", "ARI events that could not be handled", registry=r
         )
+        self.errors = Counter(
+            "ari_agent_errors",
+            "Exceptions caught where the agent carries on (logged with their traceback), by where: "
+            "a background task that failed, a handler or callback that survived one",
+            ["where"],
+            registry=r,
+        )
         self.provider_errors = Counter(
             "ari_agent_provider_errors", "Provider failures", ["stage", "provider"], registry=r
         )

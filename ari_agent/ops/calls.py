@@ -1,12 +1,14 @@
 """``ari-agent calls``: active calls from a running agent; ``calls show ID``: one ended call.
 
-Ended calls come from a :class:`CallSource`. Today that is the records file
-(``<records dir>/calls.jsonl``, one JSON line per ended call); the call store
-can stand in by implementing the same two methods.
+Ended calls come from a :class:`CallSource`: the call store (SQLite, on by
+default) or the records file (``<records dir>/calls.jsonl``). Both give the
+one record shape of ``CallRecord.to_json()``, field for field; only turn
+texts differ, kept in the store only when the operator opted in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 
 from ari_agent.config import Settings
 from ari_agent.observability.http import http_token
+from ari_agent.store import CallStore, StoredCall, StoreError
 
 
 class CallSource(Protocol):
@@ -57,17 +60,53 @@ class RecordsFile:
         return next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None)
 
 
+class StoreFile:
+    """Ended calls from the agent's call store (``AGENT_STORE__PATH``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, call_id: str) -> dict[str, Any] | None:
+        return self._read(lambda store: store.find_call(call_id))
+
+    def by_channel(self, channel_id: str) -> dict[str, Any] | None:
+        return self._read(lambda store: store.call_of_channel(channel_id))
+
+    def _read(self, query: Any) -> dict[str, Any] | None:
+        async def run() -> StoredCall | None:
+            async with CallStore(self.path, retention_days=None) as store:
+                result: StoredCall | None = await query(store)
+                return result
+
+        try:
+            call = asyncio.run(run())
+        except StoreError as exc:
+            raise CallsError(str(exc)) from None
+        return None if call is None else call.to_json()
+
+
 class CallsError(Exception):
     """The calls could not be read; the message says why and what to do."""
 
 
-def call_source(settings: Settings) -> CallSource:
-    if settings.records.dir is None:
+def call_source(settings: Settings, *, transcripts: bool = False) -> CallSource:
+    """The store when the agent keeps one here, else the records file.
+
+    ``transcripts``: the records file first, as it always has the turn texts (the
+    store only when the operator opted in).
+    """
+    store = (
+        StoreFile(settings.store.path) if settings.store.enabled and settings.store.path.is_file() else None
+    )
+    records = RecordsFile(settings.records.dir) if settings.records.dir is not None else None
+    ordered = [records, store] if transcripts else [store, records]
+    source = next((s for s in ordered if s is not None), None)
+    if source is None:
         raise CallsError(
-            "no call records: the agent keeps them only when AGENT_RECORDS__DIR is set "
-            "(make up sets it); set it here to the same directory"
+            f"no ended calls here: no call store at {settings.store.path} (AGENT_STORE__PATH) and no "
+            "records directory (AGENT_RECORDS__DIR, make up sets it); point either at the agent's"
         )
-    return RecordsFile(settings.records.dir)
+    return source
 
 
 def agent_url(settings: Settings, path: str) -> str:

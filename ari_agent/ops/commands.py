@@ -94,7 +94,7 @@ async def call(
 ) -> int:
     out = Out(json_mode=as_json)
     try:
-        source = call_source(settings)
+        source = call_source(settings, transcripts=True)
     except CallsError:
         source = None
     test = TestCall(
@@ -150,7 +150,7 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
                 return 2
             record = call_source(settings).get(call_id)
             if record is None:
-                raise CallsError(f"no ended call {call_id!r} in the records (or the prefix is not unique)")
+                raise CallsError(f"no ended call {call_id!r} (or the prefix is not unique)")
             if as_json:
                 out.json(record)
                 return 0
@@ -162,9 +162,12 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
                 ("started", record.get("started_at")),
                 ("ended", record.get("ended_at")),
                 ("end reason", record.get("end_reason")),
+                ("status", record.get("status")),
+                ("result", record.get("result")),
                 ("channel", record.get("channel_id")),
             ):
-                out.line(f"  {key:<11} {value}")
+                if value is not None:
+                    out.line(f"  {key:<11} {value}")
             media = record.get("media") or {}
             if isinstance(media, dict) and media:
                 # Non-zero figures only: a clean call reads short, a troubled one shows what went wrong.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ari_agent.conversation.records import CallRecord
@@ -23,9 +23,10 @@ def _require_aware(name: str, value: datetime | None) -> None:
 class StoredTurn:
     """One utterance. ``text`` is None when the call's text was not stored.
 
-    Timings in ms, None when not measured: ``stt_ms`` on the caller's turn (end of speech to
-    final transcript); ``llm_first_token_ms``, ``tts_first_audio_ms`` and ``turn_latency_ms``
-    (end of caller speech to first agent packet) on the agent's reply to it.
+    Timings in ms, None when not measured, on the agent's reply (as the pipeline records them):
+    ``stt_ms`` (end of the caller's speech to the final transcript), ``llm_first_token_ms``,
+    ``llm_total_ms``, ``end_to_audio_ms``, ``llm_start_to_audio_ms``, ``tts_first_audio_ms``
+    and ``turn_latency_ms`` (end of caller speech to first agent packet).
     """
 
     role: Role
@@ -36,6 +37,12 @@ class StoredTurn:
     llm_first_token_ms: float | None = None
     tts_first_audio_ms: float | None = None
     turn_latency_ms: float | None = None
+    llm_total_ms: float | None = None
+    end_to_audio_ms: float | None = None
+    llm_start_to_audio_ms: float | None = None
+    # Caller turns: what ended the turn and after how many 20 ms frames of silence.
+    ended_by: str | None = None
+    silence_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ("user", "agent"):
@@ -60,6 +67,7 @@ class StoredCall:
     store_text: bool = False
     turns: tuple[StoredTurn, ...] = ()
     fields: Mapping[str, str] = field(default_factory=dict)
+    media: Mapping[str, float | int | None] = field(default_factory=dict)  # inbound RTP figures
 
     def __post_init__(self) -> None:
         _require_aware("started_at", self.started_at)
@@ -82,7 +90,7 @@ class StoredCall:
         fields: Mapping[str, str] | None = None,
     ) -> StoredCall:
         """The store's view of a call record, per-stage timings included."""
-        from ari_agent.conversation.records import STATUS_FOR
+        from ari_agent.conversation.records import STATUS_FOR, TIMINGS
 
         return cls(
             call_id=record.call_id,
@@ -94,7 +102,7 @@ class StoredCall:
             caller_number=record.caller.get("number") or None,
             caller_name=record.caller.get("name") or None,
             status=STATUS_FOR.get(record.end_reason) if record.end_reason else None,
-            result=result,
+            result=result if result is not None else record.variables.get("AI_AGENT_RESULT"),
             store_text=store_text,
             turns=tuple(
                 StoredTurn(
@@ -102,15 +110,46 @@ class StoredCall:
                     text=t.text,
                     at=parse_utc(t.at),
                     interrupted=t.interrupted,
-                    stt_ms=t.timings.stt_ms,
-                    llm_first_token_ms=t.timings.llm_first_token_ms,
-                    tts_first_audio_ms=t.timings.tts_first_audio_ms,
-                    turn_latency_ms=t.timings.turn_latency_ms,
+                    **{name: getattr(t.timings, name) for name in TIMINGS},
+                    ended_by=t.ended_by,
+                    silence_frames=t.silence_frames,
                 )
                 for t in record.turns
             ),
-            fields=dict(fields or {}),
+            fields=dict(record.fields if fields is None else fields),
+            media=dict(record.media),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The call in the record's shape (``CallRecord.to_json()``): what ``calls show`` prints."""
+        from ari_agent.conversation.records import TIMINGS, format_utc
+
+        turns = []
+        for t in self.turns:
+            turn: dict[str, Any] = {"role": t.role, "text": t.text, "at": format_utc(t.at)}
+            if t.interrupted:
+                turn["interrupted"] = True
+            timings = {name: getattr(t, name) for name in TIMINGS if getattr(t, name) is not None}
+            if timings:
+                turn["timings"] = timings
+            if t.ended_by is not None:
+                turn["ended_by"] = t.ended_by
+                turn["silence_frames"] = t.silence_frames
+            turns.append(turn)
+        return {
+            "call_id": self.call_id,
+            "channel_id": self.channel_id,
+            "caller": {"number": self.caller_number or "", "name": self.caller_name or ""},
+            "profile": self.profile,
+            "started_at": format_utc(self.started_at),
+            "ended_at": format_utc(self.ended_at) if self.ended_at else None,
+            "end_reason": self.end_reason,
+            "status": self.status,
+            "result": self.result,
+            "turns": turns,
+            "fields": dict(self.fields),
+            "media": dict(self.media),
+        }
 
 
 @dataclass(frozen=True)

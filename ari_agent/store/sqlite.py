@@ -10,6 +10,7 @@ call back — but this module never logs them, nor any turn text.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -67,12 +68,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (call_id, name)
     );
     """,
+    # 1 -> 2: the whole call record (one shape with calls.jsonl): inbound media figures as
+    # a JSON object, the pipeline's other per-stage timings, and what ended each caller turn.
+    """
+    ALTER TABLE calls ADD COLUMN media TEXT;
+    ALTER TABLE turns ADD COLUMN llm_total_ms REAL;
+    ALTER TABLE turns ADD COLUMN end_to_audio_ms REAL;
+    ALTER TABLE turns ADD COLUMN llm_start_to_audio_ms REAL;
+    ALTER TABLE turns ADD COLUMN ended_by TEXT;
+    ALTER TABLE turns ADD COLUMN silence_frames INTEGER;
+    CREATE INDEX calls_channel_id ON calls (channel_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CALL_COLUMNS = (
     "call_id, channel_id, profile, caller_number, caller_name, started_at, ended_at, "
-    "end_reason, status, result, text_stored"
+    "end_reason, status, result, text_stored, media"
+)
+_TURN_COLUMNS = (
+    "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
+    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames"
 )
 
 
@@ -114,6 +130,11 @@ def _call_columns(row: Sequence[Any]) -> dict[str, Any]:
         "result": row[9],
         "store_text": bool(row[10]),
     }
+
+
+def _media(text: str | None) -> dict[str, Any]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
 
 
 class CallStore:
@@ -168,6 +189,14 @@ class CallStore:
 
     async def get_call(self, call_id: str) -> StoredCall | None:
         return await self._run(self._w_get, call_id)
+
+    async def find_call(self, id_prefix: str) -> StoredCall | None:
+        """The call whose id is ``id_prefix``, or the only one starting with it."""
+        return await self._run(self._w_find, id_prefix)
+
+    async def call_of_channel(self, channel_id: str) -> StoredCall | None:
+        """The latest call of the channel that entered the Stasis app."""
+        return await self._run(self._w_of_channel, channel_id)
 
     async def list_calls(self, limit: int = 50, since: datetime | None = None) -> list[CallSummary]:
         """Newest first; ``since`` keeps calls started at or after it."""
@@ -302,7 +331,7 @@ class CallStore:
             # Replacing: the cascade drops the old turns and fields with the old row.
             conn.execute("DELETE FROM calls WHERE call_id = ?", (call.call_id,))
             conn.execute(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     call.call_id,
                     call.channel_id,
@@ -315,11 +344,11 @@ class CallStore:
                     call.status,
                     call.result,
                     int(call.store_text),
+                    json.dumps(dict(call.media)),
                 ),
             )
             conn.executemany(
-                "INSERT INTO turns (call_id, seq, role, text, at, interrupted, stt_ms, llm_first_token_ms,"
-                " tts_first_audio_ms, turn_latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 [
                     (
                         call.call_id,
@@ -332,6 +361,11 @@ class CallStore:
                         t.llm_first_token_ms,
                         t.tts_first_audio_ms,
                         t.turn_latency_ms,
+                        t.llm_total_ms,
+                        t.end_to_audio_ms,
+                        t.llm_start_to_audio_ms,
+                        t.ended_by,
+                        t.silence_frames,
                     )
                     for seq, t in enumerate(call.turns)
                 ],
@@ -354,9 +388,7 @@ class CallStore:
             if row is None:
                 return None
             turns = conn.execute(
-                "SELECT role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms,"
-                " turn_latency_ms FROM turns WHERE call_id = ? ORDER BY seq",
-                (call_id,),
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE call_id = ? ORDER BY seq", (call_id,)
             ).fetchall()
             fields = conn.execute(
                 "SELECT name, value FROM fields WHERE call_id = ? ORDER BY name", (call_id,)
@@ -375,11 +407,43 @@ class CallStore:
                     llm_first_token_ms=t[5],
                     tts_first_audio_ms=t[6],
                     turn_latency_ms=t[7],
+                    llm_total_ms=t[8],
+                    end_to_audio_ms=t[9],
+                    llm_start_to_audio_ms=t[10],
+                    ended_by=t[11],
+                    silence_frames=t[12],
                 )
                 for t in turns
             ),
             fields={name: value for name, value in fields},
+            media=_media(row[11]),
         )
+
+    def _w_find(self, id_prefix: str) -> StoredCall | None:
+        escaped = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = (
+            self._db()
+            .execute(
+                "SELECT call_id FROM calls WHERE call_id = ? OR call_id LIKE ? ESCAPE '\\' LIMIT 3",
+                (id_prefix, escaped + "%"),
+            )
+            .fetchall()
+        )
+        ids = [r[0] for r in rows]
+        if id_prefix in ids:
+            return self._w_get(id_prefix)
+        return self._w_get(ids[0]) if len(ids) == 1 else None
+
+    def _w_of_channel(self, channel_id: str) -> StoredCall | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT call_id FROM calls WHERE channel_id = ? ORDER BY started_at DESC LIMIT 1",
+                (channel_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._w_get(row[0])
 
     def _w_list(self, limit: int, since: datetime | None) -> list[CallSummary]:
         rows = (
@@ -394,7 +458,7 @@ class CallStore:
         return [
             CallSummary(
                 **_call_columns(r),
-                turn_count=int(r[11]),
+                turn_count=int(r[12]),
             )
             for r in rows
         ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.ariproxy import AriProxy
 from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
 
 
@@ -48,3 +49,13 @@ def agent_factory(lab: Lab, tmp_path: Path) -> Iterator[AgentFactory]:
 def agent(agent_factory: AgentFactory) -> AgentProcess:
     """The agent with the lab's settings and records in a temporary directory."""
     return agent_factory.start()
+
+
+@pytest.fixture
+def ari_proxy(lab: Lab) -> Iterator[AriProxy]:
+    """A man-in-the-middle on the agent's ARI connection (point the agent at ``ari_proxy.url``)."""
+    proxy = AriProxy(lab.ari_url).start()
+    try:
+        yield proxy
+    finally:
+        proxy.close()

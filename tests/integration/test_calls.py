@@ -7,6 +7,8 @@ import os
 import re
 import socket
 import struct
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -275,3 +277,21 @@ def test_call_store_keeps_timings_and_text_only_when_opted_in(lab: Lab, agent_fa
         # The reply to the question carries its per-stage timings.
         hours = [r for r in rows if r[0] == "agent"][1]
         assert hours[2] is not None and hours[2] > 0 and hours[3] is not None
+        # `calls show` reads the store and prints the record calls.jsonl has, field for field.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+        env["AGENT_STORE__PATH"] = str(agent.records_dir / "calls.db")
+        shown = subprocess.run(
+            [sys.executable, "-m", "ari_agent", "calls", "show", record["call_id"], "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        expected = json.loads(json.dumps(record))
+        if not opt_in:
+            for turn in expected["turns"]:
+                turn["text"] = None
+        assert json.loads(shown.stdout) == expected
+        assert expected["media"] and expected["status"] == "COMPLETED"

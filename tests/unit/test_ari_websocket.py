@@ -270,6 +270,29 @@ async def test_handler_exception_does_not_stop_later_events(
     assert "handler bug" in caplog.text
 
 
+async def test_handler_exceptions_reach_the_error_counter(
+    server: FakeEvents, make_listener: Callable[..., tuple[EventListener, Recorder]]
+) -> None:
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_str(stasis_start("boom"))
+        await ws.send_str(stasis_start("c2"))
+        await server.hold(ws)
+
+    server.scripts = [script]
+    counted: list[str] = []
+    seen: list[str] = []
+
+    async def on_event(event: Event) -> None:
+        if isinstance(event, StasisStart) and event.channel.id == "boom":
+            raise RuntimeError("handler bug")
+        seen.append(type(event).__name__)
+
+    listener, rec = make_listener(on_event=on_event, on_error=counted.append)
+    listener.start()
+    await rec.wait_for(lambda: bool(seen))
+    assert counted == ["ari_handler"]
+
+
 async def test_reader_is_not_blocked_by_a_slow_handler(
     server: FakeEvents, make_listener: Callable[..., tuple[EventListener, Recorder]]
 ) -> None:

@@ -37,7 +37,9 @@ slept: list[float] = []
 
 async def test_drain_hands_back_what_is_left_after_the_timeout(app: AgentApp) -> None:
     calls = [_Call(), _Call()]
-    app.sessions = {str(i): c for i, c in enumerate(calls)}  # type: ignore[misc]
+    for i, call in enumerate(calls):
+        app.calls.admit(f"c{i}", now=0)
+        app.calls.activate(f"c{i}", call)  # type: ignore[arg-type]
     assert not app.ready
     slept.clear()
     await app.drain()

@@ -91,7 +91,8 @@ def test_calls_show_from_records(tmp_path: Path) -> None:
     (tmp_path / "calls.jsonl").write_text(
         json.dumps({**record, "call_id": "0000"}) + "\n" + json.dumps(record) + "\n"
     )
-    env = {"AGENT_RECORDS__DIR": str(tmp_path)}
+    no_store = {"AGENT_STORE__PATH": str(tmp_path / "no-store.db")}
+    env = {"AGENT_RECORDS__DIR": str(tmp_path), **no_store}
     shown = cli("calls", "show", "4f2e", env=env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "call 4f2e9a0b11" in shown.stdout and "hangup_by_agent" in shown.stdout
@@ -101,8 +102,9 @@ def test_calls_show_from_records(tmp_path: Path) -> None:
     assert json.loads(as_json.stdout) == record
     missing = cli("calls", "show", "ffff", env=env)
     assert missing.returncode == 1 and "no ended call" in missing.stdout
-    no_dir = cli("calls", "show", "4f2e")
+    no_dir = cli("calls", "show", "4f2e", env=no_store)
     assert no_dir.returncode == 1 and "AGENT_RECORDS__DIR" in no_dir.stdout
+    assert "AGENT_STORE__PATH" in no_dir.stdout
 
 
 class _Calls(BaseHTTPRequestHandler):

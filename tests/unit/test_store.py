@@ -158,8 +158,29 @@ async def test_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     async with CallStore(path, retention_days=30) as s:
         assert await s.get_call("c1") == make_call()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_version_1_file_is_upgraded_and_keeps_its_calls(tmp_path: Path) -> None:
+    from ari_agent.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "calls.db"
+    with sqlite3.connect(path) as raw:
+        for statement in MIGRATIONS[0].split(";"):
+            raw.execute(statement)
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version VALUES (1)")
+        raw.execute(
+            "INSERT INTO calls VALUES ('old', 'chan', 'frontdesk', NULL, NULL,"
+            " '2025-03-01T12:00:00.000000Z', NULL, 'busy', 'BUSY', NULL, 0)"
+        )
+    raw.close()
+    async with CallStore(path, retention_days=None) as s:
+        old = await s.get_call("old")
+        await s.save_call(make_call())
+        assert await s.get_call("c1") == make_call()
+    assert old is not None and old.end_reason == "busy" and dict(old.media) == {}
 
 
 async def test_new_file_is_private(tmp_path: Path) -> None:
