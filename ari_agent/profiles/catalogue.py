@@ -176,6 +176,18 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
                 plan.slots.append(slot)
             plan.problems.extend(problems)
     plan.problems.extend(_unused_options(name, profile, used))
+    if profile.end_of_turn == "model" and not profile.realtime:
+        from ari_agent.audio.turn_model import turn_model_problem
+
+        missing = turn_model_problem()
+        if missing is not None:
+            plan.problems.append(
+                Problem(
+                    f"profiles.{name}.end_of_turn",
+                    missing,
+                    'install it as it says, or set end_of_turn = "silence"',
+                )
+            )
     plan.problems.extend(
         Problem(f"profiles.{name}.instructions", text, fix, "warning")
         for text, fix in template_warnings(profile.instructions, profile.template_variables)

@@ -197,3 +197,16 @@ def test_check_names_what_is_missing_and_the_fix(
     assert problem is not None and named in problem and "pip install" in problem
     with pytest.raises(RuntimeError, match=named):
         TurnModel()
+
+
+def test_check_refuses_a_model_end_of_turn_without_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ari_agent.profiles import ProfileConfig
+    from ari_agent.profiles.catalogue import plan_profile
+
+    profile = ProfileConfig(end_of_turn="model")
+    assert not [p for p in plan_profile("p", profile).problems if "end_of_turn" in p.field]
+    monkeypatch.setattr(turn_model, "turn_model_problem", lambda: "the model is missing")
+    [problem] = [p for p in plan_profile("p", profile).problems if "end_of_turn" in p.field]
+    assert problem.severity == "error" and problem.field == "profiles.p.end_of_turn"
+    assert 'end_of_turn = "silence"' in problem.fix
+    assert not [p for p in plan_profile("p", ProfileConfig()).problems if "end_of_turn" in p.field]
