@@ -60,10 +60,29 @@ LONG_REPLY = (
     "morning to five in the evening, and on Saturdays from ten to two. On public holidays we are closed, "
     "but you can leave a message and we will call you back on the next working day."
 )
-TARGETS = {"own_overhead_p95_ms": 30.0, "barge_in_stop_p95_ms": 250.0, "offline_turn_p50_ms": 1000.0}
+TARGETS = {
+    "own_overhead_p95_ms": 30.0,
+    "barge_in_stop_p95_ms": 250.0,
+    "offline_turn_p50_ms": 1000.0,
+    "model_turn_p50_ms": 800.0,
+    "early_start_turn_p50_ms": 650.0,
+}
 
 
-def timed_config(reply: str) -> str:
+# Turn-taking modes compared on the timed profile: (label, profile lines, STT option lines).
+QUESTION = "tell me about your opening hours"
+TURN_MODES: tuple[tuple[str, str, str], ...] = (
+    ("silence", "", ""),
+    ("model", 'end_of_turn = "model"', ""),
+    (
+        "model + early start",
+        'end_of_turn = "model"\nearly_start = true',
+        f'interim = "{QUESTION}"\ninterim_after_ms = 300',
+    ),
+)
+
+
+def timed_config(reply: str, profile_extra: str = "", stt_extra: str = "") -> str:
     """A config file whose frontdesk profile (the one the lab's extension 100 names) is timed."""
     stt, llm, tts = (f"tests.fakes.timed:Timed{s}" for s in ("STT", "LLM", "TTS"))
     return f"""
@@ -73,10 +92,12 @@ stt = ["{stt}"]
 llm = ["{llm}"]
 tts = ["{tts}"]
 end_of_turn_ms = {END_OF_TURN_MS}
+{profile_extra}
 
 [profiles.frontdesk.options."{stt}"]
-text = "tell me about your opening hours"
+text = "{QUESTION}"
 final_ms = {STT_FINAL_MS}
+{stt_extra}
 
 [profiles.frontdesk.options."{llm}"]
 reply = {json.dumps(reply)}
@@ -196,7 +217,55 @@ class Bench:
         for profile in self.plan.profiles:
             print(f"profile {profile}:", flush=True)
             self.results[profile] = self.run_profile(profile)
+        if "timed" in self.plan.profiles:
+            print("turn-taking modes (timed providers):", flush=True)
+            self.results["turn_modes"] = self.run_turn_modes()
         return self.results
+
+    def run_turn_modes(self) -> list[dict[str, Any]]:
+        """Turn latency per end-of-turn mode, in one run; agent CPU per call with the model off and on."""
+        out = []
+        level = min(self.plan.levels) if self.plan.levels else 5
+        for label, profile_extra, stt_extra in TURN_MODES:
+            self._agent_metrics = {}
+            with self.agent(timed_config(SHORT_REPLY, profile_extra, stt_extra)) as agent:
+                turns = self.measured(
+                    agent, f"{label}: turns", lambda: run_turns(self.lab, [QUESTION], self.plan.samples)
+                )
+                early = _counter(agent, "ari_agent_early_starts_total")
+                ends = _counter(agent, "ari_agent_turn_ends_total")
+                assert self.lab.agent.proc is not None
+                calls = self.measured(
+                    agent,
+                    f"{label}: {level} calls",
+                    self._concurrency(agent.pid, self.lab.agent.proc.pid, level, QUESTION),
+                )
+                self.lab.hangup_all()
+            out.append(
+                {
+                    "mode": label,
+                    "turn_latency_ms": turns.report()["turn_latency_ms"],
+                    "no_reply": turns.no_reply,
+                    "turn_ends": ends,
+                    "early_starts": early,
+                    "agent_cpu_percent_per_call": calls.report()["agent_cpu_percent_per_call"],
+                    "calls": level,
+                    "held_with_reply": calls.replied,
+                    "agent_metrics": self._agent_metrics,
+                }
+            )
+        return out
+
+
+def _counter(agent: AgentProcess, name: str) -> dict[str, float]:
+    """A counter's samples by their labels, from the agent's /metrics."""
+    status, text = agent.http_get("/metrics")
+    found: dict[str, float] = {}
+    for line in text.splitlines() if status == 200 else []:
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            found[labels] = float(value)
+    return found
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +278,14 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     if offline:
         checks["offline_turn_p50_ms"] = offline["turns"]["turn_latency_ms"].get("p50")
         checks["offline_barge_in_stop_p95_ms"] = offline["barge_in"]["barge_in_stop_ms"].get("p95")
+    for m in results.get("turn_modes") or []:
+        if m["mode"] == "model":
+            checks["model_turn_p50_ms"] = m["turn_latency_ms"].get("p50")
+        elif m["mode"] == "model + early start":
+            checks["early_start_turn_p50_ms"] = m["turn_latency_ms"].get("p50")
     limits = {
+        "model_turn_p50_ms": TARGETS["model_turn_p50_ms"],
+        "early_start_turn_p50_ms": TARGETS["early_start_turn_p50_ms"],
         "own_overhead_p95_ms": TARGETS["own_overhead_p95_ms"],
         "timed_barge_in_stop_p95_ms": TARGETS["barge_in_stop_p95_ms"],
         "offline_barge_in_stop_p95_ms": TARGETS["barge_in_stop_p95_ms"],
@@ -234,6 +310,8 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
     print(f"{'profile':8} {'measure':42} figures (ms)")
     print("-" * 100)
     for profile, r in results.items():
+        if profile == "turn_modes":
+            continue
         rows = [
             ("turn latency (caller end -> agent audio)", r["turns"]["turn_latency_ms"]),
             ("  same, from the caller's last packet", r["turns"]["turn_latency_from_last_packet_ms"]),
@@ -272,6 +350,21 @@ def print_table(results: dict[str, Any], checks: dict[str, Any]) -> None:
                 f"turn p50 {c['turn_latency_ms'].get('p50')} p95 {c['turn_latency_ms'].get('p95')}; "
                 f"interval p99 {c['outbound_interval_ms'].get('p99')} "
                 f"(caller's own send lateness p99 {c['caller_send_lateness_ms'].get('p99')})"
+            )
+    modes = results.get("turn_modes") or []
+    if modes:
+        print("-" * 100)
+        print("turn-taking modes, timed providers (STT final 150, LLM 300, TTS 150 ms), one run:")
+        for m in modes:
+            cpu = m["agent_cpu_percent_per_call"]
+            early = m["early_starts"]
+            used = sum(v for k, v in early.items() if 'outcome="used"' in k)
+            wasted = sum(v for k, v in early.items() if 'outcome="wasted"' in k)
+            print(
+                f"  {m['mode']:22} turn latency {_fmt(m['turn_latency_ms'])}; no reply {m['no_reply']}; "
+                f"agent CPU {cpu.get('with_children', 0):.2f}%/call "
+                f"({m['held_with_reply']}/{m['calls']} calls); "
+                f"early starts used {used:.0f} wasted {wasted:.0f}; ends {m['turn_ends']}"
             )
     print("-" * 100)
     for name, check in checks.items():
