@@ -336,6 +336,8 @@ class PipelineConversation(ConversationBase):
             raise Finish("hangup_by_agent") from None
         finally:
             reader.cancel()
+            for ticket in list(self._early):
+                self._drop_early(ticket, wasted=True)
             await self._stream.aclose()
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
@@ -371,8 +373,6 @@ class PipelineConversation(ConversationBase):
             await self._answer(item)
         finally:
             self._engine.reply_finished()
-            for ticket in list(self._early):
-                self._drop_early(ticket, wasted=True)
 
     async def _answer(self, item: CallerTurn | Digit) -> None:
         early: _Early | None = None
