@@ -24,6 +24,7 @@ from typing import Self
 
 import numpy as np
 
+from providers.azure.options import AzureOptions
 from providers.azure.sdk import PERMANENT_ERRORS, RecognitionCallbacks, SynthesisCallbacks
 from providers.azure.stt import AzureSTT
 from providers.azure.tts import AzureTTS
@@ -238,7 +239,17 @@ class SegmentingFakeAzure(FakeAzure):
         return recognition
 
 
+class LabAzureSTTOptions(AzureOptions):
+    phrases: list[str] = ["hello there"]  # what the fake recogniser hears, one per utterance
+
+
+class LabAzureTTSOptions(AzureOptions):
+    tts_chunks: int = 60
+
+
 class LabAzureSTT(AzureSTT):
+    Options = LabAzureSTTOptions
+
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
         phrases = [str(p) for p in ctx.options.get("phrases", ["hello there"])]
@@ -250,6 +261,8 @@ class LabAzureSTT(AzureSTT):
 
 
 class LabAzureTTS(AzureTTS):
+    Options = LabAzureTTSOptions
+
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
         return cls(FakeAzure(tts_chunks=int(ctx.options.get("tts_chunks", 60))), language=ctx.language)
