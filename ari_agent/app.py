@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aiohttp import web
-
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import (
     ApplicationReplaced,
@@ -29,7 +27,7 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, Re
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
 from ari_agent.media.transport import PortPool
-from ari_agent.observability.http import make_http_app
+from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
@@ -90,7 +88,7 @@ class AgentApp:
         self._no_calls = asyncio.Event()
         # Set when the agent must stop by itself (the CLI then exits non-zero).
         self.fatal = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
 
     # ------------------------------------------------------------------
     # Start and stop
@@ -98,12 +96,19 @@ class AgentApp:
     async def start(self) -> None:
         await self._open_store()
         await self._prepare_profiles()
-        http_app = make_http_app(self.metrics, lambda: self.ready, self.active_calls)
-        self._runner = web.AppRunner(http_app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
-        await site.start()
-        log.info("HTTP on %s:%d", self.settings.http.host, self.settings.http.port)
+        conf = self.settings.http
+        http_app = make_http_app(
+            self.metrics, lambda: self.ready, self.active_calls, token=http_token(conf) or "", host=conf.host
+        )
+        self._http = HttpServer(
+            http_app,
+            conf.host,
+            conf.port,
+            idle_timeout=conf.idle_timeout,
+            max_connections=conf.max_connections,
+        )
+        await self._http.start()
+        log.info("HTTP on %s:%d", conf.host, conf.port)
         self.listener.start()
 
     @property
@@ -139,8 +144,8 @@ class AgentApp:
             await asyncio.wait(pending, timeout=5)
         await self.listener.stop()
         await self.ari.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.stop()
         if self._purge_task is not None:
             self._purge_task.cancel()
         if self.store is not None:

@@ -153,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command in ("check", "run"):
+        from ari_agent.observability.http import http_token
+
+        try:
+            http_token(settings.http)  # a named token file that gives no token: refuse, never run open
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "check":
         return cmd_check(settings)
     if args.command in ("doctor", "call", "calls"):

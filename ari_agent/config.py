@@ -141,6 +141,14 @@ class MediaSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
+    # Bearer token for /metrics and /calls (also read from AGENT_HTTP_TOKEN, the older name).
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # A connection that sends nothing for this long is closed (aiohttp's default is an hour).
+    idle_timeout: float = Field(15.0, gt=0)
+    # Above this many open connections new ones are closed at once: each holds a file
+    # descriptor, and RTP sockets for new calls need them more than scrapers do.
+    max_connections: int = Field(64, ge=1)
 
 
 class CallSettings(_Section):
@@ -298,5 +306,6 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The resolved settings as plain data, secrets masked, for ``ari-agent check``."""
     data: dict[str, Any] = settings.model_dump(mode="json", exclude={"profiles"})
     data["ari"]["password"] = "********" if settings.ari.password.get_secret_value() else "(empty)"
+    data["http"]["token"] = "********" if settings.http.token else None
     data["profiles"] = sorted(settings.all_profiles())
     return data

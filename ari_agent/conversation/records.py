@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from ari_agent.privatefile import append_private, locked, make_private, private_dir
+
 log = logging.getLogger(__name__)
 
 EndReason = Literal["hangup_by_caller", "hangup_by_agent", "transferred", "busy", "failed", "drained"]
@@ -125,9 +127,12 @@ class CallRecord:
 
 
 class RecordWriter:
+    """Appends records to ``calls.jsonl``: 0600 in a 0700 directory (numbers, names, transcripts)."""
+
     def __init__(self, directory: Path) -> None:
         self.path = directory / "calls.jsonl"
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
+        make_private(self.path)
         self._lock = asyncio.Lock()
 
     async def write(self, record: CallRecord) -> None:
@@ -139,5 +144,6 @@ class RecordWriter:
                 log.error("cannot write call record to %s: %s", self.path, exc)
 
     def _append(self, line: str) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
+        # The file lock: `calls erase` rewrites the file under it, so no line is lost to it.
+        with locked(self.path):
+            append_private(self.path, line)

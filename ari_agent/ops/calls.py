@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ari_agent.config import Settings
+from ari_agent.errors import ConfigError
 from ari_agent.observability.http import http_token
 from ari_agent.store import CallStore, StoredCall, StoreError
 
@@ -122,7 +123,10 @@ def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any
     """GET /calls of the running agent."""
     url = agent_url(settings, "/calls")
     req = urllib.request.Request(url)
-    token = http_token()
+    try:
+        token = http_token(settings.http)
+    except ConfigError as exc:
+        raise CallsError(str(exc)) from None
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -130,7 +134,7 @@ def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any
             data = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            raise CallsError(f"{url} wants a token: set AGENT_HTTP_TOKEN to the agent's") from None
+            raise CallsError(f"{url} wants a token: set AGENT_HTTP__TOKEN to the agent's") from None
         raise CallsError(f"{url} answered HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise CallsError(

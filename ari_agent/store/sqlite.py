@@ -234,6 +234,14 @@ class CallStore:
             return fn(*args)
         except sqlite3.Error as exc:
             raise self._explain(exc) from exc
+        except UnicodeEncodeError:
+            # A lone surrogate (text decoded with surrogateescape somewhere upstream) cannot be
+            # stored as UTF-8. The message never quotes the value: it is a caller's data.
+            raise StoreError(
+                self.path,
+                "a text value (caller name, turn text or field) is not valid Unicode; nothing was written.",
+                "clean the text before storing it (this is a bug where it came from: please report it)",
+            ) from None
         except OSError as exc:
             raise StoreError(
                 self.path,
