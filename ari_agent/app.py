@@ -30,6 +30,7 @@ from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
+from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
@@ -122,6 +123,7 @@ class AgentApp:
         hands it back rather than starting a session nobody would wait for.
         """
         self.calls.start_drain()
+        await self._audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
         if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
             log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
@@ -190,10 +192,12 @@ class AgentApp:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
+            await self._audit("reload", signal="SIGHUP", outcome="refused")
             return
         errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
         if errors:
             log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
+            await self._audit("reload", signal="SIGHUP", outcome="refused")
             return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
@@ -206,6 +210,22 @@ class AgentApp:
                 self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
+        await self._audit(
+            "reload",
+            signal="SIGHUP",
+            outcome="applied",
+            profiles=sorted(providers),
+            unavailable=sorted(unavailable),
+        )
+
+    async def _audit(self, action: str, **details: Any) -> None:
+        """An operator's action, in the audit log; a failure to write it is logged, never fatal."""
+        if not self.settings.audit.enabled:
+            return
+        try:
+            await asyncio.to_thread(AuditLog(self.settings.audit_path).record, action, **details)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     @property
     def ready(self) -> bool:

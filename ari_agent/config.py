@@ -183,6 +183,12 @@ class StoreSettings(_Section):
     purge_interval: float = Field(3600.0, gt=0)
 
 
+class AuditSettings(_Section):
+    enabled: bool = True
+    # None: audit.jsonl beside the call store.
+    path: Path | None = None
+
+
 def default_instance_id() -> str:
     """Stable across restarts on one host, so a restarted agent finds its own leftovers."""
     host = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")
@@ -203,6 +209,7 @@ class Settings(BaseSettings):
     calls: CallSettings = CallSettings()
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
+    audit: AuditSettings = AuditSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.
@@ -223,6 +230,10 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources += (TomlConfigSettingsSource(settings_cls),)
         return sources
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path or self.store.path.parent / "audit.jsonl"
 
     def all_profiles(self) -> dict[str, ProfileConfig]:
         """Built-in profiles with the file's merged over them, field by field (the file wins)."""

@@ -12,12 +12,14 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ari_agent.config import Settings
 from ari_agent.errors import ConfigError
 from ari_agent.observability.http import http_token
+from ari_agent.privatefile import locked, replace_private
 from ari_agent.store import CallStore, StoredCall, StoreError
 
 
@@ -60,6 +62,38 @@ class RecordsFile:
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         return next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None)
 
+    def erase(self, *, caller_number: str | None = None, call_ids: Sequence[str] = ()) -> list[str]:
+        """Drop the lines of ``caller_number``'s calls, or of ``call_ids``; returns the ids dropped.
+
+        Under the writer's lock, so a record the agent appends meanwhile is neither lost
+        nor left behind in the old file.
+        """
+        if not self.path.exists():
+            return []
+        wanted = set(call_ids)
+        erased: list[str] = []
+        with locked(self.path):
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict) and _matches(record, caller_number, wanted):
+                    erased.append(str(record.get("call_id")))
+                    continue
+                kept.append(line)
+            if erased:
+                replace_private(self.path, "".join(kept))
+        return erased
+
+
+def _matches(record: dict[str, Any], caller_number: str | None, call_ids: set[str]) -> bool:
+    if caller_number is not None:
+        caller = record.get("caller")
+        return isinstance(caller, dict) and caller.get("number") == caller_number
+    return record.get("call_id") in call_ids
+
 
 class StoreFile:
     """Ended calls from the agent's call store (``AGENT_STORE__PATH``)."""
@@ -72,6 +106,16 @@ class StoreFile:
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         return self._read(lambda store: store.call_of_channel(channel_id))
+
+    def erase(self, *, caller_number: str | None = None, call_id: str | None = None) -> list[str]:
+        async def run() -> list[str]:
+            async with CallStore(self.path, retention_days=None) as store:
+                return await store.erase(caller_number=caller_number, call_id=call_id)
+
+        try:
+            return asyncio.run(run())
+        except StoreError as exc:
+            raise CallsError(str(exc)) from None
 
     def _read(self, query: Any) -> dict[str, Any] | None:
         async def run() -> StoredCall | None:
@@ -108,6 +152,49 @@ def call_source(settings: Settings, *, transcripts: bool = False) -> CallSource:
             "records directory (AGENT_RECORDS__DIR, make up sets it); point either at the agent's"
         )
     return source
+
+
+def erase_calls(
+    settings: Settings, *, caller_number: str | None = None, call_id: str | None = None
+) -> dict[str, Any]:
+    """Remove a person's calls (or one call) from the store and the records file; audit it.
+
+    Returns what was done: the erased ids and counts per place. The audit entry carries
+    those, never the caller's number.
+    """
+    store_path = settings.store.path
+    records = RecordsFile(settings.records.dir) if settings.records.dir is not None else None
+    done: dict[str, Any] = {"by": "caller" if caller_number is not None else "call"}
+    store_ids: list[str] = []
+    if store_path.is_file():
+        store_ids = StoreFile(store_path).erase(caller_number=caller_number, call_id=call_id)
+        done["store"] = {"path": str(store_path), "erased": len(store_ids)}
+    records_ids: list[str] = []
+    if records is not None:
+        if caller_number is not None:
+            records_ids = records.erase(caller_number=caller_number)
+        else:
+            assert call_id is not None
+            # The store resolved a prefix; else the records file's own unique match.
+            full = store_ids or [str(r.get("call_id")) for r in [records.get(call_id)] if r is not None]
+            records_ids = records.erase(call_ids=full)
+        done["records"] = {"path": str(records.path), "erased": len(records_ids)}
+    if "store" not in done and "records" not in done:
+        raise CallsError(
+            f"nothing to erase from: no call store at {store_path} (AGENT_STORE__PATH) and no "
+            "records directory (AGENT_RECORDS__DIR)"
+        )
+    done["call_ids"] = sorted(set(store_ids) | set(records_ids))
+    done["erased"] = len(done["call_ids"])
+    if settings.audit.enabled:
+        from ari_agent.ops.audit import AuditError, AuditLog
+
+        try:
+            AuditLog(settings.audit_path).record("erase", **done)
+        except AuditError as exc:
+            # The erase stands (the person asked for it); the operator must know it is unlogged.
+            done["audit_error"] = str(exc)
+    return done
 
 
 def agent_url(settings: Settings, path: str) -> str:

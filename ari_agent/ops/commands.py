@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ari_agent.config import Settings
-from ari_agent.ops.calls import CallsError, active_calls, call_source
+from ari_agent.ops.calls import CallsError, active_calls, call_source, erase_calls
 from ari_agent.ops.doctor import Check, run_doctor
 from ari_agent.ops.output import Out, clean, table
 from ari_agent.ops.testcall import CallFailed, Phrase, TestCall, transcript
@@ -173,6 +173,32 @@ def show_record(out: Out, record: dict[str, Any]) -> None:
         figures = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (0, 0.0, None))
         out.line(f"  {'media in':<11} {clean(figures)}")
     print_transcript(out, record.get("turns"), "turns")
+
+
+def calls_erase(settings: Settings, caller_number: str | None, call_id: str | None, as_json: bool) -> int:
+    out = Out(json_mode=as_json)
+    if (caller_number is None) == (call_id is None):
+        out.line("usage: ari-agent calls erase --caller NUMBER | --call ID")
+        return 2
+    try:
+        done = erase_calls(settings, caller_number=caller_number, call_id=call_id)
+    except CallsError as exc:
+        if as_json:
+            out.json({"error": str(exc)})
+        else:
+            out.line(out.paint(f"error: {exc}", "fail"))
+        return 1
+    if as_json:
+        out.json(done)
+    else:
+        who = f"caller {clean(caller_number)}" if caller_number is not None else f"call {clean(call_id)}"
+        out.line(f"erased {done['erased']} call(s) of {who}")
+        for place, label in (("store", "call store"), ("records", "records file")):
+            if place in done:
+                out.line(f"  {label:<12} {done[place]['erased']} ({done[place]['path']})")
+        if "audit_error" in done:
+            out.line(out.paint(f"warning: not audited: {done['audit_error']}", "warn"))
+    return 1 if "audit_error" in done else 0
 
 
 def calls(settings: Settings, action: str | None, call_id: str | None, as_json: bool) -> int:

@@ -202,6 +202,16 @@ class CallStore:
         """Newest first; ``since`` keeps calls started at or after it."""
         return await self._run(self._w_list, limit, since)
 
+    async def erase(self, *, caller_number: str | None = None, call_id: str | None = None) -> list[str]:
+        """Delete every call from ``caller_number``, or the call ``call_id`` (or its unique prefix).
+
+        Returns the erased ids. Deleted pages are zeroed (secure_delete) and the WAL is
+        checkpointed and truncated, so the erased text does not linger in the files.
+        """
+        if (caller_number is None) == (call_id is None):
+            raise ValueError("give exactly one of caller_number and call_id")
+        return await self._run(self._w_erase, caller_number, call_id)
+
     async def purge(self, now: datetime | None = None) -> int:
         """Delete calls started more than ``retention_days`` before ``now``; returns how many."""
         if self.retention_days is None:
@@ -296,6 +306,8 @@ class CallStore:
                 "PRAGMA synchronous=NORMAL"
             )  # WAL + NORMAL: no corruption, at most the last commit lost
             conn.execute("PRAGMA foreign_keys=ON")
+            # Erased and purged calls are overwritten, not just unlinked from the b-tree.
+            conn.execute("PRAGMA secure_delete=ON")
             self._w_migrate(conn)
         except BaseException:
             conn.close()
@@ -427,7 +439,8 @@ class CallStore:
             media=_media(row[11]),
         )
 
-    def _w_find(self, id_prefix: str) -> StoredCall | None:
+    def _w_match(self, id_prefix: str) -> str | None:
+        """The id that is ``id_prefix``, or the only one starting with it."""
         escaped = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = (
             self._db()
@@ -439,8 +452,34 @@ class CallStore:
         )
         ids = [r[0] for r in rows]
         if id_prefix in ids:
-            return self._w_get(id_prefix)
-        return self._w_get(ids[0]) if len(ids) == 1 else None
+            return id_prefix
+        return str(ids[0]) if len(ids) == 1 else None
+
+    def _w_find(self, id_prefix: str) -> StoredCall | None:
+        call_id = self._w_match(id_prefix)
+        return None if call_id is None else self._w_get(call_id)
+
+    def _w_erase(self, caller_number: str | None, call_id: str | None) -> list[str]:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if caller_number is not None:
+                rows = conn.execute("SELECT call_id FROM calls WHERE caller_number = ?", (caller_number,))
+                ids = [str(r[0]) for r in rows.fetchall()]
+            else:
+                assert call_id is not None
+                match = self._w_match(call_id)
+                ids = [] if match is None else [match]
+            # The cascade takes the turns and fields with each call.
+            conn.executemany("DELETE FROM calls WHERE call_id = ?", [(i,) for i in ids])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if ids:
+            # Best effort: a reader (the running agent) may keep part of the WAL until it lets go.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
 
     def _w_of_channel(self, channel_id: str) -> StoredCall | None:
         row = (
