@@ -35,6 +35,7 @@ from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
+from ari_agent.store.crypto import data_cipher
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ class AgentApp:
             on_error=self._count_error,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
-        self.records = RecordWriter(settings.records.dir) if settings.records.dir else None
+        # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
+        self.cipher = data_cipher(settings.store)
+        self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
@@ -157,7 +160,7 @@ class AgentApp:
         conf = self.settings.store
         if not conf.enabled:
             return
-        store = CallStore(conf.path, retention_days=conf.retention_days)
+        store = CallStore(conf.path, retention_days=conf.retention_days, cipher=self.cipher)
         try:
             await store.open()
         except StoreError as exc:

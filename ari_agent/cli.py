@@ -161,9 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command in ("check", "run"):
         from ari_agent.observability.http import http_token
+        from ari_agent.store.crypto import data_cipher
 
         try:
-            http_token(settings.http)  # a named token file that gives no token: refuse, never run open
+            # A named secret file that gives nothing: refuse, never run open or in plaintext.
+            http_token(settings.http)
+            data_cipher(settings.store)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG

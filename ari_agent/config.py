@@ -181,6 +181,9 @@ class StoreSettings(_Section):
     # Turn text is stored only when the operator opts in (here or per profile).
     text: bool = False
     purge_interval: float = Field(3600.0, gt=0)
+    # Data keys (AES-256-GCM), newest first: turn texts and captured fields are stored sealed.
+    keys: SecretStr | None = None
+    keys_file: Path | None = None
 
 
 class AuditSettings(_Section):

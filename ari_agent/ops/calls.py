@@ -21,6 +21,7 @@ from ari_agent.errors import ConfigError
 from ari_agent.observability.http import http_token
 from ari_agent.privatefile import locked, replace_private
 from ari_agent.store import CallStore, StoredCall, StoreError
+from ari_agent.store.crypto import DataCipher, DataKeyError, data_cipher, open_record
 
 
 class CallSource(Protocol):
@@ -34,10 +35,21 @@ class CallSource(Protocol):
 class RecordsFile:
     """Ended calls from ``calls.jsonl`` (written by the agent when ``AGENT_RECORDS__DIR`` is set)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, cipher: DataCipher | None = None) -> None:
         self.path = directory / "calls.jsonl"
+        self.cipher = cipher
+
+    def _open(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Only the record asked for is opened: one sealed with a retired key spoils no other.
+        if record is None:
+            return None
+        try:
+            return open_record(record, self.cipher)
+        except DataKeyError as exc:
+            raise CallsError(str(exc)) from None
 
     def all(self) -> list[dict[str, Any]]:
+        """The records as written (turn texts and fields sealed when a key was set)."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -56,11 +68,11 @@ class RecordsFile:
         matches = [r for r in self.all() if str(r.get("call_id", "")).startswith(call_id)]
         exact = [r for r in matches if r.get("call_id") == call_id]
         if exact:
-            return exact[-1]
-        return matches[0] if len(matches) == 1 else None
+            return self._open(exact[-1])
+        return self._open(matches[0]) if len(matches) == 1 else None
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
-        return next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None)
+        return self._open(next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None))
 
     def erase(self, *, caller_number: str | None = None, call_ids: Sequence[str] = ()) -> list[str]:
         """Drop the lines of ``caller_number``'s calls, or of ``call_ids``; returns the ids dropped.
@@ -98,8 +110,9 @@ def _matches(record: dict[str, Any], caller_number: str | None, call_ids: set[st
 class StoreFile:
     """Ended calls from the agent's call store (``AGENT_STORE__PATH``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: DataCipher | None = None) -> None:
         self.path = path
+        self.cipher = cipher
 
     def get(self, call_id: str) -> dict[str, Any] | None:
         return self._read(lambda store: store.find_call(call_id))
@@ -119,13 +132,13 @@ class StoreFile:
 
     def _read(self, query: Any) -> dict[str, Any] | None:
         async def run() -> StoredCall | None:
-            async with CallStore(self.path, retention_days=None) as store:
+            async with CallStore(self.path, retention_days=None, cipher=self.cipher) as store:
                 result: StoredCall | None = await query(store)
                 return result
 
         try:
             call = asyncio.run(run())
-        except StoreError as exc:
+        except (StoreError, DataKeyError) as exc:
             raise CallsError(str(exc)) from None
         return None if call is None else call.to_json()
 
@@ -134,16 +147,26 @@ class CallsError(Exception):
     """The calls could not be read; the message says why and what to do."""
 
 
+def _cipher(settings: Settings) -> DataCipher | None:
+    try:
+        return data_cipher(settings.store)
+    except ConfigError as exc:
+        raise CallsError(str(exc)) from None
+
+
 def call_source(settings: Settings, *, transcripts: bool = False) -> CallSource:
     """The store when the agent keeps one here, else the records file.
 
     ``transcripts``: the records file first, as it always has the turn texts (the
     store only when the operator opted in).
     """
+    cipher = _cipher(settings)
     store = (
-        StoreFile(settings.store.path) if settings.store.enabled and settings.store.path.is_file() else None
+        StoreFile(settings.store.path, cipher)
+        if settings.store.enabled and settings.store.path.is_file()
+        else None
     )
-    records = RecordsFile(settings.records.dir) if settings.records.dir is not None else None
+    records = RecordsFile(settings.records.dir, cipher) if settings.records.dir is not None else None
     ordered = [records, store] if transcripts else [store, records]
     source = next((s for s in ordered if s is not None), None)
     if source is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ari_agent.errors import AgentError
+from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,16 @@ def _media(text: str | None) -> dict[str, Any]:
 class CallStore:
     """Async SQLite store of ended calls. ``open()`` before use, ``close()`` when done."""
 
-    def __init__(self, path: Path, *, retention_days: int | None, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: int | None,
+        busy_timeout: float = 5.0,
+        cipher: DataCipher | None = None,
+    ) -> None:
+        """``cipher``: turn texts and field values are sealed with it, and opened on reading."""
+        self.cipher = cipher
         if retention_days is not None and retention_days < 1:
             raise ValueError("retention_days must be >= 1, or None to keep calls forever")
         self.path = Path(path)
@@ -282,6 +292,11 @@ class CallStore:
             )
         return StoreError(self.path, f"SQLite error ({text}).", f"check the file, or set {PATH_SETTING}")
 
+    def _seal(self, text: str | None, call_id: str) -> str | None:
+        if text is None or self.cipher is None:
+            return text
+        return self.cipher.seal(text, call_id)
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError(self.path, "the store is not open.", "await store.open() first")
@@ -374,7 +389,7 @@ class CallStore:
                         call.call_id,
                         seq,
                         t.role,
-                        t.text if call.store_text else None,
+                        self._seal(t.text, call.call_id) if call.store_text else None,
                         _ts(t.at),
                         int(t.interrupted),
                         t.stt_ms,
@@ -392,7 +407,10 @@ class CallStore:
             )
             conn.executemany(
                 "INSERT INTO fields (call_id, name, value) VALUES (?, ?, ?)",
-                [(call.call_id, name, value) for name, value in call.fields.items()],
+                [
+                    (call.call_id, name, self._seal(value, call.call_id))
+                    for name, value in call.fields.items()
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -420,7 +438,7 @@ class CallStore:
             turns=tuple(
                 StoredTurn(
                     role=cast(Role, t[0]),
-                    text=t[1],
+                    text=None if t[1] is None else open_value(t[1], self.cipher, call_id),
                     at=parse_utc(t[2]),
                     interrupted=bool(t[3]),
                     stt_ms=t[4],
@@ -435,7 +453,7 @@ class CallStore:
                 )
                 for t in turns
             ),
-            fields={name: value for name, value in fields},
+            fields={name: open_value(value, self.cipher, call_id) for name, value in fields},
             media=_media(row[11]),
         )
 
