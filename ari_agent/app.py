@@ -20,6 +20,7 @@ from ari_agent.ari.events import (
     StasisEnd,
     StasisStart,
 )
+from ari_agent.ari.tls import UNVERIFIED_WARNING, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
@@ -63,8 +64,11 @@ class AgentApp:
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
+        tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
+        if tls is False:
+            log.warning("%s", UNVERIFIED_WARNING)
         self.ari = AriClient(
-            settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value()
+            settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value(), ssl=tls
         )
         self.listener = EventListener(
             settings.ari.url,
@@ -75,6 +79,7 @@ class AgentApp:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             on_error=self._count_error,
+            ssl=tls,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.

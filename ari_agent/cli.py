@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command in ("check", "run"):
+    if args.command in ("check", "run", "doctor", "call"):
+        from ari_agent.ari.tls import client_ssl
         from ari_agent.observability.http import http_token
         from ari_agent.store.crypto import data_cipher
 
@@ -167,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A named secret file that gives nothing: refuse, never run open or in plaintext.
             http_token(settings.http)
             data_cipher(settings.store)
+            client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG

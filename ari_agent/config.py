@@ -51,6 +51,10 @@ class AriSettings(_Section):
     username: str = "ai-agent"
     password: SecretStr = SecretStr("")
     app: str = Field("ai-agent", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # https:// URLs: the CA that signed Asterisk's certificate (None: the system's CAs).
+    ca_file: Path | None = None
+    # False skips certificate checks (said loudly at start and in doctor); never the default.
+    tls_verify: bool = True
 
     @field_validator("url")
     @classmethod
