@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from aiohttp import web
-
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import (
     ApplicationReplaced,
@@ -22,6 +20,7 @@ from ari_agent.ari.events import (
     StasisEnd,
     StasisStart,
 )
+from ari_agent.ari.tls import UNVERIFIED_WARNING, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
@@ -29,13 +28,15 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, Re
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
 from ari_agent.media.transport import PortPool
-from ari_agent.observability.http import make_http_app
+from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
+from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
+from ari_agent.store.crypto import data_cipher
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ class AgentApp:
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
+        tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
+        if tls is False:
+            log.warning("%s", UNVERIFIED_WARNING)
         self.ari = AriClient(
-            settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value()
+            settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value(), ssl=tls
         )
         self.listener = EventListener(
             settings.ari.url,
@@ -75,9 +79,12 @@ class AgentApp:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             on_error=self._count_error,
+            ssl=tls,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
-        self.records = RecordWriter(settings.records.dir) if settings.records.dir else None
+        # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
+        self.cipher = data_cipher(settings.store)
+        self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
@@ -90,7 +97,7 @@ class AgentApp:
         self._no_calls = asyncio.Event()
         # Set when the agent must stop by itself (the CLI then exits non-zero).
         self.fatal = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
 
     # ------------------------------------------------------------------
     # Start and stop
@@ -98,12 +105,19 @@ class AgentApp:
     async def start(self) -> None:
         await self._open_store()
         await self._prepare_profiles()
-        http_app = make_http_app(self.metrics, lambda: self.ready, self.active_calls)
-        self._runner = web.AppRunner(http_app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
-        await site.start()
-        log.info("HTTP on %s:%d", self.settings.http.host, self.settings.http.port)
+        conf = self.settings.http
+        http_app = make_http_app(
+            self.metrics, lambda: self.ready, self.active_calls, token=http_token(conf) or "", host=conf.host
+        )
+        self._http = HttpServer(
+            http_app,
+            conf.host,
+            conf.port,
+            idle_timeout=conf.idle_timeout,
+            max_connections=conf.max_connections,
+        )
+        await self._http.start()
+        log.info("HTTP on %s:%d", conf.host, conf.port)
         self.listener.start()
 
     @property
@@ -117,6 +131,7 @@ class AgentApp:
         hands it back rather than starting a session nobody would wait for.
         """
         self.calls.start_drain()
+        await self._audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
         if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
             log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
@@ -139,8 +154,8 @@ class AgentApp:
             await asyncio.wait(pending, timeout=5)
         await self.listener.stop()
         await self.ari.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.stop()
         if self._purge_task is not None:
             self._purge_task.cancel()
         if self.store is not None:
@@ -150,7 +165,7 @@ class AgentApp:
         conf = self.settings.store
         if not conf.enabled:
             return
-        store = CallStore(conf.path, retention_days=conf.retention_days)
+        store = CallStore(conf.path, retention_days=conf.retention_days, cipher=self.cipher)
         try:
             await store.open()
         except StoreError as exc:
@@ -185,10 +200,12 @@ class AgentApp:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
+            await self._audit("reload", signal="SIGHUP", outcome="refused")
             return
         errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
         if errors:
             log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
+            await self._audit("reload", signal="SIGHUP", outcome="refused")
             return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
@@ -201,6 +218,22 @@ class AgentApp:
                 self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
+        await self._audit(
+            "reload",
+            signal="SIGHUP",
+            outcome="applied",
+            profiles=sorted(providers),
+            unavailable=sorted(unavailable),
+        )
+
+    async def _audit(self, action: str, **details: Any) -> None:
+        """An operator's action, in the audit log; a failure to write it is logged, never fatal."""
+        if not self.settings.audit.enabled:
+            return
+        try:
+            await asyncio.to_thread(AuditLog(self.settings.audit_path).record, action, **details)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     @property
     def ready(self) -> bool:

@@ -74,10 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--reply-timeout", type=float, default=20.0, metavar="S", help="wait for a reply")
     calls = sub.add_parser(
-        "calls", parents=[after, as_json], help="list active calls; `calls show ID`: one call"
+        "calls",
+        parents=[after, as_json],
+        help="list active calls; `calls show ID`: one call; `calls erase --caller NUMBER`: forget a caller",
     )
-    calls.add_argument("action", nargs="?", choices=["show"], help="show one ended call")
+    calls.add_argument(
+        "action", nargs="?", choices=["show", "erase"], help="show one ended call, or erase calls"
+    )
     calls.add_argument("call_id", nargs="?", metavar="ID", help="call id (or a unique prefix)")
+    calls.add_argument("--caller", metavar="NUMBER", help="erase: every call from this number")
+    calls.add_argument("--call", dest="erase_call", metavar="ID", help="erase: this call")
     return parser
 
 
@@ -153,6 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command in ("check", "run", "doctor", "call"):
+        from ari_agent.ari.tls import client_ssl
+        from ari_agent.observability.http import http_token
+        from ari_agent.store.crypto import data_cipher
+
+        try:
+            # A named secret file that gives nothing: refuse, never run open or in plaintext.
+            http_token(settings.http)
+            data_cipher(settings.store)
+            client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "check":
         return cmd_check(settings)
     if args.command in ("doctor", "call", "calls"):
@@ -172,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     reply_timeout=args.reply_timeout,
                 )
             )
+        if args.action == "erase":
+            return commands.calls_erase(settings, args.caller, args.erase_call, args.json)
         return commands.calls(settings, args.action, args.call_id, args.json)
     errors = config_errors(settings)
     if errors:

@@ -51,6 +51,10 @@ class AriSettings(_Section):
     username: str = "ai-agent"
     password: SecretStr = SecretStr("")
     app: str = Field("ai-agent", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # https:// URLs: the CA that signed Asterisk's certificate (None: the system's CAs).
+    ca_file: Path | None = None
+    # False skips certificate checks (said loudly at start and in doctor); never the default.
+    tls_verify: bool = True
 
     @field_validator("url")
     @classmethod
@@ -141,6 +145,14 @@ class MediaSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8090, ge=1, le=65535)
+    # Bearer token for /metrics and /calls (also read from AGENT_HTTP_TOKEN, the older name).
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # A connection that sends nothing for this long is closed (aiohttp's default is an hour).
+    idle_timeout: float = Field(15.0, gt=0)
+    # Above this many open connections new ones are closed at once: each holds a file
+    # descriptor, and RTP sockets for new calls need them more than scrapers do.
+    max_connections: int = Field(64, ge=1)
 
 
 class CallSettings(_Section):
@@ -173,6 +185,15 @@ class StoreSettings(_Section):
     # Turn text is stored only when the operator opts in (here or per profile).
     text: bool = False
     purge_interval: float = Field(3600.0, gt=0)
+    # Data keys (AES-256-GCM), newest first: turn texts and captured fields are stored sealed.
+    keys: SecretStr | None = None
+    keys_file: Path | None = None
+
+
+class AuditSettings(_Section):
+    enabled: bool = True
+    # None: audit.jsonl beside the call store.
+    path: Path | None = None
 
 
 def default_instance_id() -> str:
@@ -195,6 +216,7 @@ class Settings(BaseSettings):
     calls: CallSettings = CallSettings()
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
+    audit: AuditSettings = AuditSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.
@@ -215,6 +237,10 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources += (TomlConfigSettingsSource(settings_cls),)
         return sources
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path or self.store.path.parent / "audit.jsonl"
 
     def all_profiles(self) -> dict[str, ProfileConfig]:
         """Built-in profiles with the file's merged over them, field by field (the file wins)."""
@@ -298,5 +324,6 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The resolved settings as plain data, secrets masked, for ``ari-agent check``."""
     data: dict[str, Any] = settings.model_dump(mode="json", exclude={"profiles"})
     data["ari"]["password"] = "********" if settings.ari.password.get_secret_value() else "(empty)"
+    data["http"]["token"] = "********" if settings.http.token else None
     data["profiles"] = sorted(settings.all_profiles())
     return data

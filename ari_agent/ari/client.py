@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 
 from ari_agent.ari.events import Bridge, Channel, bridge_from_json, channel_from_json
+from ari_agent.ari.tls import SslArg, tls_problem
 from ari_agent.errors import AgentError
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "AriError",
     "AriHttpError",
     "AriNotFound",
+    "AriTlsError",
     "AriUnavailable",
     "basic_auth_header",
     "normalize_ari_url",
@@ -59,6 +61,10 @@ class AriNotFound(AriHttpError):
 
 class AriUnavailable(AriError):
     """Asterisk could not be reached: connection refused, reset or timed out."""
+
+
+class AriTlsError(AriUnavailable):
+    """The TLS connection was refused: a certificate that does not verify, or no TLS there."""
 
 
 def normalize_ari_url(url: str) -> str:
@@ -146,8 +152,10 @@ class AriClient:
         *,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 5.0,
+        ssl: SslArg = True,
     ) -> None:
         self._root = normalize_ari_url(base_url)
+        self._ssl = ssl
         self._username = username
         self._headers = {"Authorization": basic_auth_header(username, password)}
         self._session = session
@@ -203,6 +211,7 @@ class AriClient:
                 json=body,
                 headers=self._headers,
                 timeout=self._timeout,
+                ssl=self._ssl,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -210,6 +219,9 @@ class AriClient:
         except TimeoutError:
             raise AriUnavailable(f"ARI {method} {path}: no answer within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
+            problem = tls_problem(exc, self._root)
+            if problem is not None:
+                raise AriTlsError(f"ARI {method} {path}: {problem}") from None
             # The aiohttp message names host and port only; the auth header never appears in it.
             raise AriUnavailable(f"ARI {method} {path}: {type(exc).__name__}: {exc}") from None
         if status >= 400:

@@ -29,6 +29,7 @@ import aiohttp
 
 from ari_agent.ari.client import basic_auth_header, normalize_ari_url
 from ari_agent.ari.events import Event, decode_event
+from ari_agent.ari.tls import SslArg, tls_problem
 
 __all__ = ["EventListener"]
 
@@ -68,7 +69,9 @@ class EventListener:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        ssl: SslArg = True,
     ) -> None:
+        self._ssl = ssl
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("backoff needs 0 < backoff_initial <= backoff_max")
         root = normalize_ari_url(base_url)
@@ -190,6 +193,7 @@ class EventListener:
                     headers=self._headers,
                     heartbeat=self._heartbeat,
                     autoping=True,
+                    ssl=self._ssl,
                 ) as ws:
                     delay = self._backoff_initial
                     self._connected = True
@@ -209,7 +213,13 @@ class EventListener:
                 else:
                     log.warning("ARI events handshake refused: HTTP %s %s", exc.status, exc.message)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                log.warning("ARI events connection failed: %s: %s", type(exc).__name__, exc)
+                problem = tls_problem(exc, self._url)
+                if problem is not None:
+                    # Not a network blip: it will not pass by itself, so it is an error each time.
+                    log.error("ARI events: %s", problem)
+                    self._count("ari_tls")
+                else:
+                    log.warning("ARI events connection failed: %s: %s", type(exc).__name__, exc)
             except Exception:
                 # A forever loop that dies quietly is worse than a noisy one that keeps going.
                 log.exception("ARI events loop error")

@@ -14,7 +14,12 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from ari_agent.privatefile import append_private, locked, make_private, private_dir
+
+if TYPE_CHECKING:
+    from ari_agent.store.crypto import DataCipher
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +130,19 @@ class CallRecord:
 
 
 class RecordWriter:
-    def __init__(self, directory: Path) -> None:
+    """Appends records to ``calls.jsonl``: 0600 in a 0700 directory (numbers, names, transcripts)."""
+
+    def __init__(self, directory: Path, cipher: DataCipher | None = None) -> None:
         self.path = directory / "calls.jsonl"
-        directory.mkdir(parents=True, exist_ok=True)
+        self.cipher = cipher  # seals turn texts and fields (ari_agent/store/crypto.py)
+        private_dir(directory)
+        make_private(self.path)
         self._lock = asyncio.Lock()
 
     async def write(self, record: CallRecord) -> None:
-        line = json.dumps(record.to_json(), ensure_ascii=False) + "\n"
+        from ari_agent.store.crypto import seal_record  # the store package imports this module
+
+        line = json.dumps(seal_record(record.to_json(), self.cipher), ensure_ascii=False) + "\n"
         async with self._lock:
             try:
                 await asyncio.to_thread(self._append, line)
@@ -139,5 +150,6 @@ class RecordWriter:
                 log.error("cannot write call record to %s: %s", self.path, exc)
 
     def _append(self, line: str) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
+        # The file lock: `calls erase` rewrites the file under it, so no line is lost to it.
+        with locked(self.path):
+            append_private(self.path, line)

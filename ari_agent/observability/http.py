@@ -2,13 +2,17 @@
 
 ``/healthz`` and ``/readyz`` are always open (probes carry no secrets).
 ``/metrics`` and ``/calls`` need ``Authorization: Bearer <token>`` when a
-token is set: ``AGENT_HTTP_TOKEN``, ``AGENT_HTTP_TOKEN_FILE`` or
-``/run/secrets/agent_http_token``. The server binds 127.0.0.1 by default;
-bound anywhere else without a token, it says so in the log once.
+token is set: ``AGENT_HTTP__TOKEN`` (or the older ``AGENT_HTTP_TOKEN``), a
+file named by ``AGENT_HTTP__TOKEN_FILE`` (or ``AGENT_HTTP_TOKEN_FILE``), or
+``/run/secrets/agent_http_token``. A token file that is named but missing,
+unreadable or empty is an error, never "no token". The server binds
+127.0.0.1 by default; bound anywhere else without a token, it says so in the
+log once. Connections are capped and idle ones closed (:class:`HttpServer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -18,21 +22,33 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ari_agent.config import HttpSettings
 from ari_agent.observability.metrics import Metrics
-from providers.secrets import get_secret
+from ari_agent.secretfile import read_secret
 
 log = logging.getLogger(__name__)
 
-TOKEN_VARIABLE = "AGENT_HTTP_TOKEN"
+TOKEN_VARIABLE = "AGENT_HTTP__TOKEN"
+# Before the settings had it, the token was AGENT_HTTP_TOKEN: still read, no longer documented.
+_TOKEN_NAMES = (TOKEN_VARIABLE, "AGENT_HTTP_TOKEN")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def http_token() -> str | None:
-    """The bearer token from the environment, a ``_FILE`` or ``/run/secrets``; None if unset."""
-    secret = get_secret(TOKEN_VARIABLE)
-    return secret.reveal() if secret else None
+def http_token(settings: HttpSettings | None = None) -> str | None:
+    """The bearer token (see the module doc); None if none is configured.
+
+    Raises ConfigError when a token file is named but gives no token.
+    """
+    conf = settings or HttpSettings()
+    return read_secret(
+        "http.token",
+        conf.token.get_secret_value() if conf.token else None,
+        conf.token_file,
+        env_names=_TOKEN_NAMES,
+        secrets_name="agent_http_token",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -61,7 +77,9 @@ def _token_middleware(token: str) -> Any:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # aiohttp keeps undecodable header bytes as surrogates: give them back as bytes so
+        # a garbage header is a 401 like any wrong one, not a 500 with a traceback.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             return web.json_response(
                 {"error": "unauthorized"},
@@ -110,3 +128,48 @@ def make_http_app(
         if warning:
             log.warning(warning)
     return app
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: closed at once, so it never holds a descriptor for long."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class HttpServer:
+    """The agent's HTTP server: idle connections closed, open connections capped."""
+
+    def __init__(
+        self, app: web.Application, host: str, port: int, *, idle_timeout: float, max_connections: int
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        # keepalive_timeout also runs from the moment a connection opens, so a client that
+        # connects and sends nothing is closed after it too.
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout)
+        self._server: asyncio.Server | None = None
+        self.refused = 0
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        handlers = self._runner.server
+        assert handlers is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(handlers.connections) >= self.max_connections:
+                self.refused += 1
+                return _Refused()
+            return handlers()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self.host, self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        await self._runner.cleanup()
+        if server is not None:
+            await server.wait_closed()

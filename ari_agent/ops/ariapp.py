@@ -15,6 +15,7 @@ from typing import Any
 
 from ari_agent.ari.client import AriClient, AriError
 from ari_agent.ari.events import Event
+from ari_agent.ari.tls import SslArg, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.config import Settings
 
@@ -31,8 +32,16 @@ class OpsAri(AriClient):
 
 def ops_client(settings: Settings, timeout: float = 5.0) -> OpsAri:
     return OpsAri(
-        settings.ari.url, settings.ari.username, settings.ari.password.get_secret_value(), timeout=timeout
+        settings.ari.url,
+        settings.ari.username,
+        settings.ari.password.get_secret_value(),
+        timeout=timeout,
+        ssl=ari_ssl(settings),
     )
+
+
+def ari_ssl(settings: Settings) -> SslArg:
+    return client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
 
 
 def private_app_name(settings: Settings, role: str) -> str:
@@ -56,6 +65,7 @@ class PrivateApp:
             on_connect=self._on_connect,
             backoff_initial=0.2,
             backoff_max=1.0,
+            ssl=ari_ssl(settings),
         )
 
     async def _on_event(self, event: Event) -> None:

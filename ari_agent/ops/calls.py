@@ -12,12 +12,16 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ari_agent.config import Settings
+from ari_agent.errors import ConfigError
 from ari_agent.observability.http import http_token
+from ari_agent.privatefile import locked, replace_private
 from ari_agent.store import CallStore, StoredCall, StoreError
+from ari_agent.store.crypto import DataCipher, DataKeyError, data_cipher, open_record
 
 
 class CallSource(Protocol):
@@ -31,10 +35,21 @@ class CallSource(Protocol):
 class RecordsFile:
     """Ended calls from ``calls.jsonl`` (written by the agent when ``AGENT_RECORDS__DIR`` is set)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, cipher: DataCipher | None = None) -> None:
         self.path = directory / "calls.jsonl"
+        self.cipher = cipher
+
+    def _open(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Only the record asked for is opened: one sealed with a retired key spoils no other.
+        if record is None:
+            return None
+        try:
+            return open_record(record, self.cipher)
+        except DataKeyError as exc:
+            raise CallsError(str(exc)) from None
 
     def all(self) -> list[dict[str, Any]]:
+        """The records as written (turn texts and fields sealed when a key was set)."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -53,18 +68,51 @@ class RecordsFile:
         matches = [r for r in self.all() if str(r.get("call_id", "")).startswith(call_id)]
         exact = [r for r in matches if r.get("call_id") == call_id]
         if exact:
-            return exact[-1]
-        return matches[0] if len(matches) == 1 else None
+            return self._open(exact[-1])
+        return self._open(matches[0]) if len(matches) == 1 else None
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
-        return next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None)
+        return self._open(next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None))
+
+    def erase(self, *, caller_number: str | None = None, call_ids: Sequence[str] = ()) -> list[str]:
+        """Drop the lines of ``caller_number``'s calls, or of ``call_ids``; returns the ids dropped.
+
+        Under the writer's lock, so a record the agent appends meanwhile is neither lost
+        nor left behind in the old file.
+        """
+        if not self.path.exists():
+            return []
+        wanted = set(call_ids)
+        erased: list[str] = []
+        with locked(self.path):
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict) and _matches(record, caller_number, wanted):
+                    erased.append(str(record.get("call_id")))
+                    continue
+                kept.append(line)
+            if erased:
+                replace_private(self.path, "".join(kept))
+        return erased
+
+
+def _matches(record: dict[str, Any], caller_number: str | None, call_ids: set[str]) -> bool:
+    if caller_number is not None:
+        caller = record.get("caller")
+        return isinstance(caller, dict) and caller.get("number") == caller_number
+    return record.get("call_id") in call_ids
 
 
 class StoreFile:
     """Ended calls from the agent's call store (``AGENT_STORE__PATH``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: DataCipher | None = None) -> None:
         self.path = path
+        self.cipher = cipher
 
     def get(self, call_id: str) -> dict[str, Any] | None:
         return self._read(lambda store: store.find_call(call_id))
@@ -72,15 +120,25 @@ class StoreFile:
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         return self._read(lambda store: store.call_of_channel(channel_id))
 
+    def erase(self, *, caller_number: str | None = None, call_id: str | None = None) -> list[str]:
+        async def run() -> list[str]:
+            async with CallStore(self.path, retention_days=None) as store:
+                return await store.erase(caller_number=caller_number, call_id=call_id)
+
+        try:
+            return asyncio.run(run())
+        except StoreError as exc:
+            raise CallsError(str(exc)) from None
+
     def _read(self, query: Any) -> dict[str, Any] | None:
         async def run() -> StoredCall | None:
-            async with CallStore(self.path, retention_days=None) as store:
+            async with CallStore(self.path, retention_days=None, cipher=self.cipher) as store:
                 result: StoredCall | None = await query(store)
                 return result
 
         try:
             call = asyncio.run(run())
-        except StoreError as exc:
+        except (StoreError, DataKeyError) as exc:
             raise CallsError(str(exc)) from None
         return None if call is None else call.to_json()
 
@@ -89,16 +147,26 @@ class CallsError(Exception):
     """The calls could not be read; the message says why and what to do."""
 
 
+def _cipher(settings: Settings) -> DataCipher | None:
+    try:
+        return data_cipher(settings.store)
+    except ConfigError as exc:
+        raise CallsError(str(exc)) from None
+
+
 def call_source(settings: Settings, *, transcripts: bool = False) -> CallSource:
     """The store when the agent keeps one here, else the records file.
 
     ``transcripts``: the records file first, as it always has the turn texts (the
     store only when the operator opted in).
     """
+    cipher = _cipher(settings)
     store = (
-        StoreFile(settings.store.path) if settings.store.enabled and settings.store.path.is_file() else None
+        StoreFile(settings.store.path, cipher)
+        if settings.store.enabled and settings.store.path.is_file()
+        else None
     )
-    records = RecordsFile(settings.records.dir) if settings.records.dir is not None else None
+    records = RecordsFile(settings.records.dir, cipher) if settings.records.dir is not None else None
     ordered = [records, store] if transcripts else [store, records]
     source = next((s for s in ordered if s is not None), None)
     if source is None:
@@ -107,6 +175,49 @@ def call_source(settings: Settings, *, transcripts: bool = False) -> CallSource:
             "records directory (AGENT_RECORDS__DIR, make up sets it); point either at the agent's"
         )
     return source
+
+
+def erase_calls(
+    settings: Settings, *, caller_number: str | None = None, call_id: str | None = None
+) -> dict[str, Any]:
+    """Remove a person's calls (or one call) from the store and the records file; audit it.
+
+    Returns what was done: the erased ids and counts per place. The audit entry carries
+    those, never the caller's number.
+    """
+    store_path = settings.store.path
+    records = RecordsFile(settings.records.dir) if settings.records.dir is not None else None
+    done: dict[str, Any] = {"by": "caller" if caller_number is not None else "call"}
+    store_ids: list[str] = []
+    if store_path.is_file():
+        store_ids = StoreFile(store_path).erase(caller_number=caller_number, call_id=call_id)
+        done["store"] = {"path": str(store_path), "erased": len(store_ids)}
+    records_ids: list[str] = []
+    if records is not None:
+        if caller_number is not None:
+            records_ids = records.erase(caller_number=caller_number)
+        else:
+            assert call_id is not None
+            # The store resolved a prefix; else the records file's own unique match.
+            full = store_ids or [str(r.get("call_id")) for r in [records.get(call_id)] if r is not None]
+            records_ids = records.erase(call_ids=full)
+        done["records"] = {"path": str(records.path), "erased": len(records_ids)}
+    if "store" not in done and "records" not in done:
+        raise CallsError(
+            f"nothing to erase from: no call store at {store_path} (AGENT_STORE__PATH) and no "
+            "records directory (AGENT_RECORDS__DIR)"
+        )
+    done["call_ids"] = sorted(set(store_ids) | set(records_ids))
+    done["erased"] = len(done["call_ids"])
+    if settings.audit.enabled:
+        from ari_agent.ops.audit import AuditError, AuditLog
+
+        try:
+            AuditLog(settings.audit_path).record("erase", **done)
+        except AuditError as exc:
+            # The erase stands (the person asked for it); the operator must know it is unlogged.
+            done["audit_error"] = str(exc)
+    return done
 
 
 def agent_url(settings: Settings, path: str) -> str:
@@ -122,7 +233,10 @@ def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any
     """GET /calls of the running agent."""
     url = agent_url(settings, "/calls")
     req = urllib.request.Request(url)
-    token = http_token()
+    try:
+        token = http_token(settings.http)
+    except ConfigError as exc:
+        raise CallsError(str(exc)) from None
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -130,7 +244,7 @@ def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any
             data = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            raise CallsError(f"{url} wants a token: set AGENT_HTTP_TOKEN to the agent's") from None
+            raise CallsError(f"{url} wants a token: set AGENT_HTTP__TOKEN to the agent's") from None
         raise CallsError(f"{url} answered HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise CallsError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ari_agent.config import Settings
-from ari_agent.ops.calls import CallsError, active_calls, call_source
+from ari_agent.ops.calls import CallsError, active_calls, call_source, erase_calls
 from ari_agent.ops.doctor import Check, run_doctor
-from ari_agent.ops.output import Out, table
+from ari_agent.ops.output import Out, clean, table
 from ari_agent.ops.testcall import CallFailed, Phrase, TestCall, transcript
 
 _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
@@ -66,17 +66,26 @@ def _print_call_event(out: Out, entry: dict[str, Any]) -> None:
     out.line(f"{t} {text}")
 
 
-def print_transcript(out: Out, turns: list[dict[str, Any]], where: str) -> None:
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def print_transcript(out: Out, turns: object, where: str) -> None:
     out.line(out.paint(f"Transcript ({where}):", "bold"))
-    for turn in turns:
+    # Records are read from files an operator may have edited: anything not a turn is skipped.
+    for turn in turns if isinstance(turns, list) else []:
+        if not isinstance(turn, dict):
+            continue
         role = turn.get("role")
         label = "agent" if role == "agent" else "heard"
-        text = turn.get("text") or "(not stored)"
+        text = clean(turn.get("text") or "(not stored)")
         notes = []
-        if turn.get("heard_latency") is not None:
-            notes.append(f"reply {turn['heard_latency']:.2f} s")
-        if turn.get("turn_latency_ms") is not None:
-            notes.append(f"agent-measured {turn['turn_latency_ms'] / 1000:.2f} s")
+        heard = _number(turn.get("heard_latency"))
+        if heard is not None:
+            notes.append(f"reply {heard:.2f} s")
+        measured = _number(turn.get("turn_latency_ms"))
+        if measured is not None:
+            notes.append(f"agent-measured {measured / 1000:.2f} s")
         if turn.get("interrupted"):
             notes.append("interrupted")
         suffix = out.paint(f"  [{', '.join(notes)}]", "dim") if notes else ""
@@ -141,6 +150,57 @@ async def call(
 # ---------------------------------------------------------------- calls
 
 
+def show_record(out: Out, record: dict[str, Any]) -> None:
+    """One ended call for a terminal: every value cleaned, any field of any shape survived."""
+    caller = record.get("caller")
+    caller = caller if isinstance(caller, dict) else {}
+    out.line(out.paint(f"call {clean(record.get('call_id'))}", "bold"))
+    for key, value in (
+        ("profile", record.get("profile")),
+        ("caller", f"{clean(caller.get('name', ''))} <{clean(caller.get('number', ''))}>".strip()),
+        ("started", record.get("started_at")),
+        ("ended", record.get("ended_at")),
+        ("end reason", record.get("end_reason")),
+        ("status", record.get("status")),
+        ("result", record.get("result")),
+        ("channel", record.get("channel_id")),
+    ):
+        if value is not None:
+            out.line(f"  {key:<11} {clean(value)}")
+    media = record.get("media") or {}
+    if isinstance(media, dict) and media:
+        # Non-zero figures only: a clean call reads short, a troubled one shows what went wrong.
+        figures = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (0, 0.0, None))
+        out.line(f"  {'media in':<11} {clean(figures)}")
+    print_transcript(out, record.get("turns"), "turns")
+
+
+def calls_erase(settings: Settings, caller_number: str | None, call_id: str | None, as_json: bool) -> int:
+    out = Out(json_mode=as_json)
+    if (caller_number is None) == (call_id is None):
+        out.line("usage: ari-agent calls erase --caller NUMBER | --call ID")
+        return 2
+    try:
+        done = erase_calls(settings, caller_number=caller_number, call_id=call_id)
+    except CallsError as exc:
+        if as_json:
+            out.json({"error": str(exc)})
+        else:
+            out.line(out.paint(f"error: {exc}", "fail"))
+        return 1
+    if as_json:
+        out.json(done)
+    else:
+        who = f"caller {clean(caller_number)}" if caller_number is not None else f"call {clean(call_id)}"
+        out.line(f"erased {done['erased']} call(s) of {who}")
+        for place, label in (("store", "call store"), ("records", "records file")):
+            if place in done:
+                out.line(f"  {label:<12} {done[place]['erased']} ({done[place]['path']})")
+        if "audit_error" in done:
+            out.line(out.paint(f"warning: not audited: {done['audit_error']}", "warn"))
+    return 1 if "audit_error" in done else 0
+
+
 def calls(settings: Settings, action: str | None, call_id: str | None, as_json: bool) -> int:
     out = Out(json_mode=as_json)
     try:
@@ -154,26 +214,7 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
             if as_json:
                 out.json(record)
                 return 0
-            caller = record.get("caller") or {}
-            out.line(out.paint(f"call {record.get('call_id')}", "bold"))
-            for key, value in (
-                ("profile", record.get("profile")),
-                ("caller", f"{caller.get('name', '')} <{caller.get('number', '')}>".strip()),
-                ("started", record.get("started_at")),
-                ("ended", record.get("ended_at")),
-                ("end reason", record.get("end_reason")),
-                ("status", record.get("status")),
-                ("result", record.get("result")),
-                ("channel", record.get("channel_id")),
-            ):
-                if value is not None:
-                    out.line(f"  {key:<11} {value}")
-            media = record.get("media") or {}
-            if isinstance(media, dict) and media:
-                # Non-zero figures only: a clean call reads short, a troubled one shows what went wrong.
-                figures = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (0, 0.0, None))
-                out.line(f"  {'media in':<11} {figures}")
-            print_transcript(out, record.get("turns", []), "turns")
+            show_record(out, record)
             return 0
         active = active_calls(settings)
     except CallsError as exc:

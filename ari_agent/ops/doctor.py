@@ -28,9 +28,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from ari_agent.ari.client import AriError, AriHttpError, AriNotFound, AriUnavailable
+from ari_agent.ari.client import AriError, AriHttpError, AriNotFound, AriTlsError, AriUnavailable
 from ari_agent.ari.events import Event, StasisStart
+from ari_agent.ari.tls import CA_SETTING, UNVERIFIED_WARNING, is_tls
 from ari_agent.config import Settings
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
@@ -71,6 +73,16 @@ def _agent_running(settings: Settings, timeout: float = 1.0) -> bool:
     except urllib.error.HTTPError:
         return True  # something answers there
     except (OSError, ValueError):
+        return False
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url.strip()).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
         return False
 
 
@@ -143,6 +155,19 @@ class Doctor:
         url = self.ari.url
         try:
             info = await self.ari.asterisk_info()
+        except AriTlsError as exc:
+            self._add(Check("ari", "ok", f"something answers at {url}"))
+            self._add(
+                Check(
+                    "tls",
+                    "fail",
+                    str(exc),
+                    f"set {CA_SETTING} to the CA that signed Asterisk's certificate, or check that "
+                    "Asterisk serves TLS on that port (http.conf: tlsenable, tlsbindaddr)",
+                )
+            )
+            self._skip(["credentials"], "no TLS connection")
+            return None
         except AriUnavailable as exc:
             self._add(
                 Check(
@@ -181,8 +206,28 @@ class Doctor:
             return None
         version = (info.get("system") or {}).get("version", "?")
         self._add(Check("ari", "ok", f"ARI answers at {url} (Asterisk {version})"))
+        self._add(self._tls_check())
         self._add(Check("credentials", "ok", f"user {self.settings.ari.username!r} accepted"))
         return info
+
+    def _tls_check(self) -> Check:
+        conf = self.settings.ari
+        if not is_tls(conf.url):
+            if _is_loopback_url(conf.url):
+                return Check("tls", "ok", "plain HTTP on loopback (the ARI password stays on this host)")
+            return Check(
+                "tls",
+                "warn",
+                "plain HTTP to another host: the ARI password and call events cross the network in clear",
+                "serve ARI over TLS (http.conf: tlsenable, tlsbindaddr, tlscertfile, tlsprivatekey) "
+                "and use an https:// AGENT_ARI__URL",
+            )
+        if not conf.tls_verify:
+            return Check(
+                "tls", "warn", "TLS, certificate NOT verified", f"set {CA_SETTING}; {UNVERIFIED_WARNING}"
+            )
+        against = f"the CA in {conf.ca_file}" if conf.ca_file else "the system's CAs"
+        return Check("tls", "ok", f"TLS, certificate verified against {against}")
 
     # ------------------------------------------------------------------ 3-4
 

@@ -29,6 +29,18 @@ class Out:
         print(json.dumps(obj, ensure_ascii=False), file=self.stream, flush=True)
 
 
+def clean(value: object) -> str:
+    """A value from a call record, safe for a terminal: control and format characters shown escaped.
+
+    Caller names, numbers and transcripts come from outside (SIP headers, speech-to-text):
+    an escape sequence in them must not retitle, clear or rewrite the operator's terminal.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
 def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]

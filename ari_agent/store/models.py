@@ -122,14 +122,15 @@ class StoredCall:
 
     def to_json(self) -> dict[str, Any]:
         """The call in the record's shape (``CallRecord.to_json()``): what ``calls show`` prints."""
-        from ari_agent.conversation.records import TIMINGS, format_utc
+        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc
 
         turns = []
         for t in self.turns:
             turn: dict[str, Any] = {"role": t.role, "text": t.text, "at": format_utc(t.at)}
             if t.interrupted:
                 turn["interrupted"] = True
-            timings = {name: getattr(t, name) for name in TIMINGS if getattr(t, name) is not None}
+            # The record's own rule (rounded to 0.1 ms), so the store and calls.jsonl agree.
+            timings = TurnTimings(**{name: getattr(t, name) for name in TIMINGS}).to_json()
             if timings:
                 turn["timings"] = timings
             if t.ended_by is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from ari_agent.errors import AgentError
+from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,16 @@ def _media(text: str | None) -> dict[str, Any]:
 class CallStore:
     """Async SQLite store of ended calls. ``open()`` before use, ``close()`` when done."""
 
-    def __init__(self, path: Path, *, retention_days: int | None, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: int | None,
+        busy_timeout: float = 5.0,
+        cipher: DataCipher | None = None,
+    ) -> None:
+        """``cipher``: turn texts and field values are sealed with it, and opened on reading."""
+        self.cipher = cipher
         if retention_days is not None and retention_days < 1:
             raise ValueError("retention_days must be >= 1, or None to keep calls forever")
         self.path = Path(path)
@@ -202,6 +212,16 @@ class CallStore:
         """Newest first; ``since`` keeps calls started at or after it."""
         return await self._run(self._w_list, limit, since)
 
+    async def erase(self, *, caller_number: str | None = None, call_id: str | None = None) -> list[str]:
+        """Delete every call from ``caller_number``, or the call ``call_id`` (or its unique prefix).
+
+        Returns the erased ids. Deleted pages are zeroed (secure_delete) and the WAL is
+        checkpointed and truncated, so the erased text does not linger in the files.
+        """
+        if (caller_number is None) == (call_id is None):
+            raise ValueError("give exactly one of caller_number and call_id")
+        return await self._run(self._w_erase, caller_number, call_id)
+
     async def purge(self, now: datetime | None = None) -> int:
         """Delete calls started more than ``retention_days`` before ``now``; returns how many."""
         if self.retention_days is None:
@@ -234,6 +254,14 @@ class CallStore:
             return fn(*args)
         except sqlite3.Error as exc:
             raise self._explain(exc) from exc
+        except UnicodeEncodeError:
+            # A lone surrogate (text decoded with surrogateescape somewhere upstream) cannot be
+            # stored as UTF-8. The message never quotes the value: it is a caller's data.
+            raise StoreError(
+                self.path,
+                "a text value (caller name, turn text or field) is not valid Unicode; nothing was written.",
+                "clean the text before storing it (this is a bug where it came from: please report it)",
+            ) from None
         except OSError as exc:
             raise StoreError(
                 self.path,
@@ -264,6 +292,11 @@ class CallStore:
             )
         return StoreError(self.path, f"SQLite error ({text}).", f"check the file, or set {PATH_SETTING}")
 
+    def _seal(self, text: str | None, call_id: str) -> str | None:
+        if text is None or self.cipher is None:
+            return text
+        return self.cipher.seal(text, call_id)
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError(self.path, "the store is not open.", "await store.open() first")
@@ -288,6 +321,8 @@ class CallStore:
                 "PRAGMA synchronous=NORMAL"
             )  # WAL + NORMAL: no corruption, at most the last commit lost
             conn.execute("PRAGMA foreign_keys=ON")
+            # Erased and purged calls are overwritten, not just unlinked from the b-tree.
+            conn.execute("PRAGMA secure_delete=ON")
             self._w_migrate(conn)
         except BaseException:
             conn.close()
@@ -354,7 +389,7 @@ class CallStore:
                         call.call_id,
                         seq,
                         t.role,
-                        t.text if call.store_text else None,
+                        self._seal(t.text, call.call_id) if call.store_text else None,
                         _ts(t.at),
                         int(t.interrupted),
                         t.stt_ms,
@@ -372,7 +407,10 @@ class CallStore:
             )
             conn.executemany(
                 "INSERT INTO fields (call_id, name, value) VALUES (?, ?, ?)",
-                [(call.call_id, name, value) for name, value in call.fields.items()],
+                [
+                    (call.call_id, name, self._seal(value, call.call_id))
+                    for name, value in call.fields.items()
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -400,7 +438,7 @@ class CallStore:
             turns=tuple(
                 StoredTurn(
                     role=cast(Role, t[0]),
-                    text=t[1],
+                    text=None if t[1] is None else open_value(t[1], self.cipher, call_id),
                     at=parse_utc(t[2]),
                     interrupted=bool(t[3]),
                     stt_ms=t[4],
@@ -415,11 +453,12 @@ class CallStore:
                 )
                 for t in turns
             ),
-            fields={name: value for name, value in fields},
+            fields={name: open_value(value, self.cipher, call_id) for name, value in fields},
             media=_media(row[11]),
         )
 
-    def _w_find(self, id_prefix: str) -> StoredCall | None:
+    def _w_match(self, id_prefix: str) -> str | None:
+        """The id that is ``id_prefix``, or the only one starting with it."""
         escaped = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = (
             self._db()
@@ -431,8 +470,34 @@ class CallStore:
         )
         ids = [r[0] for r in rows]
         if id_prefix in ids:
-            return self._w_get(id_prefix)
-        return self._w_get(ids[0]) if len(ids) == 1 else None
+            return id_prefix
+        return str(ids[0]) if len(ids) == 1 else None
+
+    def _w_find(self, id_prefix: str) -> StoredCall | None:
+        call_id = self._w_match(id_prefix)
+        return None if call_id is None else self._w_get(call_id)
+
+    def _w_erase(self, caller_number: str | None, call_id: str | None) -> list[str]:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if caller_number is not None:
+                rows = conn.execute("SELECT call_id FROM calls WHERE caller_number = ?", (caller_number,))
+                ids = [str(r[0]) for r in rows.fetchall()]
+            else:
+                assert call_id is not None
+                match = self._w_match(call_id)
+                ids = [] if match is None else [match]
+            # The cascade takes the turns and fields with each call.
+            conn.executemany("DELETE FROM calls WHERE call_id = ?", [(i,) for i in ids])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if ids:
+            # Best effort: a reader (the running agent) may keep part of the WAL until it lets go.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
 
     def _w_of_channel(self, channel_id: str) -> StoredCall | None:
         row = (

@@ -53,6 +53,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tests.integration.testpki import LabPki, make_pki
+
 REPO = Path(__file__).resolve().parents[2]
 ASTERISK_CONFIG = REPO / "asterisk"
 CALLER_CONFIG = Path(__file__).resolve().parent / "asterisk-caller"
@@ -85,6 +87,7 @@ class Ports:
     caller_rtp: tuple[int, int]
     agent_http: int
     agent_media: tuple[int, int]
+    ari_tls: int  # the agent instance's HTTP server with TLS (plain HTTP stays on ``ari``)
 
     @classmethod
     def for_slot(cls, slot: int) -> Ports:
@@ -98,6 +101,7 @@ class Ports:
             caller_rtp=(22000 + 2000 * slot, 22999 + 2000 * slot),
             agent_http=18090 + step,
             agent_media=(41000 + 1000 * slot, 41999 + 1000 * slot),
+            ari_tls=18089 + step,
         )
 
 
@@ -635,6 +639,9 @@ class Lab:
         self.sounds_dir = root / "lab" / "sounds"
         self.ari_password = base64.urlsafe_b64encode(os.urandom(12)).decode()
         self.ari_url = f"http://127.0.0.1:{ports.ari}"
+        self.ari_tls_url = f"https://127.0.0.1:{ports.ari_tls}"
+        self.tls_dir = self.dir / "tls"  # inside the chroot: Asterisk reads the key from here
+        self.tls: LabPki | None = None
         self.agent = AsteriskInstance("agent", root, f"{self.chroot_dir}/agent")
         self.caller = AsteriskInstance("caller", root, f"{self.chroot_dir}/caller")
         self._event_logs = (
@@ -658,6 +665,14 @@ class Lab:
         agent_files = dict(shipped)
         agent_files["http.conf"] = _replace_once(
             shipped["http.conf"], "bindport = 8088", f"bindport = {p.ari}", "http.conf"
+        )
+        # TLS on a second port with a CA made for this session; plain HTTP stays on for the rest.
+        self.tls = make_pki(self.tls_dir)
+        agent_files["http.conf"] += (
+            "tlsenable = yes\n"
+            f"tlsbindaddr = 127.0.0.1:{p.ari_tls}\n"
+            f"tlscertfile = {self.agent.chroot_path(self.tls.cert)}\n"
+            f"tlsprivatekey = {self.agent.chroot_path(self.tls.key)}\n"
         )
         agent_files["pjsip.conf"] = _replace_once(
             shipped["pjsip.conf"], "bind = 127.0.0.1:5060", f"bind = 127.0.0.1:{p.agent_sip}", "pjsip.conf"
@@ -700,6 +715,7 @@ class Lab:
             f"{'tcp' if kind == socket.SOCK_STREAM else 'udp'} {port}"
             for port, kind in (
                 (self.ports.ari, socket.SOCK_STREAM),
+                (self.ports.ari_tls, socket.SOCK_STREAM),
                 (self.ports.agent_sip, socket.SOCK_DGRAM),
                 (self.ports.caller_sip, socket.SOCK_DGRAM),
             )

@@ -69,6 +69,7 @@ def test_doctor_passes_with_the_agent_running(lab: Lab, agent: AgentProcess, lab
     code, checks = doctor(lab_env, "--extension", "100@ai-agent-demo")
     assert statuses(checks) == {
         "ari": "ok",
+        "tls": "ok",  # plain HTTP, but on loopback
         "credentials": "ok",
         "modules": "ok",
         "app": "ok",

@@ -17,6 +17,7 @@ from ari_agent.ari.events import Caller, Channel
 from ari_agent.config import load_settings
 from ari_agent.conversation.records import TIMINGS, CallRecord, Turn, TurnTimings
 from ari_agent.store import CallStore, StoredCall
+from ari_agent.store.crypto import new_key, open_record
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,15 +92,28 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentApp]:
+KEY = new_key()
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[AgentApp]:
     for key in list(os.environ):
         if key.startswith("AGENT_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("AGENT_RECORDS__DIR", str(tmp_path))
     monkeypatch.setenv("AGENT_STORE__PATH", str(tmp_path / "calls.db"))
     monkeypatch.setenv("AGENT_STORE__TEXT", "true")
+    if request.param == "encrypted":  # encryption must not change the shape anyone reads
+        monkeypatch.setenv("AGENT_STORE__KEYS", KEY)
     yield AgentApp(load_settings())
+
+
+def _line(app: AgentApp, tmp_path: Path) -> dict[str, Any]:
+    """The records file's line as `calls show` reads it (opened with the agent's keys)."""
+    raw: dict[str, Any] = json.loads((tmp_path / "calls.jsonl").read_text(encoding="utf-8"))
+    return open_record(raw, app.cipher)
 
 
 async def test_calls_show_from_the_store_prints_what_calls_jsonl_holds(app: AgentApp, tmp_path: Path) -> None:
@@ -109,9 +123,11 @@ async def test_calls_show_from_the_store_prints_what_calls_jsonl_holds(app: Agen
         await app.call_ended(record, None)  # the one place a call goes to every sink
     finally:
         await app.stop()
-    line: dict[str, Any] = json.loads((tmp_path / "calls.jsonl").read_text(encoding="utf-8"))
+    line = _line(app, tmp_path)
     assert line == record.to_json()
     env = {"AGENT_STORE__PATH": str(tmp_path / "calls.db")}  # no records dir: the store answers
+    if app.cipher is not None:
+        env["AGENT_STORE__KEYS"] = KEY
     shown = _cli("calls", "show", record.call_id[:8], "--json", env=env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert json.loads(shown.stdout) == line

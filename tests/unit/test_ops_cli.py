@@ -143,6 +143,6 @@ def test_calls_lists_active_calls_with_the_token(agent_http: int) -> None:
     assert "abc" in listed.stdout and "listening" in listed.stdout
     assert json.loads(cli("calls", "--json", env=env).stdout)[0]["call_id"] == "abc"
     refused = cli("calls", env={"AGENT_HTTP__PORT": str(agent_http)})
-    assert refused.returncode == 1 and "AGENT_HTTP_TOKEN" in refused.stdout
+    assert refused.returncode == 1 and "AGENT_HTTP__TOKEN" in refused.stdout
     down = cli("calls", env={"AGENT_HTTP__PORT": str(free_port())})
     assert down.returncode == 1 and "is it running" in down.stdout

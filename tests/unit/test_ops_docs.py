@@ -30,7 +30,8 @@ def test_every_command_and_doctor_check_is_described() -> None:
         "ari-agent doctor",
         "ari-agent call",
         "ari-agent calls",
+        "ari-agent calls erase",
     ):
         assert command in GUIDE
-    for check in ("`ari`", "`credentials`", "`modules`", "`app`", "`media`", "`extension`"):
+    for check in ("`ari`", "`tls`", "`credentials`", "`modules`", "`app`", "`media`", "`extension`"):
         assert check in GUIDE

@@ -38,8 +38,9 @@ async def test_token_guards_metrics_and_calls_only() -> None:
 
 
 async def test_no_token_means_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AGENT_HTTP_TOKEN", raising=False)
-    monkeypatch.setenv("AGENT_HTTP_TOKEN_FILE", "/nonexistent")
+    # Nothing configured at all (a named file that is missing is an error: test_privacy_findings).
+    for name in ("AGENT_HTTP_TOKEN", "AGENT_HTTP_TOKEN_FILE", "AGENT_HTTP__TOKEN", "AGENT_HTTP__TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
     client = await client_for(None)
     try:
         assert (await client.get("/calls")).status == 200
@@ -68,4 +69,4 @@ def test_exposure_warning() -> None:
     assert exposure_warning("localhost", None) is None
     assert exposure_warning("0.0.0.0", "tok") is None
     warning = exposure_warning("0.0.0.0", None)
-    assert warning is not None and "AGENT_HTTP_TOKEN" in warning
+    assert warning is not None and "AGENT_HTTP__TOKEN" in warning
