@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
+from pydantic import Field
 
 from providers.azure.options import AzureOptions
 from providers.azure.sdk import PERMANENT_ERRORS, RecognitionCallbacks, SynthesisCallbacks
@@ -240,7 +241,7 @@ class SegmentingFakeAzure(FakeAzure):
 
 
 class LabAzureSTTOptions(AzureOptions):
-    phrases: list[str] = ["hello there"]  # what the fake recogniser hears, one per utterance
+    phrases: list[str] = Field(default_factory=lambda: ["hello there"])  # heard, one per utterance
 
 
 class LabAzureTTSOptions(AzureOptions):
