@@ -44,9 +44,9 @@ def ulaw_round_trip(samples: np.ndarray) -> np.ndarray:
     return np.where(sign, -decoded, decoded).astype(np.int16)
 
 
-def telephone(text: str, rate: int = RATE, voice: str = "en-us") -> np.ndarray:
+def telephone(text: str, rate: int = RATE, voice: str = "en-us", wpm: int = 160) -> np.ndarray:
     """espeak-ng speech as heard over a µ-law phone line: 8 kHz, G.711, back up to ``rate``."""
-    samples, src = espeak(text, voice)
+    samples, src = espeak(text, voice, wpm)
     narrow = np.asarray(soxr.resample(samples, src, 8000), dtype=np.int16)
     return np.asarray(soxr.resample(ulaw_round_trip(narrow), 8000, rate), dtype=np.int16)
 
