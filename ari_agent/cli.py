@@ -96,8 +96,18 @@ def profile_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def profile_warnings(settings: Settings) -> list[str]:
+    """What works but probably not as meant (the check still passes)."""
+    warnings: list[str] = []
+    for name, profile in sorted(settings.all_profiles().items()):
+        warnings.extend(profile.shared_phrases(name))
+    return warnings
+
+
 def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
+    for warning in profile_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     problems = profile_problems(settings)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -62,14 +62,22 @@ def before(ctx: ProviderContext) -> Understand:
 
 
 def after(ctx: ProviderContext) -> Understand:
-    spec = sphinx.plan_grammar(PocketsphinxSTT.create(ctx).spec.phrases).spec
+    wanted = PocketsphinxSTT.create(ctx).spec
+    spec = sphinx.plan_grammar(
+        wanted.phrases,
+        wanted.phone_penalty,
+        fillers=wanted.fillers,
+        filler_exponent=wanted.filler_exponent,
+        min_score=wanted.min_score,
+    ).spec
     decoder = sphinx.build_decoder(spec)
     llm = ScriptedLLM.create(ctx)
 
     def understand(pcm: bytes) -> tuple[str, str | None]:
-        heard = sphinx.decode(decoder, pcm)
-        intent = llm.match(heard)
-        return heard, intent.name if intent else None
+        result = sphinx.recognise(decoder, spec, pcm)
+        intent = llm.match(result.text)
+        score = "-" if result.score is None else f"{result.score:.1f}"
+        return f"{result.heard} [{score}]", intent.name if intent else None
 
     return understand
 
