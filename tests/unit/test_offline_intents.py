@@ -54,10 +54,8 @@ VOICES = ("en-us", "en-gb")
 KNOWN_MISSES = {
     ("en-us", "reception please"): "rejected: 'reception' over µ-law is not recognised for this voice",
     ("en-gb", "reception please"): "rejected: heard as 'thank you bye', whose fit is below the bar",
-    ("en-us", "where is the clinic"): "rejected: no key phrase says 'clinic'",
-    ("en-gb", "where is the clinic"): "rejected: no key phrase says 'clinic'",
     ("en-gb", "can i talk to a receptionist"): "rejected: 'talk to a person' found, fit below the bar",
-    ("en-gb", "goodbye"): "rejected: the phone loop explains this voice's 'goodbye' better",
+    ("en-gb", "that's all thank you"): "rejected: the phrase is found but its fit is below the bar",
 }
 
 
