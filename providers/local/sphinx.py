@@ -10,10 +10,10 @@ politeness callers wrap around a request ("hi", "could you tell me",
 its phones)``, so the decoder takes one only where it fits better than the
 phone loop would. Out-of-scope speech is cheaper to explain as phones, each
 paying ``phone_penalty``, and comes back as "rejected". A second check then
-rejects a key phrase whose own frames fit it poorly (``min_score``): the
-filler slots let a short phrase such as "bye" be found inside anything, and
-only the acoustic fit of the phrase itself tells a real "bye" from a word
-that merely resembles it.
+rejects a key phrase found among fillers whose own frames fit it poorly
+(``min_score``): the filler slots let a short phrase such as "bye" be found
+inside anything, and only the acoustic fit of the phrase itself tells a real
+"bye" from a word that merely resembles it.
 
 Every figure here was chosen from measurements on espeak-ng voices through
 a µ-law line (``make bench``: ``tests/bench/bench_understanding.py`` on the
@@ -294,7 +294,11 @@ def recognise(decoder: Any, spec: GrammarSpec, pcm: bytes) -> Recognition:
         return Recognition("", heard, None)
     key = [w for w in words if not w.startswith(_FILLER_PREFIX)]
     score = _key_score(decoder.seg() or [])
-    if not key or score is None or score < _bar(decoder, key, spec.min_score):
+    # The fit bar is for phrases spotted among fillers: a key phrase that is
+    # the whole utterance is what the older exact-phrase grammar accepted,
+    # and short ones ("goodbye") said alone over a real call fell below it.
+    spotted = len(key) < len(words)
+    if not key or score is None or (spotted and score < _bar(decoder, key, spec.min_score)):
         return Recognition("", heard, score)
     return Recognition(" ".join(key), heard, score)
 
