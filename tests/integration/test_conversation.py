@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from tests.integration.lab import AgentFactory, AgentProcess, Lab
 
 LEADS = """
@@ -179,8 +181,9 @@ def test_a_greeting_word_before_a_known_question_gets_its_answer(lab: Lab, agent
     assert users == ["where are you located"]
 
 
-def test_a_goodbye_wrapped_in_thanks_ends_the_call(lab: Lab, agent: AgentProcess) -> None:
-    handle = lab.place_call(["that's all, thank you, goodbye"], tail=30)
+@pytest.mark.parametrize("said", ["okay, thank you, goodbye", "that's all, thank you, goodbye"])
+def test_a_goodbye_wrapped_in_thanks_ends_the_call(lab: Lab, agent: AgentProcess, said: str) -> None:
+    handle = lab.place_call([said], tail=30)
     event = lab.wait_dialplan_event(handle.number, "hangup", timeout=90)
     assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
     record = agent.record_for(handle.number)
