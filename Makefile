@@ -42,6 +42,7 @@ test: install rootfs lint
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
+	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 

@@ -119,6 +119,14 @@ class Intent:
     dtmf: str | None = None  # a digit that selects this intent
     result: str | None = None  # sets AI_AGENT_RESULT (tool set_variable)
     capture: str | None = None  # the caller's next answer is captured into this field
+    # More key phrases that mean this intent ("opening hours"): matched like
+    # examples, but meant to be found inside longer sentences.
+    synonyms: tuple[str, ...] = ()
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """Examples and synonyms: everything said that selects this intent."""
+        return (*self.examples, *self.synonyms)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ directory with no config file.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from typing import Any, Literal
@@ -22,6 +23,9 @@ class _Model(BaseModel):
 class IntentConfig(_Model):
     name: str
     examples: list[str] = Field(min_length=1)
+    # Extra key phrases (synonyms), found inside longer sentences too:
+    # "opening hours" picks this intent in "could you tell me your opening hours".
+    synonyms: list[str] = []
     reply: str
     action: Literal["none", "hangup", "transfer"] = "none"
     destination: str | None = None
@@ -136,10 +140,11 @@ class ProfileConfig(_Model):
                 dtmf=i.dtmf,
                 result=i.result,
                 capture=i.capture,
+                synonyms=tuple(i.synonyms),
             )
             for i in self.intents
         )
-        hints = tuple(dict.fromkeys(e for i in self.intents for e in i.examples))
+        hints = tuple(dict.fromkeys(p for i in self.intents for p in (*i.examples, *i.synonyms)))
         return ProviderContext(
             profile=name,
             language=self.language,
@@ -150,6 +155,24 @@ class ProfileConfig(_Model):
             fallback_reply=self.fallback_reply,
             options=self.options.get(provider, {}) if provider else {},
         )
+
+    def shared_phrases(self, name: str) -> list[str]:
+        """Warnings for key phrases (examples or synonyms) that two intents share.
+
+        Compared as callers' words (case, punctuation and contractions
+        aside): the dialog can only give such a phrase to one of them.
+        """
+        owners: dict[str, list[str]] = {}
+        for intent in self.intents:
+            for phrase in dict.fromkeys(_words(p) for p in (*intent.examples, *intent.synonyms)):
+                if phrase:
+                    owners.setdefault(phrase, []).append(intent.name)
+        return [
+            f"intents {', '.join(who)} share the key phrase '{phrase}'; "
+            "only one of them can be picked by it, keep it in one"
+            for phrase, who in owners.items()
+            if len(who) > 1
+        ]
 
     def known_phrases(self) -> list[str]:
         """Everything the agent may say from the script, to synthesise ahead."""
@@ -167,6 +190,16 @@ class ProfileConfig(_Model):
     def canned_phrases(self) -> list[str]:
         """Said by the apology voice, prepared at start-up: they must work when the providers don't."""
         return [self.apology, self.turn_error_reply]
+
+
+_WORD_RE = re.compile(r"[a-z0-9']+")
+_APOSTROPHES = str.maketrans("", "", "'\u2019")
+
+
+def _words(phrase: str) -> str:
+    """A phrase as callers' words: lower case, no punctuation, apostrophes dropped."""
+    words = _WORD_RE.findall(phrase.lower().replace("\u2019", "'"))
+    return " ".join(w.translate(_APOSTROPHES) for w in words)
 
 
 def builtin_profiles() -> dict[str, ProfileConfig]:

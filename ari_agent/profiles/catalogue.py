@@ -189,6 +189,9 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
                 )
             )
     plan.problems.extend(
+        Problem(f"profiles.{name}", text, "", "warning") for text in profile.shared_phrases(name)
+    )
+    plan.problems.extend(
         Problem(f"profiles.{name}.instructions", text, fix, "warning")
         for text, fix in template_warnings(profile.instructions, profile.template_variables)
     )

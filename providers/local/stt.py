@@ -128,7 +128,14 @@ class _WorkerPool:
         """The grammar the dictionary can pronounce, planned once (reads the dictionary: blocks)."""
         with self._plan_lock:
             if self._spec is None:
-                plan = sphinx.plan_grammar(self.requested.phrases, self.requested.phone_penalty)
+                r = self.requested
+                plan = sphinx.plan_grammar(
+                    r.phrases,
+                    r.phone_penalty,
+                    fillers=r.fillers,
+                    filler_exponent=r.filler_exponent,
+                    min_score=r.min_score,
+                )
                 if plan.dropped_words:
                     log.warning(
                         "words not in the pocketsphinx dictionary left out of the grammar: %s",
@@ -233,13 +240,22 @@ class PocketsphinxSTT(STT):
         phrases: tuple[str, ...],
         *,
         phone_penalty: float = sphinx.DEFAULT_PHONE_PENALTY,
+        fillers: tuple[str, ...] = sphinx.DEFAULT_FILLERS,
+        filler_exponent: float = sphinx.DEFAULT_FILLER_EXPONENT,
+        min_score: float = sphinx.DEFAULT_MIN_SCORE,
         prewarm: int = 2,
         max_decoders: int | None = None,
     ) -> None:
         # Only normalised here: the dictionary is read off the event loop,
         # when the first decoder starts.
         normalised = (" ".join(sphinx.normalise_words(p)) for p in phrases)
-        self.spec = sphinx.GrammarSpec(tuple(sorted(set(filter(None, normalised)))), phone_penalty)
+        self.spec = sphinx.GrammarSpec(
+            tuple(sorted(set(filter(None, normalised)))),
+            phone_penalty,
+            tuple(fillers),
+            filler_exponent,
+            min_score,
+        )
         if not self.spec.phrases:
             raise ProviderError("no phrases for the grammar", provider=self.name, retryable=False)
         self._prewarm = prewarm
@@ -256,6 +272,9 @@ class PocketsphinxSTT(STT):
         return cls(
             ctx.hints,
             phone_penalty=float(opts.get("phone_penalty", sphinx.DEFAULT_PHONE_PENALTY)),
+            fillers=tuple(str(f) for f in opts.get("fillers", sphinx.DEFAULT_FILLERS)),
+            filler_exponent=float(opts.get("filler_exponent", sphinx.DEFAULT_FILLER_EXPONENT)),
+            min_score=float(opts.get("min_score", sphinx.DEFAULT_MIN_SCORE)),
             prewarm=int(opts.get("prewarm", 2)),
             max_decoders=int(opts["max_decoders"]) if "max_decoders" in opts else None,
         )

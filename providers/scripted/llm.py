@@ -1,9 +1,9 @@
 """A dialog script in place of a language model.
 
-The caller's last message picks an intent: a DTMF digit, an example said
-exactly, an example said inside a longer sentence, or failing those the
-example sharing the most meaningful words, above a threshold. Anything else
-gets the fallback reply.
+The caller's last message picks an intent: a DTMF digit, an example or
+synonym said exactly, one said inside a longer sentence (the longest wins),
+or failing those the phrase sharing the most meaningful words, above a
+threshold. Anything else gets the fallback reply.
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ class ScriptedLLM(LLM):
         self.intents = tuple(intents)
         self.fallback_reply = fallback_reply
         self.threshold = threshold
-        self._examples = [(intent, normalise(ex)) for intent in self.intents for ex in intent.examples]
+        # Examples and synonyms alike: a key phrase said alone, or inside a
+        # longer sentence (what the offline recogniser returns is the key
+        # phrase itself; a cloud recogniser returns the whole sentence).
+        self._examples = [(intent, normalise(ex)) for intent in self.intents for ex in intent.phrases]
         self._examples = [(intent, ex) for intent, ex in self._examples if ex]
         self._call_ids = itertools.count(1)
 
@@ -106,7 +109,7 @@ class ScriptedLLM(LLM):
                     f"profile {ctx.profile}: intent {intent.name} transfers but names no destination; "
                     "set its destination"
                 )
-            if not intent.examples and not intent.dtmf:
+            if not intent.phrases and not intent.dtmf:
                 problems.append(
                     f"profile {ctx.profile}: intent {intent.name} has no examples and no dtmf digit; "
                     "add examples callers would say"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from tests.integration.lab import AgentFactory, AgentProcess, Lab
 
 LEADS = """
@@ -160,3 +162,40 @@ def test_slow_reply_gets_a_filler_first(lab: Lab, agent_factory: AgentFactory) -
     lines = agent_lines(record)
     assert lines[:2] == ["Hello.", "One moment."]
     assert lines[2].startswith("Good question. We are open Monday to Friday")
+
+
+# Callers who don't say the script's words (issue 16), on the shipped frontdesk profile.
+GREETING = "Thank you for calling Riverside Dental. How can I help you?"
+ADDRESS = "We are at 12 Harbour Street, next to the library."
+GOODBYE = "Thank you for calling. Goodbye."
+FALLBACK = "Sorry, I can help with opening hours, our address, or booking an appointment."
+
+
+def test_a_greeting_word_before_a_known_question_gets_its_answer(lab: Lab, agent: AgentProcess) -> None:
+    handle = lab.place_call(["hi, where are you located"], tail=2)
+    lab.wait_call_ended(handle, timeout=90)
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, ADDRESS]
+    # The offline recogniser hands the dialog the key phrase, not the greeting.
+    users = [t["text"] for t in record["turns"] if t["role"] == "user"]
+    assert users == ["where are you located"]
+
+
+@pytest.mark.parametrize("said", ["okay, thank you, goodbye", "that's all, thank you, goodbye"])
+def test_a_goodbye_wrapped_in_thanks_ends_the_call(lab: Lab, agent: AgentProcess, said: str) -> None:
+    handle = lab.place_call([said], tail=30)
+    event = lab.wait_dialplan_event(handle.number, "hangup", timeout=90)
+    assert event.fields["AI_AGENT_STATUS"] == "COMPLETED"
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    # The agent hung up: the caller script still had 30 s to wait.
+    assert not any(e.kind == "caller-hangup" for e in lab.dialplan_events(handle.number))
+
+
+def test_an_out_of_scope_near_miss_gets_the_fallback_reply(lab: Lab, agent: AgentProcess) -> None:
+    # Shares "what time" with the hours intent's "what time do you open".
+    handle = lab.place_call(["what time is it"], tail=2)
+    lab.wait_call_ended(handle, timeout=90)
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, FALLBACK]

@@ -9,7 +9,8 @@ import subprocess
 import numpy as np
 import soxr
 
-from providers.base import Intent, ProviderContext
+from ari_agent.profiles import builtin_profiles
+from providers.base import ProviderContext
 
 RATE = 16000
 
@@ -44,9 +45,9 @@ def ulaw_round_trip(samples: np.ndarray) -> np.ndarray:
     return np.where(sign, -decoded, decoded).astype(np.int16)
 
 
-def telephone(text: str, rate: int = RATE, voice: str = "en-us") -> np.ndarray:
+def telephone(text: str, rate: int = RATE, voice: str = "en-us", wpm: int = 160) -> np.ndarray:
     """espeak-ng speech as heard over a µ-law phone line: 8 kHz, G.711, back up to ``rate``."""
-    samples, src = espeak(text, voice)
+    samples, src = espeak(text, voice, wpm)
     narrow = np.asarray(soxr.resample(samples, src, 8000), dtype=np.int16)
     return np.asarray(soxr.resample(ulaw_round_trip(narrow), 8000, rate), dtype=np.int16)
 
@@ -68,61 +69,15 @@ def frames(samples: np.ndarray, rate: int = RATE, ms: int = 20) -> list[bytes]:
     return [samples[i : i + step].tobytes() for i in range(0, usable, step)]
 
 
-# The demo profile's dialog (Riverside Dental), as the offline tests use it.
-FRONTDESK_INTENTS = (
-    Intent(
-        name="hours",
-        examples=(
-            "what time do you open",
-            "what time do you close",
-            "what are your opening hours",
-            "when are you open",
-            "are you open on saturday",
-            "are you open today",
-        ),
-        reply="We are open Monday to Friday, from nine in the morning to five in the evening.",
-    ),
-    Intent(
-        name="address",
-        examples=(
-            "where are you",
-            "where are you located",
-            "what is your address",
-            "how do i get there",
-            "where is your office",
-        ),
-        reply="We are at 12 Harbour Street, next to the library.",
-    ),
-    Intent(
-        name="reception",
-        examples=(
-            "i want to book an appointment",
-            "i would like to make an appointment",
-            "i need an appointment",
-            "can i speak to someone",
-            "can i talk to a person",
-            "i would like to make a booking",
-            "reception please",
-            "put me through to reception",
-        ),
-        reply="Let me put you through to reception.",
-        action="transfer",
-        destination="reception",
-    ),
-    Intent(
-        name="goodbye",
-        examples=("goodbye", "bye", "bye bye", "that's all thank you", "thank you bye", "thank you goodbye"),
-        reply="Thank you for calling. Goodbye.",
-        action="hangup",
-    ),
-)
+# The demo profile's dialog (Riverside Dental), as shipped: examples, synonyms, replies.
+FRONTDESK_INTENTS = builtin_profiles()["frontdesk"].provider_context("frontdesk").intents
 FRONTDESK_FALLBACK = "Sorry, I can help with opening hours, our address, or booking an appointment."
 
 
 def frontdesk_context(**options: object) -> ProviderContext:
     return ProviderContext(
         profile="frontdesk",
-        hints=tuple(e for intent in FRONTDESK_INTENTS for e in intent.examples),
+        hints=tuple(dict.fromkeys(p for intent in FRONTDESK_INTENTS for p in intent.phrases)),
         intents=FRONTDESK_INTENTS,
         fallback_reply=FRONTDESK_FALLBACK,
         options=options,

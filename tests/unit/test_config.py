@@ -10,6 +10,7 @@ import pytest
 
 from ari_agent.config import load_settings, masked
 from ari_agent.errors import ConfigError
+from ari_agent.profiles import builtin_profiles
 
 
 @pytest.fixture(autouse=True)
@@ -171,3 +172,37 @@ def test_cli_check_missing_provider_program(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "profiles.x.tts" in result.stderr
     assert "nosuchvoice" in result.stderr
+
+
+SHARED = """
+[profiles.shared]
+[[profiles.shared.intents]]
+name = "hours"
+examples = ["what time do you open"]
+synonyms = ["Opening hours!"]
+reply = "Nine to five."
+[[profiles.shared.intents]]
+name = "saturday"
+examples = ["are you open on saturday", "opening hours"]
+reply = "Not on Saturdays."
+"""
+
+
+def test_cli_check_warns_when_two_intents_share_a_key_phrase(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(SHARED)
+    result = _cli("check", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    assert "warning: profiles.shared: intents hours, saturday share the key phrase 'opening hours'" in (
+        result.stderr
+    )
+    assert result.stderr.count("warning:") == 1  # the built-in frontdesk shares none
+
+
+def test_synonyms_reach_the_grammar_and_the_dialog() -> None:
+    profile = builtin_profiles()["frontdesk"]
+    assert profile.shared_phrases("frontdesk") == []
+    ctx = profile.provider_context("frontdesk")
+    hours = next(i for i in ctx.intents if i.name == "hours")
+    assert "opening hours" in hours.synonyms and "opening hours" in hours.phrases
+    assert "opening hours" in ctx.hints

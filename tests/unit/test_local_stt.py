@@ -39,6 +39,34 @@ async def test_recognises_a_phrase_of_the_grammar() -> None:
     assert transcript.is_final
 
 
+async def test_a_key_phrase_is_found_inside_politeness() -> None:
+    stt = PocketsphinxSTT.create(frontdesk_context())
+    transcript = await stt.recognize(telephone("hi, where are you located").tobytes(), RATE)
+    assert transcript.text == "where are you located"  # the greeting is not part of the key phrase
+
+
+async def test_the_transcript_is_the_key_phrase_without_the_fillers() -> None:
+    stt = PocketsphinxSTT.create(frontdesk_context())
+    pcm = telephone("could you tell me your opening hours", wpm=150).tobytes()
+    assert (await stt.recognize(pcm, RATE)).text == "opening hours"
+
+
+async def test_a_near_miss_sharing_words_with_an_intent_is_rejected() -> None:
+    stt = PocketsphinxSTT.create(frontdesk_context())
+    assert (await stt.recognize(telephone("what time is it", wpm=150).tobytes(), RATE)).text == ""
+
+
+def test_fillers_with_unknown_words_are_dropped_whole() -> None:
+    plan = sphinx.plan_grammar(["good morning"], fillers=("Hello!", "hello xyzzyq", "thank you"))
+    assert plan.spec.fillers == ("hello", "thank you")
+    assert plan.dropped_words == ()  # fillers are not the profile's words: nothing to report
+
+
+def test_the_spec_reaches_the_worker_whole() -> None:
+    spec = sphinx.GrammarSpec(("good morning",), 1e-9, ("hi", "thanks"), 0.3, -5.5, 0.01)
+    assert sphinx.spec_from_message(sphinx.spec_message(spec)) == spec
+
+
 async def test_audio_at_another_rate_is_resampled() -> None:
     stt = PocketsphinxSTT.create(frontdesk_context())
     transcript = await stt.recognize(telephone("what is your address", rate=8000).tobytes(), 8000)

@@ -48,12 +48,14 @@ CASES: list[tuple[str, str | None]] = [
 ]
 VOICES = ("en-us", "en-gb")
 
-# Measured misses, kept visible rather than dropped from the list.
+# Measured misses, kept visible rather than dropped from the list. Since the
+# key-phrase spotter (issue 16) a poor acoustic fit is rejected rather than
+# forced into the nearest phrase: fewer wrong answers, a few more fallbacks.
 KNOWN_MISSES = {
     ("en-us", "reception please"): "rejected: 'reception' over µ-law is not recognised for this voice",
-    ("en-us", "tell me a joke"): "accepted as 'when are you open'",
-    ("en-gb", "tell me a joke"): "accepted as 'when are you open'",
-    ("en-gb", "i would like to speak to a person"): "rejected as out of scope",
+    ("en-gb", "reception please"): "rejected: heard as 'thank you bye', whose fit is below the bar",
+    ("en-gb", "can i talk to a receptionist"): "rejected: 'talk to a person' found, fit below the bar",
+    ("en-gb", "that's all thank you"): "rejected: the phrase is found but its fit is below the bar",
 }
 
 

@@ -62,11 +62,12 @@ def test_out_of_scope_text_falls_back(llm: ScriptedLLM, text: str) -> None:
 def test_dtmf_selects_the_intent_with_that_digit() -> None:
     intents = (
         *FRONTDESK_INTENTS,
-        Intent("operator", (), "Connecting you.", "transfer", "operator", dtmf="0"),
+        Intent("operator", (), "Connecting you.", "transfer", "operator", dtmf="9"),
     )
     llm = ScriptedLLM(intents, FRONTDESK_FALLBACK)
-    assert name(llm.match("caller pressed 0")) == "operator"
-    assert name(llm.match("Caller pressed 0.")) == "operator"
+    assert name(llm.match("caller pressed 9")) == "operator"
+    assert name(llm.match("Caller pressed 9.")) == "operator"
+    assert name(llm.match("caller pressed 0")) == "reception"  # the shipped profile's digit
     assert llm.match("caller pressed 5") is None
 
 
@@ -117,3 +118,14 @@ def test_check_finds_script_mistakes() -> None:
     assert "share dtmf 1" in problems[1]
     assert "intent d has no examples" in problems[2]
     assert ScriptedLLM.check(ProviderContext(profile="none")) != []
+
+
+def test_a_synonym_picks_its_intent_inside_a_longer_sentence() -> None:
+    intents = (
+        Intent("hours", ("what time do you open",), "Nine to five.", synonyms=("opening hours",)),
+        Intent("address", ("where are you",), "Harbour Street."),
+    )
+    llm = ScriptedLLM(intents, "Sorry.")
+    assert name(llm.match("opening hours")) == "hours"
+    assert name(llm.match("hi could you tell me your opening hours please")) == "hours"
+    assert llm.match("do you sell toothbrushes") is None
