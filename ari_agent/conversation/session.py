@@ -30,7 +30,15 @@ from ari_agent.media import inbound
 from ari_agent.media.codecs import wire_format
 from ari_agent.media.pacer import OutboundPacer
 from ari_agent.media.quality import mos
-from ari_agent.media.transport import DropCounters, PortPool, RtpEndpoint, open_endpoint
+from ari_agent.media.transport import (
+    DropCounters,
+    PortPool,
+    RtpEndpoint,
+    asterisk_hosts,
+    is_unspecified,
+    open_endpoint,
+    rtp_address,
+)
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
@@ -220,7 +228,7 @@ class CallSession:
             media = await ari.external_media(
                 self.media_channel_id,
                 settings.ari.app,
-                f"{settings.media.advertised}:{self._endpoint.port}",
+                rtp_address(settings.media.advertised, self._endpoint.port),
                 self._wire.name,
             )
         except AriError as exc:
@@ -235,7 +243,11 @@ class CallSession:
         if not host or not port:
             log.error("ExternalMedia channel did not report its RTP address")
             raise Finish("failed")
-        self._endpoint.lock_source(host, int(port))
+        expected: frozenset[str] = frozenset()
+        if is_unspecified(host):
+            # Asterisk did not say which address it sends from: only its own may take the lock.
+            expected = await asterisk_hosts(settings.ari.url)
+        self._endpoint.lock_source(host, int(port), expected_hosts=expected)
         instructions = await self._instructions()
         # Asterisk refuses to bridge the media channel until it is in Stasis itself.
         try:

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -96,11 +97,40 @@ class PortPool:
         self._in_use.discard(port)
 
 
-def _is_unspecified(host: str) -> bool:
+def is_unspecified(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
+
+
+async def asterisk_hosts(ari_url: str) -> frozenset[str]:
+    """The addresses of the host in the ARI URL (Asterisk's), resolved without blocking the loop."""
+    name = urllib.parse.urlsplit(ari_url).hostname
+    if not name:
+        return frozenset()
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_DGRAM)
+    except OSError:
+        return frozenset()
+    return frozenset(canonical_host(str(info[4][0])) for info in infos)
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per address: an IPv4-mapped IPv6 address (a dual-stack socket's view of an
+    IPv4 peer, "::ffff:127.0.0.1") is its IPv4 address; IPv6 is compressed."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
+
+
+def rtp_address(host: str, port: int) -> str:
+    """host:port as Asterisk's external_host takes it (an IPv6 literal in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bind_udp(host: str, port: int) -> socket.socket:
@@ -152,6 +182,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.callback_errors = 0
         self.remote: tuple[str, int] | None = None
         self.local_address: tuple[str, int] | None = None
+        self._expected_hosts: frozenset[str] = frozenset()
+        self._ipv6_socket = False
         self._resampler = StreamResampler(wire.sample_rate, SESSION_SAMPLE_RATE)
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
@@ -165,13 +197,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
         sockname = transport.get_extra_info("sockname")
         self.local_address = (sockname[0], sockname[1])
+        sock = transport.get_extra_info("socket")
+        self._ipv6_socket = sock is not None and sock.family == socket.AF_INET6
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         remote = self.remote
         if remote is None:
             self.counters.add(DROP_BEFORE_LOCK)
             return
-        if addr[1] != remote[1] or (addr[0] != remote[0] and not self._learn_host):
+        if addr[1] != remote[1] or not self._from_asterisk(str(addr[0])):
             self.counters.add(DROP_WRONG_SOURCE)
             return
         if is_rtcp(data):
@@ -184,7 +218,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             return
         if self._learn_host:
             self._learn_host = False
-            self.remote = (str(addr[0]), remote[1])
+            self.remote = (canonical_host(str(addr[0])), remote[1])
         kind, payloads = self.inbound.receive(packet, time.monotonic())
         if kind in DROP_REASONS:
             self.counters.add(kind)
@@ -234,14 +268,17 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     # API
 
-    def lock_source(self, host: str, port: int) -> None:
+    def lock_source(self, host: str, port: int, *, expected_hosts: frozenset[str] = frozenset()) -> None:
         """Accept RTP only from (host, port) and send to it (Asterisk's UNICASTRTP_LOCAL_*).
 
-        An unspecified host (0.0.0.0, ::) locks the port only and takes the
-        host from the first packet that comes from that port.
+        An unspecified host (0.0.0.0, ::) locks the port and takes the host
+        from the first RTP packet that comes from that port and from one of
+        ``expected_hosts`` (Asterisk's own addresses), or from any host when
+        none are known: a stranger who guessed the port must not take the call.
         """
-        self._learn_host = _is_unspecified(host)
-        self.remote = (host, port)
+        self._learn_host = is_unspecified(host)
+        self._expected_hosts = frozenset(canonical_host(h) for h in expected_hosts)
+        self.remote = (host if self._learn_host else canonical_host(host), port)
         if self._unsubscribe is None and not self._closed:
             # The stream's clock starts now: before this nothing could arrive.
             self.inbound = InboundStream(self.wire, self.jitter_ms, time.monotonic(), self._event)
@@ -251,13 +288,26 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     def stats(self) -> SourceStats:
         return self.inbound.stats
 
+    def _from_asterisk(self, host: str) -> bool:
+        remote = self.remote
+        assert remote is not None
+        if host == remote[0]:
+            return True
+        canonical = canonical_host(host)  # only off the fast path: a dual-stack socket, a spelling
+        if self._learn_host:
+            return not self._expected_hosts or canonical in self._expected_hosts
+        return canonical == remote[0]
+
     def send(self, data: bytes) -> bool:
         """Send one datagram to the locked remote; False when there is no remote or the socket is closed."""
         transport = self._transport
         if self.remote is None or transport is None or transport.is_closing():
             self.send_errors += 1
             return False
-        transport.sendto(data, self.remote)
+        host, port = self.remote
+        if self._ipv6_socket and "." in host:
+            host = "::ffff:" + host  # an IPv4 peer, as a dual-stack socket addresses it
+        transport.sendto(data, (host, port))
         self.packets_out += 1
         return True
 

@@ -34,6 +34,7 @@ from ari_agent.ari.client import AriError, AriHttpError, AriNotFound, AriTlsErro
 from ari_agent.ari.events import Event, StasisStart
 from ari_agent.ari.tls import CA_SETTING, UNVERIFIED_WARNING, is_tls
 from ari_agent.config import Settings
+from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
 
@@ -335,7 +336,7 @@ class Doctor:
         try:
             await self.ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
             for cid, probe in zip(channel_ids, probes, strict=True):
-                await self.ari.external_media(cid, app.name, f"{advertised}:{probe.port}", "ulaw")
+                await self.ari.external_media(cid, app.name, rtp_address(advertised, probe.port), "ulaw")
             for cid in channel_ids:
                 started = await app.wait_for(_stasis_start_of(cid), STASIS_WAIT)
                 if started is None:

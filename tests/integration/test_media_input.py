@@ -127,3 +127,23 @@ async def test_impaired_rtp_is_heard_and_counted_exactly(
     # A lost frame is concealed unless the clock had already filled its time (after a silence).
     concealed = metrics.get('ari_agent_rtp_inbound_events_total{kind="concealed"}', 0)
     assert concealed == media["concealed"] <= counts.lost_as_seen()
+
+
+async def test_rtp_bound_dual_stack_answers_an_ipv4_asterisk(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    # Bound on "::" (IPv6 and IPv4), with an IPv4 Asterisk: packets come from ::ffff:127.0.0.1.
+    agent = agent_factory.start({"AGENT_MEDIA__BIND_HOST": "::", "AGENT_MEDIA__ADVERTISE_HOST": "127.0.0.1"})
+    async with RtpCaller.connect(lab) as call:
+        try:
+            await call.wait_agent_speech(timeout=15)
+            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+            await _question_and_answer(call, "what time do you open")
+            await call.hangup()
+        except BaseException:
+            call.dump_wav(tmp_path / "call.wav")
+            raise
+    record = agent.record_for(call.number, timeout=20)
+    assert HOURS in [t["text"] for t in record["turns"] if t["role"] == "agent"]
+    assert record["media"]["received"] > 50
+    assert _metrics(agent).get('ari_agent_rtp_packets_dropped_total{reason="wrong_source"}', 0) == 0

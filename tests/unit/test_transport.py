@@ -300,3 +300,57 @@ async def test_port_pool_copes_with_concurrent_opens(pool: PortPool) -> None:
     finally:
         for e in eps:
             e.close()
+
+
+# ---------------------------------------------------------------- addresses (issue 11, finding 6)
+
+
+async def test_dual_stack_bind_hears_and_answers_an_ipv4_asterisk(pool: PortPool, peer: socket.socket) -> None:
+    # Bound on "::", IPv4 packets arrive from "::ffff:127.0.0.1": they are Asterisk's all the same.
+    sink = Sink()
+    ep = await open_endpoint(pool, "::", ULAW, sink)
+    try:
+        ep.lock_source(*peer.getsockname())
+        for seq in range(3):
+            peer.sendto(_rtp(ULAW, seq), (HOST, ep.port))
+        await _settle(ep, 3, 0)
+        assert ep.packets_in == 3 and ep.counters.counts == {}
+        assert ep.send(b"back")
+        data, _ = await asyncio.get_running_loop().run_in_executor(None, peer.recvfrom, 2048)
+        assert data == b"back"
+    finally:
+        ep.close()
+
+
+async def test_unspecified_asterisk_address_is_learned_only_from_asterisks_host(
+    pool: PortPool, peer: socket.socket
+) -> None:
+    # Asterisk said 0.0.0.0: a packet with the right port from another host must not take the lock.
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", peer.getsockname()[1]))
+    ep = await open_endpoint(pool, HOST, ULAW, Sink())
+    try:
+        ep.lock_source("0.0.0.0", peer.getsockname()[1], expected_hosts=frozenset({HOST}))
+        stranger.sendto(_rtp(ULAW, 1), (HOST, ep.port))
+        await _settle(ep, 0, 1)
+        assert ep.counters.counts == {"wrong_source": 1}
+        assert ep.remote == ("0.0.0.0", peer.getsockname()[1])
+        peer.sendto(_rtp(ULAW, 2), (HOST, ep.port))
+        await _settle(ep, 1, 1)
+        assert ep.remote == (HOST, peer.getsockname()[1])
+        stranger.sendto(_rtp(ULAW, 3), (HOST, ep.port))
+        await _settle(ep, 1, 2)
+        assert ep.counters.counts == {"wrong_source": 2}
+    finally:
+        stranger.close()
+        ep.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [("127.0.0.1", 40000, "127.0.0.1:40000"), ("::1", 40000, "[::1]:40000"), ("fe80::1", 5, "[fe80::1]:5")],
+)
+def test_rtp_address_brackets_ipv6(host: str, port: int, expected: str) -> None:
+    from ari_agent.media.transport import rtp_address
+
+    assert rtp_address(host, port) == expected
