@@ -305,7 +305,9 @@ async def test_port_pool_copes_with_concurrent_opens(pool: PortPool) -> None:
 # ---------------------------------------------------------------- addresses (issue 11, finding 6)
 
 
-async def test_dual_stack_bind_hears_and_answers_an_ipv4_asterisk(pool: PortPool, peer: socket.socket) -> None:
+async def test_dual_stack_bind_hears_and_answers_an_ipv4_asterisk(
+    pool: PortPool, peer: socket.socket
+) -> None:
     # Bound on "::", IPv4 packets arrive from "::ffff:127.0.0.1": they are Asterisk's all the same.
     sink = Sink()
     ep = await open_endpoint(pool, "::", ULAW, sink)
