@@ -164,8 +164,6 @@ class TurnEngine:
         self._voiced_run_ms = 0
         self._recent: deque[bytes] = deque(maxlen=(PREROLL_MS + ONSET_MS) // FRAME_MS)
         # The utterance under way.
-        self._onset_at = 0.0
-        self._speech_ms = 0  # voiced audio in this turn
         self._run_ms = 0  # continuous speech (barge-in measure)
         self._run_started_at = 0.0
         self._gap_ms = 0
@@ -177,15 +175,12 @@ class TurnEngine:
         self._utterance_ms = 0
         # The turn (may span utterances until it is over).
         self._texts: list[str] = []
-        self._pushed = False
         self._finalize_at: float | None = None
-        self._provider_ended = False
         self._end: tuple[EndReason, int] | None = None
         self._finalizing_ms = 0
         # Turn model.
         self._ticket = 0
         self._asked: int | None = None  # ticket of the question in flight
-        self._verdict: bool | None = None  # the model's answer for this pause
         # Early start.
         self._interim = ""
         self._early: tuple[int, str] | None = None
@@ -226,12 +221,11 @@ class TurnEngine:
 
     def _start_utterance(self, f: Frame, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
-        self._onset_at = self._run_started_at = f.now - self._voiced_run_ms / 1000
+        self._run_started_at = f.now - self._voiced_run_ms / 1000
         self._run_ms = self._voiced_run_ms
         self._gap_ms = 0
         self._silence_ms = 0
         self._utterance_ms = self._voiced_run_ms
-        self._speech_ms = self._voiced_run_ms
         self._last_voiced_at = f.now
         self._barged = False
         self._turn_audio.extend(self._recent)
@@ -252,7 +246,6 @@ class TurnEngine:
             self._end_turn("max_length", f.now, out)
 
     def _voiced(self, f: Frame, out: list[Action]) -> None:
-        self._speech_ms += FRAME_MS
         if self._run_ms == 0:
             self._run_started_at = f.now - FRAME_MS / 1000
         self._run_ms += FRAME_MS
@@ -288,14 +281,11 @@ class TurnEngine:
         if s.end_of_turn == "silence":
             if self._silence_ms >= s.end_of_turn_ms:
                 self._end_turn("silence", f.now, out)
-        elif self._verdict is True:
-            self._end_turn("model", f.now, out)
         elif self._silence_ms >= s.turn_max_wait_ms:
             self._end_turn("max_wait", f.now, out)
 
     def _pause(self, f: Frame, out: list[Action]) -> None:
         self._go(Caller.PAUSED)
-        self._verdict = None
         if not self._pushing:
             return
         if self.settings.end_of_turn == "model":
@@ -318,7 +308,6 @@ class TurnEngine:
     def _resume(self, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
         self._asked = None
-        self._verdict = None
         self._cancel_early(out)
 
     def _discard(self) -> None:
@@ -330,7 +319,6 @@ class TurnEngine:
     def _maybe_push_start(self, out: list[Action]) -> None:
         if not self._pushing and self._run_ms >= self.settings.min_speech_ms:
             self._pushing = True
-            self._pushed = True
             out.append(PushAudio(b"".join(self._turn_audio)))
 
     def _maybe_barge_in(self, f: Frame, out: list[Action]) -> None:
@@ -360,7 +348,7 @@ class TurnEngine:
         if reason != "provider":
             self._finalize_at = now
             out.append(Finalize())
-        if self._texts and (reason == "provider" or self._provider_ended):
+        if self._texts and reason == "provider":
             self._complete(now, out)
 
     def _complete(self, now: float, out: list[Action]) -> None:
@@ -390,8 +378,6 @@ class TurnEngine:
             )
         )
         self._texts = []
-        self._pushed = False
-        self._provider_ended = False
         self._finalize_at = None
         self._end = None
         self._interim = ""
@@ -402,11 +388,10 @@ class TurnEngine:
 
     def _reset_utterance(self) -> None:
         self._pushing = False
-        self._speech_ms = self._run_ms = self._gap_ms = self._silence_ms = 0
+        self._run_ms = self._gap_ms = self._silence_ms = 0
         self._utterance_ms = 0
         self._turn_audio.clear()
         self._asked = None
-        self._verdict = None
 
     def _cancel_early(self, out: list[Action]) -> None:
         if self._early is not None:
@@ -422,9 +407,9 @@ class TurnEngine:
         if ticket != self._asked or self.state is not Caller.PAUSED:
             return out
         self._asked = None
-        self._verdict = probability >= self.settings.turn_threshold
-        if self._verdict:
+        if probability >= self.settings.turn_threshold:
             self._end_turn("model", now, out)
+        # Not finished: the pause goes on, up to turn_max_wait_ms (see _unvoiced).
         return out
 
     def interim(self, text: str, now: float) -> list[Action]:
@@ -450,11 +435,9 @@ class TurnEngine:
                 # We asked for this turn's end: it is over, even with nothing made out.
                 self._complete(now, out)
             return out
-        if not self.settings.provider_endpointing or not self._pushed:
+        # Nothing pushed (quiet, or only a click so far): nothing for the provider to have ended.
+        if not self.settings.provider_endpointing or not self._pushing:
             return out
-        if self.state is Caller.QUIET:
-            return out
-        self._provider_ended = True
         self._end_turn("provider", now, out)
         return out
 
