@@ -31,6 +31,7 @@ from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
+from ari_agent.observability.tasks import report_failure
 from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.build import ProfileUnavailable, build_providers
@@ -476,12 +477,7 @@ class AgentApp:
         task.add_done_callback(lambda t: self._task_ended(t, where))
 
     def _task_ended(self, task: asyncio.Task[Any], where: str) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        # Nobody awaits these tasks: without this the error would surface, if ever, as
-        # "Task exception was never retrieved" at garbage collection, without a count.
-        log.error("background task %s failed", where, exc_info=task.exception())
-        self._count_error(where)
+        report_failure(task, where, self.metrics)
 
     def _count_error(self, where: str) -> None:
         self.metrics.errors.labels(where).inc()

@@ -51,6 +51,7 @@ from ari_agent.conversation.turns import (
     TurnOver,
     TurnSettings,
 )
+from ari_agent.observability.tasks import report_failure
 from providers.base import (
     LLM,
     STT,
@@ -225,6 +226,7 @@ class PipelineConversation(ConversationBase):
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: report_failure(t, "pipeline", self.metrics))
 
     def _barge_in(self, onset_at: float) -> None:
         if not self.speaker.interrupt():
