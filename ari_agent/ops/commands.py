@@ -175,6 +175,14 @@ def show_record(out: Out, record: dict[str, Any]) -> None:
     print_transcript(out, record.get("turns"), "turns")
 
 
+def _calls_error(out: Out, exc: CallsError) -> int:
+    if out.json_mode:
+        out.json({"error": str(exc)})
+    else:
+        out.line(out.paint(f"error: {exc}", "fail"))
+    return 1
+
+
 def calls_erase(settings: Settings, caller_number: str | None, call_id: str | None, as_json: bool) -> int:
     out = Out(json_mode=as_json)
     if (caller_number is None) == (call_id is None):
@@ -183,11 +191,7 @@ def calls_erase(settings: Settings, caller_number: str | None, call_id: str | No
     try:
         done = erase_calls(settings, caller_number=caller_number, call_id=call_id)
     except CallsError as exc:
-        if as_json:
-            out.json({"error": str(exc)})
-        else:
-            out.line(out.paint(f"error: {exc}", "fail"))
-        return 1
+        return _calls_error(out, exc)
     if as_json:
         out.json(done)
     else:
@@ -218,11 +222,7 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
             return 0
         active = active_calls(settings)
     except CallsError as exc:
-        if as_json:
-            out.json({"error": str(exc)})
-        else:
-            out.line(out.paint(f"error: {exc}", "fail"))
-        return 1
+        return _calls_error(out, exc)
     if as_json:
         out.json(active)
     elif not active:
