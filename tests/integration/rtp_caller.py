@@ -619,6 +619,18 @@ class RtpCaller:
 
         return await self._wait_until(check, timeout, f"{min_silence_ms:g} ms of agent silence")
 
+    async def wait_greeting(self) -> None:
+        """The agent's first utterance, heard to its end (700 ms of quiet)."""
+        await self.wait_agent_speech(timeout=15)
+        await self.wait_agent_silence(min_silence_ms=700, timeout=20)
+
+    async def ask(self, question: str) -> Said:
+        """Say ``question`` and wait for the agent's whole reply to it."""
+        said = await self.say(question)
+        await self.wait_agent_speech(timeout=20, after=said.last_sent)
+        await self.wait_agent_silence(min_silence_ms=700, timeout=30)
+        return said
+
     def agent_speech_segments(
         self, *, min_gap_ms: float = 400.0, min_len_ms: float = 100.0, after: float = 0.0
     ) -> list[tuple[float, float]]:

@@ -29,21 +29,14 @@ def _metrics(agent: AgentProcess) -> dict[str, float]:
     return values
 
 
-async def _question_and_answer(call: RtpCaller, question: str) -> None:
-    said = await call.say(question)
-    await call.wait_agent_speech(timeout=20, after=said.last_sent)
-    await call.wait_agent_silence(min_silence_ms=700, timeout=30)
-
-
 async def test_caller_silent_on_the_wire_between_words_gets_every_answer(
     lab: Lab, agent: AgentProcess, tmp_path: Path
 ) -> None:
     async with RtpCaller.connect(lab, silence_suppression=True) as call:
         try:
-            await call.wait_agent_speech(timeout=15)
-            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
-            await _question_and_answer(call, "what time do you open")
-            await _question_and_answer(call, "where are you located")
+            await call.wait_greeting()
+            await call.ask("what time do you open")
+            await call.ask("where are you located")
             said = await call.say("goodbye")
             await call.wait_ended(timeout=30)
         except BaseException:
@@ -88,10 +81,9 @@ async def test_impaired_rtp_is_heard_and_counted_exactly(
         )
         async with RtpCaller.connect(lab) as call:
             try:
-                await call.wait_agent_speech(timeout=15)
-                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
-                await _question_and_answer(call, "what time do you open")
-                await _question_and_answer(call, "where are you located")
+                await call.wait_greeting()
+                await call.ask("what time do you open")
+                await call.ask("where are you located")
                 await call.say("goodbye")
                 await call.wait_ended(timeout=30)
             except BaseException:
@@ -136,9 +128,8 @@ async def test_rtp_bound_dual_stack_answers_an_ipv4_asterisk(
     agent = agent_factory.start({"AGENT_MEDIA__BIND_HOST": "::", "AGENT_MEDIA__ADVERTISE_HOST": "127.0.0.1"})
     async with RtpCaller.connect(lab) as call:
         try:
-            await call.wait_agent_speech(timeout=15)
-            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
-            await _question_and_answer(call, "what time do you open")
+            await call.wait_greeting()
+            await call.ask("what time do you open")
             await call.hangup()
         except BaseException:
             call.dump_wav(tmp_path / "call.wav")

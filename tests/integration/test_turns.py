@@ -32,13 +32,6 @@ def _user_turns(record: dict[str, object]) -> list[dict[str, object]]:
     return [t for t in turns if t["role"] == "user"]
 
 
-async def _ask(call: RtpCaller, question: str) -> float:
-    said = await call.say(question)
-    await call.wait_agent_speech(timeout=20, after=said.last_sent)
-    await call.wait_agent_silence(min_silence_ms=700, timeout=30)
-    return said.last_sent
-
-
 async def test_turn_model_ends_a_complete_question_sooner_than_silence(
     lab: Lab, agent_factory: AgentFactory, tmp_path: Path
 ) -> None:
@@ -50,9 +43,8 @@ end_of_turn_ms = 800
     agent = start_with_config(agent_factory, toml, "model")
     async with RtpCaller.connect(lab) as call:
         try:
-            await call.wait_agent_speech(timeout=15)
-            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
-            await _ask(call, "what time do you open")
+            await call.wait_greeting()
+            await call.ask("what time do you open")
             await call.hangup()
         except BaseException:
             call.dump_wav(tmp_path / "call.wav")
@@ -82,8 +74,7 @@ text = "{number}"
     agent = start_with_config(agent_factory, toml, "midnumber")
     async with RtpCaller.connect(lab) as call:
         try:
-            await call.wait_agent_speech(timeout=15)
-            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+            await call.wait_greeting()
             first = await call.say("my phone number is five five five, two one")
             await asyncio.sleep(1.0)  # a second to find the rest, longer than end_of_turn_ms
             second = await call.say("three four five six")
@@ -118,10 +109,9 @@ interim_after_ms = 300
     agent = start_with_config(agent_factory, toml, "early")
     async with RtpCaller.connect(lab) as call:
         try:
-            await call.wait_agent_speech(timeout=15)
-            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
-            await _ask(call, "what time do you open")
-            await _ask(call, "where are you")
+            await call.wait_greeting()
+            await call.ask("what time do you open")
+            await call.ask("where are you")
             await call.hangup()
         except BaseException:
             call.dump_wav(tmp_path / "call.wav")
