@@ -22,6 +22,7 @@ import numpy as np
 
 from ari_agent.audio.echo import EchoGuard
 from ari_agent.audio.vad import VoiceActivityDetector
+from ari_agent.conversation.backchannel import Backchannels
 from ari_agent.conversation.chunker import SentenceChunker
 from ari_agent.conversation.engine import CallParts, ConversationBase
 from ari_agent.conversation.records import Turn, TurnTimings, utc_now
@@ -41,10 +42,13 @@ from ari_agent.conversation.turns import (
     BargeIn,
     CallerTurn,
     CancelEarly,
+    FalseInterruption,
     Finalize,
     Frame,
+    PauseAgent,
     PredictTurn,
     PushAudio,
+    ResumeAgent,
     SayFiller,
     StartEarly,
     TurnEngine,
@@ -127,6 +131,10 @@ def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
         min_speech_ms=profile.min_speech_ms,
         barge_in=profile.barge_in,
         barge_in_min_ms=profile.barge_in_min_ms,
+        false_interruptions=profile.false_interruptions,
+        false_interruption_ms=profile.false_interruption_ms,
+        backchannel_max_ms=profile.backchannel_max_ms,
+        backchannels=Backchannels.of(profile.backchannels),
         provider_endpointing=profile.provider_endpointing and stt.capabilities.endpointing,
         early_start=profile.early_start,
         filler_after_ms=profile.filler_after_ms,
@@ -205,8 +213,17 @@ class PipelineConversation(ConversationBase):
                 self._spawn(self._finalize())
             elif isinstance(action, PredictTurn):
                 self._spawn(self._predict(action))
+            elif isinstance(action, PauseAgent):
+                if self.speaker.pause():
+                    self.metrics.agent_pauses.labels(self.profile_name).inc()
+            elif isinstance(action, ResumeAgent):
+                if self.speaker.resume():
+                    self.metrics.agent_resumes.labels(self.profile_name).inc()
+            elif isinstance(action, FalseInterruption):
+                self.metrics.false_interruptions.labels(self.profile_name, action.kind).inc()
+                log.info("false interruption (%s): the agent goes on", action.kind)
             elif isinstance(action, BargeIn):
-                self._barge_in(action.onset_at)
+                self._barge_in(action)
             elif isinstance(action, StartEarly):
                 self._start_early(action)
             elif isinstance(action, CancelEarly):
@@ -228,11 +245,13 @@ class PipelineConversation(ConversationBase):
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda t: report_failure(t, "pipeline", self.metrics))
 
-    def _barge_in(self, onset_at: float) -> None:
+    def _barge_in(self, barge: BargeIn) -> None:
         if not self.speaker.interrupt():
             return
         self._cancel_reply()
-        reaction = time.monotonic() - onset_at
+        # What the caller hears: their onset -> the agent's audio stopping (held, or cut now).
+        stopped_at = barge.stopped_at if barge.stopped_at is not None else time.monotonic()
+        reaction = stopped_at - barge.onset_at
         self.metrics.barge_ins.labels(self.profile_name).inc()
         self.metrics.barge_in_reaction.labels(self.profile_name).observe(reaction)
         log.info("caller barged in (%.0f ms after speech onset)", reaction * 1000)

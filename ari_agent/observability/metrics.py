@@ -78,7 +78,28 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter(
-            "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
+            "ari_agent_barge_ins",
+            "Caller really interrupted the agent: words, the rest of its speech dropped",
+            ["profile"],
+            registry=r,
+        )
+        self.agent_pauses = Counter(
+            "ari_agent_agent_pauses",
+            "Agent's audio held for caller sound over it (a barge-in or a false interruption)",
+            ["profile"],
+            registry=r,
+        )
+        self.agent_resumes = Counter(
+            "ari_agent_agent_resumes",
+            "Agent's held audio went on: the sound over it was no interruption",
+            ["profile"],
+            registry=r,
+        )
+        self.false_interruptions = Counter(
+            "ari_agent_false_interruptions",
+            "Caller sound over the agent that was no turn: noise (no words) or a backchannel",
+            ["profile", "kind"],
+            registry=r,
         )
         fast = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
         # Per call, observed once when it ends: inbound RTP from Asterisk.
@@ -108,7 +129,7 @@ class Metrics:
         )
         self.barge_in_reaction = Histogram(
             "ari_agent_barge_in_reaction_seconds",
-            "Caller speech onset to the agent's audio flushed",
+            "Caller speech onset to the agent's audio stopping (held or flushed), per real barge-in",
             ["profile"],
             buckets=fast,
             registry=r,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ari_agent.conversation.backchannel import DEFAULT_BACKCHANNELS
 from providers.base import Intent, ProviderContext
 
 
@@ -87,6 +88,13 @@ class ProfileConfig(_Model):
     # Take the STT provider's own end-of-turn when it has one and it comes first.
     provider_endpointing: bool = True
     barge_in: bool = True
+    # Caller sound over the agent holds its audio at once; words (other than a backchannel)
+    # make it a barge-in, and false_interruption_ms of silence with none lets it go on.
+    # Off: barge_in_min_ms of continuous sound stops the agent for good.
+    false_interruptions: bool = True
+    false_interruption_ms: int = Field(200, ge=0, le=3000)
+    backchannel_max_ms: int = Field(800, ge=0, le=5000)  # longer speech waits for its words
+    backchannels: list[str] = list(DEFAULT_BACKCHANNELS)
     barge_in_min_ms: int = Field(150, ge=20, le=2000)
     echo_guard: bool = True
     # No dead air
