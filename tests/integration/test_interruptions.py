@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.integration.lab import AgentProcess, Lab
-from tests.integration.rtp_caller import RATE, RtpCaller, speech
+from tests.integration.rtp_caller import RATE, RtpCaller, cough, speech
 from tests.integration.test_calls import GREETING, HOURS
 
 
@@ -28,16 +28,6 @@ def metric_sum(agent: AgentProcess, prefix: str) -> float:
         if m and (m.group(1) + (m.group(2) or "")).startswith(prefix):
             total += float(m.group(3))
     return total
-
-
-def cough(ms: int = 250, seed: int = 7) -> np.ndarray:
-    """A cough-like burst: sharp attack, fast decay, noise with the low end taken out (8 kHz)."""
-    n = RATE * ms // 1000
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    envelope = np.minimum(t / (RATE * 0.01), 1.0) * np.exp(-t / (RATE * 0.08))
-    noise = np.convolve(np.diff(rng.standard_normal(n), prepend=0.0), np.ones(4) / 4, mode="same")
-    return (noise * envelope * 9000).astype(np.int16)
 
 
 async def _sound_over_the_greeting(

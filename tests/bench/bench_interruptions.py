@@ -1,0 +1,164 @@
+"""Interruptions through the real Asterisk: coughs, backchannels and real barge-ins, off and on.
+
+    python -m tests.bench.bench_interruptions      (`make bench` runs it)
+
+With the shipped offline profile, once with ``false_interruptions`` off (the
+agent stops for good on 150 ms of sound) and once per window with it on.
+Per setting, from the caller's own packet timestamps:
+
+* coughs and backchannel words (5 of each, ~1.2 s into the agent's
+  five-second reply): how many replies went on to their end (from the
+  agent's record: the reply whole, not cut), the gap the caller heard in the
+  agent's voice, and how many of the sounds the agent answered;
+* real barge-ins (the caller asks again ~1 s into the reply): the stop,
+  caller onset -> last agent packet, as in bench_calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.bench.measure import summary
+from tests.bench.phases import REPLY_SILENCE_MS, run_barge_in
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
+from tests.integration.rtp_caller import RATE, RtpCaller, cough, speech
+from tests.integration.test_calls import HOURS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUESTION = "what time do you open"
+BACKCHANNELS = ("mm hmm", "okay", "right", "yeah", "uh huh")
+SETTINGS: list[tuple[str, str]] = [
+    ("off", "false_interruptions = false"),
+    ("on, 200 ms", "false_interruption_ms = 200"),
+    ("on, 120 ms", "false_interruption_ms = 120"),
+]
+TARGETS = {"resumed": "10 of 10", "gap_p95_ms": 400.0, "barge_in_stop_p95_ms": 150.0}
+
+
+@dataclass
+class SoundsResult:
+    gaps: list[float] = field(default_factory=list)  # longest silence in the agent's voice around a sound
+    resumed: int = 0
+    answered: int = 0  # the agent replied to the sound itself
+    samples: int = 0
+    agent_turns: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "resumed": self.resumed,
+            "answered_the_sound": self.answered,
+            "gap_heard_ms": summary(self.gaps),
+        }
+
+
+async def _sounds() -> list[tuple[str, np.ndarray]]:
+    out = [(f"cough {ms} ms", cough(ms, seed)) for seed, ms in enumerate((150, 200, 250, 300, 350))]
+    for word in BACKCHANNELS:
+        out.append((word, await speech(word, speed=190)))
+    return out
+
+
+async def run_sounds(lab: Lab, agent: AgentProcess) -> SoundsResult:
+    """One call; each sound said ~1.2 s into its own hours reply."""
+    result = SoundsResult()
+    async with RtpCaller.connect(lab) as call:
+        await call.wait_greeting()
+        for _name, pcm in await _sounds():
+            said = await call.say(QUESTION)
+            try:
+                reply_at = await call.wait_agent_speech(timeout=20, after=said.last_sent)
+            except TimeoutError:
+                continue
+            await asyncio.sleep(1.2)
+            sound = await call.say(pcm, sample_rate=RATE)
+            end = await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60, after=reply_at)
+            result.samples += 1
+            arrivals = [p.at for p in call.packets(sound.first_sent - 0.1, end)]
+            if len(arrivals) > 1 and arrivals[-1] > sound.last_sent:
+                result.gaps.append(float(np.max(np.diff(arrivals))))
+            # Anything the agent says soon after is an answer to the sound (nobody asked).
+            await asyncio.sleep(1.5)
+            if call.loud(after=end + 0.05):
+                result.answered += 1
+                await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60)
+        await call.hangup()
+    record = agent.record_for(call.number, timeout=30)
+    replies = [t for t in record["turns"] if t["role"] == "agent" and t["text"].startswith("We are open")]
+    result.resumed = sum(1 for t in replies if t["text"] == HOURS and not t.get("interrupted"))
+    return result
+
+
+def run(lab: Lab, workdir: Path, samples: int) -> list[dict[str, Any]]:
+    factory = AgentFactory(lab, workdir)
+    out = []
+    try:
+        for label, extra in SETTINGS:
+            config = workdir / f"{len(out)}.toml"
+            config.write_text(f"[profiles.frontdesk]\n{extra}\n", encoding="utf-8")
+            agent = factory.start({"AGENT_CONFIG": str(config), "AGENT_LOG_LEVEL": "WARNING"})
+            try:
+                print(f"{label}: coughs and backchannels", flush=True)
+                sounds = asyncio.run(run_sounds(lab, agent))
+                lab.hangup_all()
+                print(f"{label}: barge-ins", flush=True)
+                barge = asyncio.run(run_barge_in(lab, QUESTION, QUESTION, samples))
+            finally:
+                agent.stop()
+                lab.hangup_all()
+            out.append({"setting": label, "sounds": sounds.report(), "barge_in": barge.report()})
+    finally:
+        factory.stop_all()
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print(
+        f"{'setting':<14} {'resumed':>9} {'answered':>9} {'gap p50':>8} {'gap p95':>8} "
+        f"{'stop p50':>9} {'stop p95':>9}"
+    )
+    for r in rows:
+        s, b = r["sounds"], r["barge_in"]["barge_in_stop_ms"]
+        gap = s["gap_heard_ms"]
+        print(
+            f"{r['setting']:<14} {s['resumed']:>5}/{s['samples']:<3} {s['answered_the_sound']:>9} "
+            f"{gap.get('p50', '-'):>8} {gap.get('p95', '-'):>8} {b.get('p50', '-'):>9} {b.get('p95', '-'):>9}"
+        )
+    print(
+        f"targets: resumed {TARGETS['resumed']}, gap p95 <= {TARGETS['gap_p95_ms']:.0f} ms, "
+        f"barge-in stop p95 <= {TARGETS['barge_in_stop_p95_ms']:.0f} ms"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=10, help="real barge-ins per setting (default 10)")
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        with running_lab() as lab, tempfile.TemporaryDirectory(prefix="ari-bench-") as tmp:
+            rows = run(lab, Path(tmp), args.samples)
+    except LabError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print_table(rows)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"interruptions-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    path.write_text(json.dumps({"results": rows, "targets": TARGETS}, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path} ({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
