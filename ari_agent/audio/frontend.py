@@ -12,8 +12,12 @@ through up to two stages of WebRTC's audio processing module (APM, from the
   between neither stream is fed, so the two stay aligned and the filter it
   learnt is kept for the next time (measured: it still converges).
 - **noise suppression** (WebRTC NS, with a high-pass filter): lowers
-  stationary noise (hiss, hum, fans) that makes the VAD start turns and the
-  STT hear words. It runs on every frame that is not digital silence.
+  stationary noise (hiss, hum, fans) that makes the VAD start turns. It
+  runs on every frame that is not digital silence, and its output feeds the
+  voice detector only: measured on the offline recogniser, suppressed audio
+  cost words (most under a babble of voices, which it does not remove),
+  while brown noise's false starts fell from 24 a minute to none
+  (``tests/bench/bench_frontend.py``).
 
 The echo guard (``echo.py``) stays behind both: what the canceller leaves
 is still judged there. Sans-IO: frames and times in, frames out; the work is
@@ -131,8 +135,13 @@ class AudioFrontEnd:
         """Whether the canceller runs for a frame heard at ``at``."""
         return self._last_sound is not None and at - self._last_sound <= self.hold_s
 
-    def process(self, frame: bytes, at: float) -> bytes:
-        """One inbound 20 ms frame (16 kHz PCM16) heard at ``at``: the same frame, cleaned."""
+    def process(self, frame: bytes, at: float) -> tuple[bytes, bytes]:
+        """One inbound 20 ms frame (16 kHz PCM16) heard at ``at``: (for the recogniser, for the VAD).
+
+        The recogniser gets the frame with the echo removed; the voice
+        detector gets it with the noise suppressed too (measured: suppression
+        cuts the turns noise starts, but costs the recogniser words).
+        """
         if len(frame) != FRAME_BYTES:
             raise ValueError(f"frame of {len(frame)} bytes is not 20 ms of PCM16 at {RATE} Hz")
         out = frame
@@ -143,8 +152,8 @@ class AudioFrontEnd:
                 while self._ref and self._ref[0][0] <= at:  # quiet: nothing to cancel
                     self._ref.popleft()
         if self._ns is not None and any(out):
-            out = self._suppress(out)
-        return out
+            return out, self._suppress(out)
+        return out, out
 
     def _due(self, at: float) -> bytes:
         """The reference for this inbound frame: the oldest frame sent by ``at``, or silence."""

@@ -191,15 +191,16 @@ class PipelineConversation(ConversationBase):
         self._inbox.put_nowait(Digit(digit))
 
     def _on_frame(self, frame: bytes, at: float) -> None:
+        voice = frame  # what the voice detector judges: noise-suppressed when the profile says so
         if self._frontend is not None:
-            frame = self._frontend.process(frame, at)
+            frame, voice = self._frontend.process(frame, at)
         heard = frame
         if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), at):
-            heard = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
+            heard = voice = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
         speaker = self.speaker
         self._perform(
             self._engine.frame(
-                Frame(at, heard, self._vad.is_voiced(heard), speaker.interruptible, speaker.audible)
+                Frame(at, heard, self._vad.is_voiced(voice), speaker.interruptible, speaker.audible)
             )
         )
 

@@ -96,7 +96,7 @@ class Timed:
                 self.fe.sent(sent8k[i], at)
             ran = self.fe.echo.frames + self.fe.noise.frames
             t0 = time.thread_time_ns()
-            out.append(self.fe.process(frame, at))
+            out.append(self.fe.process(frame, at)[1])  # the voice detector's side
             spent = (time.thread_time_ns() - t0) / 1000
             if self.fe.echo.frames + self.fe.noise.frames > ran:  # a stage ran on this frame
                 self.cpu_us.append(spent)
