@@ -223,6 +223,7 @@ def print_tables(echo: list[dict[str, Any]], noise: dict[str, Any], cpu: dict[st
         )
     print()
     print(f"noise under speech at {SNR_DB:.0f} dB SNR through µ-law, suppression off -> on")
+    print("(in-scope, rejected: the recogniser fed the suppressed audio, which the agent does not do)")
     print(
         f"{'noise':8} {'false starts/min':>18} {'speech frames voiced':>22} {'in-scope':>14} {'rejected':>12}"
     )
