@@ -21,7 +21,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps
@@ -44,6 +44,7 @@ test: install rootfs lint
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
+	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,

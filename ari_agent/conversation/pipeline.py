@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ari_agent.audio.echo import EchoGuard
+from ari_agent.audio.frontend import front_end_for
 from ari_agent.audio.vad import VoiceActivityDetector
 from ari_agent.conversation.backchannel import Backchannels
 from ari_agent.conversation.chunker import SentenceChunker
@@ -159,6 +160,8 @@ class PipelineConversation(ConversationBase):
 
             turn_model = shared_turn_model()
         self._turn_model = turn_model
+        # Echo cancellation and noise suppression, before the echo guard (ConfigError if missing).
+        self._frontend = front_end_for(profile, parts.profile_name)
         self._echo = EchoGuard() if profile.echo_guard else None
         self._pending = bytearray()
         self._inbox: asyncio.Queue[CallerTurn | Digit | RecogniserLost] = asyncio.Queue()
@@ -185,6 +188,8 @@ class PipelineConversation(ConversationBase):
             self._on_frame(frame, now - (whole - 1 - i) * FRAME_S)
 
     def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
+        if self._frontend is not None:
+            self._frontend.sent(pcm8k, at)
         if self._echo is not None:
             self._echo.sent(pcm8k, at)
 
@@ -194,13 +199,16 @@ class PipelineConversation(ConversationBase):
         self._inbox.put_nowait(Digit(digit))
 
     def _on_frame(self, frame: bytes, at: float) -> None:
+        voice = frame  # what the voice detector judges: noise-suppressed when the profile says so
+        if self._frontend is not None:
+            frame, voice = self._frontend.process(frame, at)
         heard = frame
         if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), at):
-            heard = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
+            heard = voice = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
         speaker = self.speaker
         self._perform(
             self._engine.frame(
-                Frame(at, heard, self._vad.is_voiced(heard), speaker.interruptible, speaker.audible)
+                Frame(at, heard, self._vad.is_voiced(voice), speaker.interruptible, speaker.audible)
             )
         )
 

@@ -97,6 +97,11 @@ class ProfileConfig(_Model):
     backchannels: list[str] = list(DEFAULT_BACKCHANNELS)
     barge_in_min_ms: int = Field(150, ge=20, le=2000)
     echo_guard: bool = True
+    # The audio front end, before the echo guard, VAD and STT (pipeline profiles; needs the
+    # audio extra, `check` says): WebRTC's echo canceller, fed what the agent sent, run while
+    # the agent has spoken in the last second; and its noise suppressor, on every frame.
+    echo_cancellation: bool = False
+    noise_suppression: bool = False
     # No dead air
     filler_after_ms: int = Field(1200, ge=0, le=10000)  # after the end of the turn; 0: no filler
     filler: str = "One moment."
