@@ -69,6 +69,7 @@ def after(ctx: ProviderContext) -> Understand:
         fillers=wanted.fillers,
         filler_exponent=wanted.filler_exponent,
         min_score=wanted.min_score,
+        min_coverage=wanted.min_coverage,
     ).spec
     decoder = sphinx.build_decoder(spec)
     llm = ScriptedLLM.create(ctx)
@@ -77,7 +78,8 @@ def after(ctx: ProviderContext) -> Understand:
         result = sphinx.recognise(decoder, spec, pcm)
         intent = llm.match(result.text)
         score = "-" if result.score is None else f"{result.score:.1f}"
-        return f"{result.heard} [{score}]", intent.name if intent else None
+        coverage = "-" if result.coverage is None else f"{result.coverage:.2f}"
+        return f"{result.heard} [{score} cov {coverage}]", intent.name if intent else None
 
     return understand
 
