@@ -137,7 +137,9 @@ def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
         backchannel_max_ms=profile.backchannel_max_ms,
         backchannels=Backchannels.of(profile.backchannels),
         provider_endpointing=profile.provider_endpointing and stt.capabilities.endpointing,
+        finalize_at_pause=stt.capabilities.segments,
         early_start=profile.early_start,
+        early_start_ms=profile.early_start_ms,
         filler_after_ms=profile.filler_after_ms,
     )
 

@@ -85,7 +85,12 @@ class TurnSettings:
     backchannel_max_ms: int = 800
     backchannels: Backchannels = DEFAULT
     provider_endpointing: bool = False  # the recogniser has endpointing and the profile trusts it
+    # The recogniser gives finals by segment (STTCapabilities.segments): finalize at the caller's
+    # first pause, while the end of turn is decided, so the final is in hand (or on its way) when
+    # the turn is taken as over instead of being asked for only then.
+    finalize_at_pause: bool = False
     early_start: bool = False
+    early_start_ms: int = 100  # caller silence before an early start (the pause is decided later)
     filler_after_ms: int = 0  # 0: no filler
 
 
@@ -230,6 +235,8 @@ class TurnEngine:
         # The turn (may span utterances until it is over).
         self._texts: list[str] = []
         self._finalize_at: float | None = None
+        self._final_at: float | None = None  # when the final of the last finalize arrived
+        self._finalized_in_pause = False  # everything the caller said so far has been finalized
         self._end: tuple[EndReason, int] | None = None
         self._finalizing_ms = 0
         # Turn model.
@@ -316,6 +323,8 @@ class TurnEngine:
         self._gap_ms = 0
         self._last_voiced_at = f.now
         self._utterance_voiced_ms += FRAME_MS
+        if self.state is Caller.SPEAKING and self._early is not None and self._silence_ms:
+            self._cancel_early(out)  # started in a short silence, and the caller went on
         if self.state is Caller.PAUSED:
             # A single voiced frame in a pause is often noise: resume on a short run only.
             self._voiced_run_ms += FRAME_MS
@@ -337,6 +346,8 @@ class TurnEngine:
             pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
             if self._silence_ms >= pause_ms:
                 self._pause(f, out)
+            elif self._pushing:
+                self._maybe_start_early(out)
             return
         # PAUSED
         if not self._pushing:
@@ -353,6 +364,10 @@ class TurnEngine:
         self._go(Caller.PAUSED)
         if not self._pushing:
             return
+        if self.settings.finalize_at_pause:
+            self._finalize_at, self._final_at = f.now, None
+            self._finalized_in_pause = True
+            out.append(Finalize())
         if self.settings.end_of_turn == "model":
             self._ticket += 1
             self._asked = self._ticket
@@ -360,7 +375,12 @@ class TurnEngine:
         self._maybe_start_early(out)
 
     def _maybe_start_early(self, out: list[Action]) -> None:
-        if not self.settings.early_start or not self._interim or self.state is not Caller.PAUSED:
+        s = self.settings
+        if not s.early_start or not self._interim:
+            return
+        if self.state is not Caller.PAUSED and not (
+            self.state is Caller.SPEAKING and self._silence_ms >= s.early_start_ms
+        ):
             return
         if self._early is not None:
             if _same_words(self._early[1], self._interim):
@@ -373,6 +393,7 @@ class TurnEngine:
     def _resume(self, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
         self._asked = None
+        self._finalized_in_pause = False  # new words: the turn's end needs a final of them too
         self._cancel_early(out)
 
     def _discard(self, out: list[Action]) -> None:
@@ -453,8 +474,13 @@ class TurnEngine:
         self._recent.clear()
         self._voiced_run_ms = 0
         self._asked = None
+        if reason != "provider" and self._finalized_in_pause:
+            # Everything said was finalized at the pause: its final is here or on its way.
+            if self._final_at is not None:
+                self._complete(now, out)
+            return
         if reason != "provider":
-            self._finalize_at = now
+            self._finalize_at, self._final_at = now, None
             out.append(Finalize())
         if self._texts and reason == "provider":
             self._complete(now, out)
@@ -465,18 +491,15 @@ class TurnEngine:
         text = " ".join(self._texts)
         if self._over_agent and not self._barged and (not text or self.settings.backchannels.matches(text)):
             self._cancel_early(out)
-            self._texts = []
-            self._finalize_at = None
-            self._end = None
-            self._interim = ""
-            self._reset_utterance()
+            self._forget_turn()
             self._go(Caller.QUIET)
             self._false_interruption(text, out)
             return
         if self._over_agent and not self._barged and self._agent_interruptible:
             self._barge_in(out)  # words: whatever is left of the agent's speech goes
         self._over_agent = False
-        stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
+        answered_at = self._final_at if self._final_at is not None else now
+        stt_ms = (answered_at - self._finalize_at) * 1000 if self._finalize_at is not None else None
         early_ticket: int | None = None
         if self._early is not None:
             ticket, early_text = self._early
@@ -498,14 +521,18 @@ class TurnEngine:
                 )
             )
         )
-        self._texts = []
-        self._finalize_at = None
-        self._end = None
-        self._interim = ""
-        self._reset_utterance()
+        self._forget_turn()
         self._reply_since = now
         self._filler_said = False
         self._go(Caller.QUIET)  # keeps the onset tracked while finalizing: speech goes on from there
+
+    def _forget_turn(self) -> None:
+        self._texts = []
+        self._finalize_at = self._final_at = None
+        self._finalized_in_pause = False
+        self._end = None
+        self._interim = ""
+        self._reset_utterance()
 
     def _reset_utterance(self) -> None:
         self._pushing = False
@@ -542,6 +569,8 @@ class TurnEngine:
 
     def final(self, text: str, now: float) -> list[Action]:
         out: list[Action] = []
+        if self._finalize_at is not None and self._final_at is None:
+            self._final_at = now
         if text.strip():
             self._texts.append(text.strip())
             self._interim = ""

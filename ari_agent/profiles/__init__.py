@@ -84,6 +84,7 @@ class ProfileConfig(_Model):
     # Start the LLM on a stable interim transcript while the end of turn is being decided
     # (providers with interim results); the reply is spoken only if the final says the same.
     early_start: bool = False
+    early_start_ms: int = Field(100, ge=20, le=2000)  # caller silence before thinking early
     min_speech_ms: int = Field(120, ge=20, le=2000)
     # Take the STT provider's own end-of-turn when it has one and it comes first.
     provider_endpointing: bool = True

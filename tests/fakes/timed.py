@@ -149,7 +149,7 @@ class _TimedSpeechStream(SpeechStream):
 
 class TimedSTT(STT):
     name = "timed-stt"
-    capabilities = STTCapabilities(streaming=True, endpointing=False, input_specs=(PCM16_16K,))
+    capabilities = STTCapabilities(streaming=True, endpointing=False, segments=True, input_specs=(PCM16_16K,))
 
     def __init__(
         self,

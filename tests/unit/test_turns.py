@@ -417,3 +417,80 @@ def test_a_farewell_is_never_paused() -> None:
     _engine, clock = _talking_agent()
     acts = clock.speech(600, interruptible=False, audible=True)
     assert not _of(acts, PauseAgent) and not _of(acts, BargeIn)
+
+
+# ---------------------------------------------------------------- finals by segment
+
+
+def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(200)
+    assert [type(a) for a in acts if not isinstance(a, PushAudio)] == [Finalize, PredictTurn]
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    paused_at = clock.now
+    # The model answers first: the turn is over, the final is on its way (no second Finalize).
+    acts = engine.prediction(ask.ticket, 0.9, paused_at + 0.1)
+    assert not acts
+    acts = engine.final("what time do you open", paused_at + 0.15)
+    turn = _turn(acts)
+    assert turn.reason == "model" and turn.text == "what time do you open"
+    assert turn.stt_ms == pytest.approx(150)
+
+
+def test_a_final_already_in_hand_ends_the_turn_at_the_verdict() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    assert not engine.final("what time do you open", clock.now + 0.05)  # not over yet
+    turn = _turn(engine.prediction(ask.ticket, 0.9, clock.now + 0.12))
+    assert turn.ended_at == pytest.approx(clock.now + 0.12) and turn.stt_ms == pytest.approx(50)
+
+
+def test_segments_of_a_turn_the_caller_went_on_with_are_joined() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(1000)
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.05, clock.now)  # not finished: "my number is five five five"
+    engine.final("my number is five five five", clock.now + 0.15)
+    clock.silence(600)
+    clock.speech(600)
+    acts = clock.silence(200)
+    assert _of(acts, Finalize)  # the new words need their own final
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.95, clock.now + 0.1)
+    turn = _turn(engine.final("one two one two", clock.now + 0.15))
+    assert turn.text == "my number is five five five one two one two"
+
+
+def test_silence_endpointing_with_segments_has_the_final_when_the_silence_is_up() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn_ms=600, turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(200)
+    assert _of(acts, Finalize)
+    assert not engine.final("where are you located", clock.now + 0.15)
+    acts = clock.silence(400)
+    assert _turn(acts).reason == "silence" and not _of(acts, Finalize)
+
+
+def test_early_start_on_a_short_silence_and_cancelled_when_the_caller_goes_on() -> None:
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, early_start=True, early_start_ms=100)
+    )
+    clock = Clock(engine)
+    clock.speech(400)
+    engine.interim("what time", clock.now)
+    clock.speech(400)
+    acts = clock.silence(100)
+    starts = _of(acts, StartEarly)
+    assert len(starts) == 1 and not _of(acts, PredictTurn)  # thinking before the pause is decided
+    acts = clock.speech(100)  # "... do you open"
+    assert _of(acts, CancelEarly) and engine.wasted_early_starts == 1
