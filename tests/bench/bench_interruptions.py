@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tests.bench.measure import cpu_percent, cpu_seconds, summary
-from tests.bench.phases import REPLY_SILENCE_MS, run_barge_in
+from tests.bench.phases import run_barge_in
 from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
 from tests.integration.rtp_caller import RATE, RtpCaller, cough, room_echo, speech
 from tests.integration.test_calls import HOURS
@@ -38,6 +38,7 @@ from tests.integration.test_interruptions import metric_sum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = "what time do you open"
+HOLD_SILENCE_MS = 1500
 BACKCHANNELS = ("mm hmm", "okay", "right", "yeah", "uh huh")
 SETTINGS: list[tuple[str, str]] = [
     ("off", "false_interruptions = false"),
@@ -98,7 +99,8 @@ async def run_sound(lab: Lab, agent: AgentProcess, name: str, pcm: np.ndarray, r
             return
         await asyncio.sleep(1.2)
         sound = await call.say(pcm, sample_rate=RATE)
-        end = await call.wait_agent_silence(REPLY_SILENCE_MS, timeout=60, after=reply_at)
+        # Longer than any hold: the agent held for the sound has not finished its reply.
+        end = await call.wait_agent_silence(HOLD_SILENCE_MS, timeout=60, after=reply_at)
         result.samples += 1
         arrivals = [p.at for p in call.packets(sound.first_sent - 0.1, end)]
         if len(arrivals) > 1 and arrivals[-1] > sound.last_sent:
