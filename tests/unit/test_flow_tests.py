@@ -289,3 +289,15 @@ def test_junit_xml_parses_back_with_failures_errors_and_odd_characters(tmp_path:
     assert isinstance(cases["pause"].result[0], junitparser.Error)
     assert "agent said: From nine in the morning." in (cases["hours"].system_out or "")
     assert junit([]).getroot().get("tests") == "0"
+
+
+def test_the_example_in_the_operators_guide_parses() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text()
+    section = guide.split("## Call-flow tests in CI", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    flows = parse(example)
+    assert [s.name for s in flows.scenario] == [
+        "opening hours, then goodbye",
+        "press 0 for reception",
+        "a callback number",
+    ]
