@@ -276,7 +276,11 @@ class TestCall:
                 self.result.step_started.append(datetime.now(UTC))
                 if phrase.kind == "wait":
                     self.emit("wait", seconds=float(phrase.value))
-                    await self._until(asyncio.ensure_future(asyncio.sleep(float(phrase.value))), 86400)
+                    pause = asyncio.ensure_future(asyncio.sleep(float(phrase.value)))
+                    try:
+                        await self._until(pause, float(phrase.value) + 1.0)
+                    finally:
+                        pause.cancel()  # the call ended first
                     self.result.step_latencies.append(None)
                     continue
                 self.ears.next_turn()
