@@ -230,3 +230,16 @@ def test_a_peer_whose_ari_link_is_cut_for_two_seconds_keeps_its_calls(
     assert _metric(cut, "ari_agent_ari_reconnects_total") >= 2  # it did lose the socket
     lab.wait_call_ended(handle, timeout=60)
     assert cut.record_for(handle.number)["end_reason"] == "hangup_by_caller"
+
+
+def test_without_stasis_broadcast_a_fallback_chain_reaches_the_second_agent(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # Only b runs: Stasis(ai-agent-pool-a) fails at once, Stasis(ai-agent-pool-b) answers.
+    b = _pool_agent(agent_factory, "b", 1)
+    handle = lab.place_call(["goodbye"], via="local", context="lab-chain", extension="frontdesk")
+    lab.wait_call_ended(handle, timeout=60)
+    assert _returns(lab, handle.number)[0]["STASISSTATUS"] == "FAILED"
+    record = b.record_for(handle.number)
+    assert record["end_reason"] == "hangup_by_agent"
+    assert _agent_lines(record) == [GREETING, GOODBYE]
