@@ -52,6 +52,27 @@ def beat_variable(instance_id: str) -> str:
     return BEAT_PREFIX + instance_id.replace("-", "_")
 
 
+def broadcast_filter(app_data: str) -> str:
+    """The app filter of ``StasisBroadcast(timeout,filter,args,notify)``'s data ("" when none)."""
+    parts = app_data.split(",")
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+def filter_matches(app_filter: str, app_name: str) -> bool:
+    """Whether a broadcast with this filter reaches ``app_name`` (no filter reaches every app).
+
+    Asterisk uses POSIX extended regular expressions; the ones a pool needs
+    (``^ai-agent-pool-``) mean the same in Python's ``re``. A filter that does
+    not compile here is judged not to match.
+    """
+    if not app_filter:
+        return True
+    try:
+        return re.search(app_filter, app_name) is not None
+    except re.error:
+        return False
+
+
 def claim_delay(holding: int, max_concurrent: int, max_delay: float, draw: float) -> float | None:
     """Seconds to wait before claiming a broadcast call; None: do not claim (at the limit).
 

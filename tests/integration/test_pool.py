@@ -243,3 +243,29 @@ def test_without_stasis_broadcast_a_fallback_chain_reaches_the_second_agent(
     record = b.record_for(handle.number)
     assert record["end_reason"] == "hangup_by_agent"
     assert _agent_lines(record) == [GREETING, GOODBYE]
+
+
+def test_doctor_accepts_an_extension_that_reaches_the_pool(lab: Lab, agent_factory: AgentFactory) -> None:
+    from tests.integration.test_ops import doctor
+
+    port = _free_port()
+    _pool_agent(agent_factory, "a", 0, {"AGENT_HTTP__PORT": str(port)})
+    env = {
+        **agent_factory.base_env(agent_factory.workdir / "doctor-records"),
+        "AGENT_POOL__ENABLED": "true",
+        "AGENT_INSTANCE_ID": "a",
+        "AGENT_HTTP__PORT": str(port),
+    }
+    low, high = lab.ports.agent_media
+    env["AGENT_MEDIA__PORT_MIN"], env["AGENT_MEDIA__PORT_MAX"] = str(low + (high - low) // 2), str(high)
+    code, checks = doctor(env, "--extension", "frontdesk@lab-pool")
+    assert checks["app"][0]["status"] == "ok" and "ai-agent-pool-a" in checks["app"][0]["detail"]
+    extension = checks["extension"][0]
+    assert extension["status"] == "ok", extension
+    assert "StasisBroadcast" in extension["detail"] and "ai-agent-pool-a" in extension["detail"]
+    # Plain Stasis(ai-agent) does not reach a pool agent: the fix names the pool dialplan.
+    code, checks = doctor(env, "--extension", "100@ai-agent-demo")
+    assert code == 1
+    extension = checks["extension"][0]
+    assert extension["status"] == "fail"
+    assert "StasisBroadcast(1000,^ai-agent-pool-,<profile>)" in extension["fix"]

@@ -13,7 +13,9 @@ from ari_agent.pool import (
     DEAD_AFTER,
     PeerWatch,
     beat_variable,
+    broadcast_filter,
     claim_delay,
+    filter_matches,
     peer_instance,
     pool_app,
 )
@@ -28,6 +30,16 @@ def test_pool_app_names_round_trip_and_never_match_the_operator_commands_apps() 
     assert peer_instance("ai-agent", "ai-agent-doctor-1a2b3c4d") is None
     assert peer_instance("ai-agent", "other-pool-b") is None
     assert peer_instance("ai-agent", "ai-agent-pool-") is None
+
+
+def test_doctor_reads_the_filter_of_a_stasis_broadcast_and_judges_it() -> None:
+    assert broadcast_filter("1000,^ai-agent-pool-,frontdesk") == "^ai-agent-pool-"
+    assert broadcast_filter("") == "" and broadcast_filter("1000") == ""
+    assert filter_matches("^ai-agent-pool-", "ai-agent-pool-a")
+    assert not filter_matches("^ai-agent-pool-", "ai-agent")
+    assert not filter_matches("^ivr-.*", "ai-agent-pool-a")
+    assert filter_matches("", "anything")  # no filter: every app is offered the call
+    assert not filter_matches("([", "ai-agent-pool-a")
 
 
 def test_beat_variables_differ_per_instance() -> None:
