@@ -538,9 +538,15 @@ class AgentApp:
             try:
                 await self.ari.set_global(beat_variable(self.settings.instance_id), f"{token}.{beats}")
                 await self._watch_peers()
-            except AriError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Never stop beating over a bug in watching: peers would think this agent dead.
+                unexpected = not isinstance(exc, AriError)
+                if unexpected:
+                    self._count_error("pool")
                 if self._pool_trouble is None:
-                    log.warning("pool: cannot beat or watch peers: %s", exc)
+                    log.warning("pool: cannot beat or watch peers: %s", exc, exc_info=unexpected)
                 self._pool_trouble = str(exc)
             else:
                 if self._pool_trouble is not None:
