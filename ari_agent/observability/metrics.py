@@ -39,6 +39,17 @@ class Metrics:
         )
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
         self.ari_reconnects = Counter("ari_agent_ari_reconnects", "ARI WebSocket (re)connections", registry=r)
+        self.pool_claims = Counter(
+            "ari_agent_pool_claims",
+            "Pool: broadcast calls by what this agent did (won, lost, skipped: draining or at the limit)",
+            ["outcome"],
+            registry=r,
+        )
+        self.pool_takeovers = Counter(
+            "ari_agent_pool_takeovers",
+            "Pool: callers of a dead peer this agent handed back to the dialplan",
+            registry=r,
+        )
         self.ari_event_errors = Counter(
             "ari_agent_ari_event_errors", "ARI events that could not be handled", registry=r
         )

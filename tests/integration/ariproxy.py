@@ -9,7 +9,10 @@ A test can:
   snapshot older than what happened meanwhile (a reconcile's channel list
   taken before a call arrived), or waits in the middle of something (a call in
   admission while SIGTERM comes);
-* ``cut_websockets()``: drop the events connections, as a network blip would.
+* ``cut_websockets()``: drop the events connections, as a network blip would;
+* ``block(seconds)``: cut the whole link for a while -- the events connections
+  are dropped and every request (WebSocket or REST) is refused with 503 until
+  the time is up.
 
 It runs its own event loop on a thread, so synchronous tests drive it.
 """
@@ -73,6 +76,7 @@ class AriProxy:
         self._loop = asyncio.new_event_loop()
         self._gate_changed = asyncio.Event()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._blocked_until = 0.0  # the loop's clock
         self._thread = threading.Thread(target=self._loop.run_forever, name="ari-proxy", daemon=True)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -102,6 +106,18 @@ class AriProxy:
     def cut_websockets(self) -> int:
         """Close every events WebSocket the agent has through the proxy; how many were open."""
         return asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def block(self, seconds: float) -> int:
+        """Drop the events WebSockets and refuse everything for ``seconds``; how many sockets were open."""
+
+        async def go() -> int:
+            self._blocked_until = self._loop.time() + seconds
+            return await self._cut()
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(10)
+
+    def _blocked(self) -> bool:
+        return self._loop.time() < self._blocked_until
 
     def count(self, method: str, pattern: str) -> int:
         rx = re.compile(pattern)
@@ -135,6 +151,8 @@ class AriProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         target = request.path_qs
+        if self._blocked():
+            return web.Response(status=503, text="blocked by the test")
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
@@ -161,6 +179,8 @@ class AriProxy:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        if self._blocked():
+            return web.Response(status=503, text="blocked by the test")
         headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
         try:
             upstream = await self._session.ws_connect(
