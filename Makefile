@@ -59,8 +59,10 @@ check: install
 # The stack (ari_agent/ops/stack.py): Docker, else podman, else the local root
 # filesystem (which installs what it needs: make install, asterisk/rootfs.sh).
 # Settings and generated passwords: .env (see .env.example).
+# A pool of agents behind StasisBroadcast, one per core; `make up AGENTS=2` (or
+# ARI_AGENT_AGENTS in .env) sets how many.
 up:
-	$(PYTHON) -m ari_agent.ops.stack up
+	$(PYTHON) -m ari_agent.ops.stack up $(if $(AGENTS),--agents $(AGENTS))
 
 # Only the agent, for sites with their own Asterisk or FreePBX (set AGENT_ARI__* in .env).
 up-agent:

@@ -14,6 +14,9 @@
 #   ASTERISK_RTP_START=10000     ASTERISK_RTP_END=20000
 #   ASTERISK_EXTERNAL_ADDRESS    public address to put in SIP and SDP (NAT)
 #   ASTERISK_LOCAL_NET           comma-separated LAN ranges not to NAT
+#   ASTERISK_AGENT_POOL          yes: extension 100 offers calls to a pool of
+#                                agents (StasisBroadcast, apps ai-agent-pool-*);
+#                                empty: Stasis(ai-agent) (one agent)
 #   ASTERISK_BASE                if set: etc, run, log, spool, db and cache
 #                                directories under it (a second Asterisk
 #                                beside others in one root filesystem)
@@ -61,6 +64,7 @@ RTP_END=${ASTERISK_RTP_END:-20000}
 EXTERNAL=${ASTERISK_EXTERNAL_ADDRESS:-}
 LOCAL_NET=${ASTERISK_LOCAL_NET:-}
 BASE=${ASTERISK_BASE:-}
+POOL=${ASTERISK_AGENT_POOL:-}
 
 secret AGENT_ARI__PASSWORD "$ARI_PASSWORD"
 secret SOFTPHONE_1001_PASSWORD "$P1001"
@@ -75,6 +79,10 @@ address ASTERISK_ARI_BIND "$ARI_BIND"
 address ASTERISK_EXTERNAL_ADDRESS "$EXTERNAL"
 address ASTERISK_LOCAL_NET "$LOCAL_NET"
 address ASTERISK_BASE "$BASE"
+case $POOL in
+'' | yes | no) ;;
+*) fail "ASTERISK_AGENT_POOL must be yes, no or empty, got '$POOL'" ;;
+esac
 
 mkdir -p "$DEST"
 for f in "$SRC"/*.conf; do
@@ -95,6 +103,9 @@ edit pjsip.conf "s|@SOFTPHONE_1001_PASSWORD@|$P1001|" '@SOFTPHONE_1001_PASSWORD@
 edit pjsip.conf "s|@SOFTPHONE_1002_PASSWORD@|$P1002|" '@SOFTPHONE_1002_PASSWORD@'
 edit rtp.conf "s|^rtpstart = 10000\$|rtpstart = $RTP_START|" '^rtpstart = 10000$'
 edit rtp.conf "s|^rtpend = 20000\$|rtpend = $RTP_END|" '^rtpend = 20000$'
+if [ "$POOL" = yes ]; then
+    edit extensions.conf "s|^AI_AGENT_POOL =\$|AI_AGENT_POOL = yes|" '^AI_AGENT_POOL =$'
+fi
 
 if [ -n "$EXTERNAL" ]; then
     {

@@ -19,9 +19,11 @@ from ari_agent.ops.stackbase import (
     ASTERISK_DIR,
     BOOT_TIMEOUT,
     REPO,
+    PoolMember,
     Stack,
     StackError,
     check_ports,
+    pool_members,
     run_quiet,
     save_state,
     say,
@@ -73,18 +75,34 @@ class RootfsStack:
             if subprocess.run(["make", "-C", str(REPO), "install"], check=False).returncode != 0:
                 raise StackError("`make install` failed")
 
+    def agent_names(self) -> list[str]:
+        """The agents with a pid file: ``agent`` (up-agent) and ``agent-<n>`` (the pool)."""
+        names = [p.stem for p in self.state.glob("agent*.pid")]
+        return sorted(names, key=lambda n: (len(n), n))
+
     def up(self, agent_only: bool) -> None:
+        members = [] if agent_only else pool_members(self.stack)
         self._ensure_prerequisites(asterisk=not agent_only)
         self.state.mkdir(parents=True, exist_ok=True)
         if not agent_only:
             if self.pid("asterisk") is None:
-                check_ports(self.stack, asterisk=True)
+                check_ports(self.stack, asterisk=True, http_ports=[m.http_port for m in members])
                 self._start_asterisk()
             else:
                 say("Asterisk is already running")
-        if self.pid("agent") is None:
+            todo = [m for m in members if self.pid(m.name) is None]
+            for member in members:
+                if member not in todo:
+                    say(f"{member.name} is already running")
+            if todo:
+                check_ports(self.stack, asterisk=False, http_ports=[m.http_port for m in todo])
+                # All started at once, then waited for: each loads its models in its own process.
+                started = [(m, self._start_agent(m)) for m in todo]
+                for member, proc in started:
+                    self._wait_agent(member, proc)
+        elif self.pid("agent") is None:
             check_ports(self.stack, asterisk=False)
-            self._start_agent()
+            self._wait_agent(None, self._start_agent(None))
         else:
             say("the agent is already running")
         save_state(self.stack, "rootfs", agent_only)
@@ -96,7 +114,7 @@ class RootfsStack:
         for src in (self.root / "etc" / "asterisk").iterdir():
             if src.is_file():
                 shutil.copy2(src, self.base / "etc" / src.name)
-        env = self.stack.child_env({"ASTERISK_BASE": self.chroot_base})
+        env = self.stack.child_env({"ASTERISK_BASE": self.chroot_base, "ASTERISK_AGENT_POOL": "yes"})
         proc = run_quiet(
             ["sh", str(ASTERISK_DIR / "render.sh"), str(ASTERISK_DIR), str(self.base / "etc")], env=env
         )
@@ -139,12 +157,17 @@ class RootfsStack:
             ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", self.conf, "-rx", command], timeout
         )
 
-    def _start_agent(self) -> None:
+    def _start_agent(self, member: PoolMember | None) -> subprocess.Popen[bytes]:
+        """The agent alone (``up-agent``), or one agent of the pool."""
         records = Path(self.stack.value("AGENT_RECORDS__DIR") or self.stack.data_dir / "records")
         records.mkdir(parents=True, exist_ok=True)
-        env = self.stack.child_env({"AGENT_RECORDS__DIR": str(records)})
-        say("starting the agent (ari-agent run)")
-        with open(self.log("agent"), "ab") as out:
+        env = self.stack.child_env({"AGENT_RECORDS__DIR": str(records), **(member.env if member else {})})
+        name = member.name if member else "agent"
+        if member:
+            say(f"starting {name} (ari-agent run, pool instance {member.index}, port {member.http_port})")
+        else:
+            say("starting the agent (ari-agent run)")
+        with open(self.log(name), "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ari_agent.cli", "run"],
                 cwd=REPO,
@@ -154,19 +177,26 @@ class RootfsStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._pidfile("agent").write_text(f"{proc.pid}\n")
+        self._pidfile(name).write_text(f"{proc.pid}\n")
+        return proc
+
+    def _wait_agent(self, member: PoolMember | None, proc: subprocess.Popen[bytes]) -> None:
+        name = member.name if member else "agent"
         try:
-            wait_ready(self.stack, alive=lambda: proc.poll() is None)
+            port = member.http_port if member else None
+            wait_ready(self.stack, alive=lambda: proc.poll() is None, port=port)
         except StackError as exc:
-            tail = self.log("agent").read_text(errors="replace")[-2000:]
-            raise StackError(f"{exc}\n--- {self.log('agent')} ---\n{tail}") from None
+            tail = self.log(name).read_text(errors="replace")[-2000:]
+            raise StackError(f"{exc}\n--- {self.log(name)} ---\n{tail}") from None
 
     def down(self) -> None:
-        pid = self.pid("agent")
-        if pid is not None:
-            say(f"stopping the agent (pid {pid})")
-            _terminate(pid, timeout=30.0)
-        self._pidfile("agent").unlink(missing_ok=True)
+        names = self.agent_names()
+        pids = [pid for pid in map(self.pid, names) if pid is not None]
+        if pids:
+            say(f"stopping {len(pids)} agent{'s' if len(pids) > 1 else ''} (pid {', '.join(map(str, pids))})")
+            _terminate(*pids, timeout=30.0)  # together: each drains its calls meanwhile
+        for name in names:
+            self._pidfile(name).unlink(missing_ok=True)
         pid = self.pid("asterisk")
         if pid is not None:
             say(f"stopping Asterisk (pid {pid})")
@@ -183,19 +213,28 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _terminate(pid: int, timeout: float) -> None:
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    return False
+
+
+def _terminate(*pids: int, timeout: float) -> None:
     """SIGTERM, wait, SIGKILL: for the processes this module started (their pid files)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    left = list(pids)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if not _gone(pid)]
+        if left:
+            time.sleep(0.2)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -35,9 +36,12 @@ from ari_agent.ops.stackbase import (
     COMPOSE_FILE,
     ENGINES,
     PODMAN_CONF,
+    POOL_FILTER,
+    PoolMember,
     Stack,
     StackError,
     check_ports,
+    pool_members,
     run_quiet,
     save_state,
     saved_engine,
@@ -100,7 +104,32 @@ def detect_engine(choice: str = "auto") -> tuple[str, list[str]]:
 # ---------------------------------------------------------------- compose (docker or podman)
 
 
+def pool_file(stack: Stack) -> Path:
+    return stack.state_dir / "compose.pool.json"
+
+
+def write_pool_file(stack: Stack, members: Sequence[PoolMember]) -> Path:
+    """A compose file over deploy/docker-compose.yml: service ``agent`` is the pool's first
+    agent, ``agent-2`` ... ``agent-<n>`` the others (JSON is YAML; no YAML writer needed)."""
+    services: dict[str, object] = {}
+    for member in members:
+        env = dict(member.env)
+        if member.index == 1:
+            services["agent"] = {"environment": env}
+        else:
+            services[member.name] = {
+                "extends": {"file": str(COMPOSE_FILE), "service": "agent"},
+                "depends_on": ["asterisk"],
+                "environment": env,
+            }
+    path = pool_file(stack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"services": services}, indent=2) + "\n")
+    return path
+
+
 def compose_cmd(engine: str, stack: Stack) -> list[str]:
+    """The compose command line, with the pool's file when ``make up`` wrote one."""
     if engine == "docker":
         base = ["docker", "compose"]
     else:
@@ -108,7 +137,10 @@ def compose_cmd(engine: str, stack: Stack) -> list[str]:
         if found is None:
             raise StackError("podman-compose is missing: pip install podman-compose")
         base = found
-    return [*base, "-p", stack.project, "-f", str(COMPOSE_FILE), "--env-file", str(stack.env_file)]
+    files = ["-f", str(COMPOSE_FILE)]
+    if pool_file(stack).exists():
+        files += ["-f", str(pool_file(stack))]
+    return [*base, "-p", stack.project, *files, "--env-file", str(stack.env_file)]
 
 
 CONTAINER_UID = 10001  # the agent image's own user
@@ -129,19 +161,27 @@ def records_owner(records: Path) -> dict[str, str]:
     return {"ARI_AGENT_UID": str(uid), "ARI_AGENT_GID": str(gid)}
 
 
-def compose_up(engine: str, stack: Stack, agent_only: bool) -> None:
+def compose_up(engine: str, stack: Stack, agent_only: bool) -> list[PoolMember]:
+    """Up with compose; the pool's agents (none for ``up-agent``: the one agent as before)."""
+    members = [] if agent_only else pool_members(stack)
     env = stack.child_env(records_owner(Path(stack.values["ARI_AGENT_DATA_DIR"], "records")))
+    if members:
+        write_pool_file(stack, members)
+        env["ASTERISK_AGENT_POOL"] = "yes"
+    else:
+        pool_file(stack).unlink(missing_ok=True)
     if engine == "podman":
         env = podman_env(env)
         env.update(podman_images(stack, env, agent_only))
         up = ["up", "-d", "--no-deps", "agent"] if agent_only else ["up", "-d"]
     else:
         up = ["up", "-d", "--build", "--no-deps", "agent"] if agent_only else ["up", "-d", "--build"]
-    check_ports(stack, asterisk=not agent_only)
+    check_ports(stack, asterisk=not agent_only, http_ports=[m.http_port for m in members])
     proc = subprocess.run([*compose_cmd(engine, stack), *up], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise StackError(f"{engine} compose up failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     save_state(stack, engine, agent_only)
+    return members
 
 
 def compose_down(engine: str, stack: Stack) -> None:
@@ -149,12 +189,15 @@ def compose_down(engine: str, stack: Stack) -> None:
     proc = subprocess.run([*compose_cmd(engine, stack), "down"], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise StackError(f"{engine} compose down failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    pool_file(stack).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- state and commands
 
 
-def summary(stack: Stack, engine: str, agent_only: bool, seconds: float) -> str:
+def summary(
+    stack: Stack, engine: str, agent_only: bool, seconds: float, members: Sequence[PoolMember] = ()
+) -> str:
     how = {
         "docker": "containers (Docker)",
         "podman": "containers (podman)",
@@ -178,18 +221,32 @@ def summary(stack: Stack, engine: str, agent_only: bool, seconds: float) -> str:
         ]
     else:
         lines.append(f"  ARI       {stack.value('AGENT_ARI__URL')} (your Asterisk)")
-    lines += [
-        f"  agent     {stack.agent_http()}/readyz  /metrics  /calls",
-        f'  try it    ari-agent --env-file {env} call --say "what time do you open"',
-        f"  check     ari-agent --env-file {env} doctor --extension 100@ai-agent-demo",
-        "  logs      make logs          stop: make down",
-    ]
+    if members:
+        first, last = members[0], members[-1]
+        ports = str(first.http_port) if len(members) == 1 else f"{first.http_port}-{last.http_port}"
+        lines += [
+            f"  agents    {len(members)} in a pool: StasisBroadcast offers each call to the apps "
+            f"{POOL_FILTER}..., the least loaded claims it (ARI_AGENT_AGENTS, default one per core)",
+            f"            {stack.agent_http(ports)}/readyz  /metrics  /calls  (one port per agent)",
+            f'  try it    ari-agent --env-file {env} call --say "what time do you open"',
+            f"  calls     ari-agent --env-file {env} calls --live --agents {stack.agent_http(ports)}",
+            f"  check     AGENT_POOL__ENABLED=true AGENT_INSTANCE_ID=1 ari-agent --env-file {env} "
+            "doctor --extension 100@ai-agent-demo",
+        ]
+    else:
+        lines += [
+            f"  agent     {stack.agent_http()}/readyz  /metrics  /calls",
+            f'  try it    ari-agent --env-file {env} call --say "what time do you open"',
+            f"  check     ari-agent --env-file {env} doctor --extension 100@ai-agent-demo",
+        ]
+    lines.append("  logs      make logs          stop: make down")
     return "\n".join(lines)
 
 
 def cmd_up(stack: Stack, agent_only: bool) -> int:
     started = time.monotonic()
     engine, why = detect_engine(stack.values.get("ARI_AGENT_ENGINE", "auto"))
+    members = [] if agent_only else pool_members(stack)
     if engine == "rootfs":
         if why:
             say("no container engine found (" + "; ".join(why) + ")")
@@ -198,8 +255,10 @@ def cmd_up(stack: Stack, agent_only: bool) -> int:
     else:
         say(f"using {engine}")
         compose_up(engine, stack, agent_only)
-        wait_ready(stack)
-    print(summary(stack, engine, agent_only, time.monotonic() - started), flush=True)
+        ports: list[int | None] = [m.http_port for m in members]
+        for port in ports or [None]:
+            wait_ready(stack, port=port)
+    print(summary(stack, engine, agent_only, time.monotonic() - started, members), flush=True)
     return 0
 
 
@@ -218,7 +277,8 @@ def cmd_logs(stack: Stack, follow: bool) -> int:
     engine = saved_engine(stack) or detect_engine(stack.values.get("ARI_AGENT_ENGINE", "auto"))[0]
     if engine == "rootfs":
         rootfs = RootfsStack(stack)
-        logs = [str(rootfs.log(n)) for n in ("asterisk", "agent") if rootfs.log(n).exists()]
+        agents = sorted((p.stem for p in stack.state_dir.glob("agent*.log")), key=lambda n: (len(n), n))
+        logs = [str(rootfs.log(n)) for n in ["asterisk", *agents] if rootfs.log(n).exists()]
         if not logs:
             raise StackError(f"no logs in {stack.state_dir}: is the stack up?")
         cmd = ["tail", "-n", "100", *(["-F"] if follow else []), *logs]
@@ -235,9 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ari_agent.ops.stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "up-agent", "down", "logs"])
     parser.add_argument("--no-follow", action="store_true", help="logs: print and exit")
+    parser.add_argument(
+        "--agents", metavar="N", help="up: agents in the pool (default: ARI_AGENT_AGENTS, else one per core)"
+    )
     args = parser.parse_args(argv)
     try:
-        stack = Stack.load(os.environ)
+        environ = dict(os.environ)
+        if args.agents:
+            environ["ARI_AGENT_AGENTS"] = args.agents
+        stack = Stack.load(environ)
         if args.command in ("up", "up-agent"):
             return cmd_up(stack, agent_only=args.command == "up-agent")
         if args.command == "down":

@@ -45,6 +45,12 @@ _STACK_PREFIXES = ("AGENT_", "ASTERISK_", "SOFTPHONE_", "ARI_AGENT_", "GRAFANA_"
 # Long builds (first image build, first rootfs) print as they go; these are bounds, not estimates.
 BOOT_TIMEOUT = 90.0
 READY_TIMEOUT = 90.0
+# The bundled stack's pool: ARI_AGENT_AGENTS agents (default: one per core), each with
+# its own instance id, HTTP port and share of the RTP range; StasisBroadcast offers
+# every call to them all (asterisk/extensions.conf, AI_AGENT_POOL).
+POOL_MAX_AGENTS = 64
+POOL_MIN_PORTS = 10
+POOL_FILTER = "^ai-agent-pool-"
 
 
 class StackError(Exception):
@@ -103,11 +109,72 @@ class Stack:
         env.update(extra or {})
         return env
 
-    def agent_http(self) -> str:
+    def agent_http(self, port: int | str | None = None) -> str:
         host = self.value("AGENT_HTTP__HOST")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"http://{host}:{self.value('AGENT_HTTP__PORT')}"
+        return f"http://{host}:{port if port is not None else self.value('AGENT_HTTP__PORT')}"
+
+
+# ---------------------------------------------------------------- the pool of agents
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One agent of the bundled stack's pool: its settings over the stack's."""
+
+    index: int
+    env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return f"agent-{self.index}"
+
+    @property
+    def http_port(self) -> int:
+        return int(self.env["AGENT_HTTP__PORT"])
+
+
+def agent_count(stack: Stack) -> int:
+    """ARI_AGENT_AGENTS (``make up AGENTS=n``), else one agent per core."""
+    raw = stack.values.get("ARI_AGENT_AGENTS", "").strip()
+    if not raw:
+        return max(1, os.cpu_count() or 1)
+    if not raw.isdigit() or not 1 <= int(raw) <= POOL_MAX_AGENTS:
+        raise StackError(f"ARI_AGENT_AGENTS must be a number from 1 to {POOL_MAX_AGENTS}, not {raw!r}")
+    return int(raw)
+
+
+def pool_members(stack: Stack) -> list[PoolMember]:
+    """The pool's agents: instance ids 1..n, HTTP ports from AGENT_HTTP__PORT up, the RTP
+    range AGENT_MEDIA__PORT_MIN..MAX cut into n equal shares."""
+    n = agent_count(stack)
+    try:
+        http = int(stack.value("AGENT_HTTP__PORT"))
+        low, high = int(stack.value("AGENT_MEDIA__PORT_MIN")), int(stack.value("AGENT_MEDIA__PORT_MAX"))
+    except ValueError as exc:
+        raise StackError(f"AGENT_HTTP__PORT and AGENT_MEDIA__PORT_MIN/MAX must be numbers ({exc})") from None
+    share = (high - low + 1) // n
+    if share < POOL_MIN_PORTS:
+        raise StackError(
+            f"{n} agents need at least {POOL_MIN_PORTS * n} RTP ports, AGENT_MEDIA__PORT_MIN..MAX "
+            f"has {max(0, high - low + 1)}: widen the range or set ARI_AGENT_AGENTS lower"
+        )
+    if http + n - 1 > 65535:
+        raise StackError(f"AGENT_HTTP__PORT {http} leaves no room for {n} agents' ports")
+    return [
+        PoolMember(
+            i + 1,
+            {
+                "AGENT_POOL__ENABLED": "true",
+                "AGENT_INSTANCE_ID": str(i + 1),
+                "AGENT_HTTP__PORT": str(http + i),
+                "AGENT_MEDIA__PORT_MIN": str(low + i * share),
+                "AGENT_MEDIA__PORT_MAX": str(low + (i + 1) * share - 1),
+            },
+        )
+        for i in range(n)
+    ]
 
 
 # ---------------------------------------------------------------- helpers
@@ -137,8 +204,13 @@ def _http_status(url: str, headers: Mapping[str, str] | None = None, timeout: fl
         return None
 
 
-def wait_ready(stack: Stack, timeout: float = READY_TIMEOUT, alive: Callable[[], bool] | None = None) -> None:
-    url = stack.agent_http() + "/readyz"
+def wait_ready(
+    stack: Stack,
+    timeout: float = READY_TIMEOUT,
+    alive: Callable[[], bool] | None = None,
+    port: int | None = None,
+) -> None:
+    url = stack.agent_http(port) + "/readyz"
     deadline = time.monotonic() + timeout
     last: int | None = None
     while time.monotonic() < deadline:
@@ -162,9 +234,12 @@ def _port_busy(host: str, port: int, kind: int) -> bool:
     return False
 
 
-def check_ports(stack: Stack, asterisk: bool) -> None:
+def check_ports(stack: Stack, asterisk: bool, http_ports: Sequence[int] = ()) -> None:
+    """The ports the stack binds are free; ``http_ports``: the pool's agents' (else AGENT_HTTP__PORT)."""
+    host = stack.value("AGENT_HTTP__HOST")
     wanted: list[tuple[str, str, int, int]] = [
-        ("AGENT_HTTP__PORT", stack.value("AGENT_HTTP__HOST"), int(stack.value("AGENT_HTTP__PORT")), 1)
+        ("AGENT_HTTP__PORT" + (f"+{i}" if i else ""), host, port, 1)
+        for i, port in enumerate(http_ports or [int(stack.value("AGENT_HTTP__PORT"))])
     ]
     if asterisk:
         wanted += [

@@ -9,6 +9,7 @@ file), and always tear down.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -16,12 +17,14 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ari_agent.ops.envfile import read_env
 from tests.integration.lab import LOCK_DIR, REPO, AgentFactory, AgentProcess, Lab
 
 GREETING = "Thank you for calling Riverside Dental. How can I help you?"
@@ -187,6 +190,7 @@ def stack_env(tmp_path: Path, base: int, engine: str, project: str) -> dict[str,
                 f"AGENT_HTTP__PORT={base + 90}",
                 f"AGENT_MEDIA__PORT_MIN={base + 300}",
                 f"AGENT_MEDIA__PORT_MAX={base + 399}",
+                "ARI_AGENT_AGENTS=2",  # the pool of two agents, whatever the cores
                 "",
             ]
         )
@@ -231,6 +235,28 @@ def call_through(env: Mapping[str, str], phrases: list[str]) -> dict[str, Any]:
     return summary
 
 
+def http_json(url: str, password: str | None = None) -> Any:
+    req = urllib.request.Request(url)
+    if password is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"ai-agent:{password}".encode()).decode())
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def assert_pool_of_two(env: Mapping[str, str], base: int, out: str) -> None:
+    """Two agents behind StasisBroadcast: their apps registered (and no plain ai-agent), each
+    ready on its own port, and the bundled dialplan's pool switch on."""
+    assert "2 in a pool" in out, out
+    password = read_env(Path(env["ARI_AGENT_ENV_FILE"]))["AGENT_ARI__PASSWORD"]
+    ari = f"http://127.0.0.1:{base + 88}/ari"
+    apps = {a["name"] for a in http_json(f"{ari}/applications", password)}
+    assert {"ai-agent-pool-1", "ai-agent-pool-2"} <= apps and "ai-agent" not in apps, apps
+    assert http_json(f"{ari}/asterisk/variable?variable=AI_AGENT_POOL", password)["value"] == "yes"
+    for port in (base + 90, base + 91):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+
+
 def test_make_up_without_containers_answers_a_call(tmp_path: Path) -> None:
     env = stack_env(tmp_path, 31000, "rootfs", f"test-{os.getpid()}")
     with stack_lock():
@@ -238,6 +264,7 @@ def test_make_up_without_containers_answers_a_call(tmp_path: Path) -> None:
         try:
             assert up.returncode == 0, up.stdout + up.stderr
             assert "no container engine" in up.stdout and "local root filesystem" in up.stdout
+            assert_pool_of_two(env, 31000, up.stdout)
             summary = call_through(env, ["what time do you open"])
             assert summary["answered"] and summary["heard_turns"] == 2, summary
             assert [t["text"] for t in summary["transcript"]][:3] == [
@@ -251,8 +278,9 @@ def test_make_up_without_containers_answers_a_call(tmp_path: Path) -> None:
         finally:
             down = stack("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
-    for name in ("asterisk", "agent"):
+    for name in ("asterisk", "agent-1", "agent-2"):
         assert not (tmp_path / "state" / f"{name}.pid").exists()
+    assert (tmp_path / "state" / "agent-2.log").exists()
     assert "Asterisk Ready" in (tmp_path / "state" / "asterisk.log").read_text()
 
 
@@ -265,6 +293,7 @@ def test_make_up_with_podman(tmp_path: Path) -> None:
         try:
             assert up.returncode == 0, up.stdout + up.stderr
             assert "containers (podman)" in up.stdout
+            assert_pool_of_two(env, 32000, up.stdout)
             summary = call_through(env, [])
             assert summary["answered"] and summary["heard_turns"] == 1, summary
             assert summary["transcript"][0]["text"] == GREETING
@@ -275,7 +304,8 @@ def test_make_up_with_podman(tmp_path: Path) -> None:
                 env={**os.environ, "CONTAINERS_CONF": str(PODMAN_CONF)},
                 check=True,
             )
-            assert sum(env["ARI_AGENT_PROJECT"] in name for name in ps.stdout.split()) == 2
+            # Asterisk and the two agents.
+            assert sum(env["ARI_AGENT_PROJECT"] in name for name in ps.stdout.split()) == 3
         finally:
             down = stack("down", env)
     assert down.returncode == 0, down.stdout + down.stderr

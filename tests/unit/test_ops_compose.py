@@ -62,3 +62,34 @@ def test_dashboard_is_grafana_json_on_the_provisioned_datasource() -> None:
     assert all(
         p["datasource"]["uid"] == "ari-agent-prometheus" for p in dashboard["panels"] if "datasource" in p
     )
+
+
+def test_pool_file_over_the_compose_file_validates(tmp_path: Path) -> None:
+    """make up's pool file (agent-2 extends agent) merges with deploy/docker-compose.yml."""
+    from ari_agent.ops.stack import podman_compose_cmd, write_pool_file
+    from ari_agent.ops.stackbase import Stack, pool_members
+
+    cmd = podman_compose_cmd()
+    assert cmd is not None, "install podman-compose (pip)"
+    stack = Stack.load(
+        {
+            "ARI_AGENT_ENV_FILE": str(tmp_path / "site.env"),
+            "ARI_AGENT_DATA_DIR": str(tmp_path),
+            "ARI_AGENT_STATE_DIR": str(tmp_path / "state"),
+            "ARI_AGENT_AGENTS": "2",
+        }
+    )
+    path = write_pool_file(stack, pool_members(stack))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [*cmd, "-f", str(COMPOSE), "-f", str(path), "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    services = result.stdout.split("services:", 1)[1]
+    assert "\n  agent-2:" in services and "\n  agent:" in services
+    assert "AGENT_INSTANCE_ID: '2'" in services and "AGENT_INSTANCE_ID: '1'" in services

@@ -92,9 +92,41 @@ def test_site_settings(tmp_path: Path) -> None:
         ({**SECRETS, "ASTERISK_SIP_PORT": "50x"}, "ASTERISK_SIP_PORT must be a port"),
         ({**SECRETS, "ASTERISK_RTP_START": "20000", "ASTERISK_RTP_END": "10000"}, "below"),
         ({**SECRETS, "ASTERISK_EXTERNAL_ADDRESS": "1.2.3.4; rm"}, "must be an address"),
+        ({**SECRETS, "ASTERISK_AGENT_POOL": "true"}, "ASTERISK_AGENT_POOL must be yes"),
     ],
 )
 def test_refuses_unsafe_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
     result = render(tmp_path, **env)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def _extension_100(extensions: str) -> list[str]:
+    demo = extensions.split("[ai-agent-demo]", 1)[1].split("; Stand-in reception", 1)[0]
+    return [line.strip() for line in demo.splitlines() if line.strip() and not line.strip().startswith(";")]
+
+
+def test_one_agent_by_default_the_pool_with_make_up(tmp_path: Path) -> None:
+    assert render(tmp_path, **SECRETS).returncode == 0
+    one = conf(tmp_path, "extensions.conf")
+    assert "\nAI_AGENT_POOL =\n" in one.split("[globals]", 1)[1]
+    result = render(tmp_path, **SECRETS, ASTERISK_AGENT_POOL="yes")
+    assert result.returncode == 0, result.stderr
+    pooled = conf(tmp_path, "extensions.conf")
+    assert "\nAI_AGENT_POOL = yes\n" in pooled.split("[globals]", 1)[1]
+    # Only the switch differs: both routes are in the one dialplan.
+    assert one.replace("AI_AGENT_POOL =\n", "AI_AGENT_POOL = yes\n") == pooled
+    lines = _extension_100(pooled)
+    assert lines[1] == 'same => n,GotoIf($["${AI_AGENT_POOL}" = "yes"]?pool)'
+    assert lines[2] == "same => n,Stasis(ai-agent,frontdesk)"
+    pool = lines[next(i for i, line in enumerate(lines) if "(pool)" in line) :]
+    assert pool[0] == "same => n(pool),StasisBroadcast(1000,^ai-agent-pool-,frontdesk)"
+    # The agent's own outcome before STASISSTATUS (22.10.1 runs these lines again with
+    # TIMEOUT after the agent hung up), then the TIMEOUT and FAILED branches to reception.
+    order = [
+        next(i for i, line in enumerate(pool) if key in line)
+        for key in ('"COMPLETED"]?done', '"TRANSFERRED"]?done', '"TIMEOUT"]?down', '"FAILED"]?down')
+    ]
+    assert order == sorted(order)
+    assert pool[-1] == "same => n(down),Goto(200,1)"
+    assert any(line == "same => n(done),Hangup()" for line in lines)
