@@ -430,6 +430,7 @@ class AgentApp:
                 channel_id=channel.id,
                 caller={"number": channel.caller.number, "name": channel.caller.name},
                 profile=profile,
+                instance=self.settings.instance_id,
             )
             record.ended_at = utc_now()
             record.end_reason = reason

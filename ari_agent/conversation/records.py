@@ -110,6 +110,8 @@ class CallRecord:
     )  # set on the channel (AI_AGENT_RESULT, AI_FIELD_*)
     # Inbound RTP figures (loss, jitter, duplicates, gaps, ...), filled in when the call ends.
     media: dict[str, float | int | None] = field(default_factory=dict)
+    # The agent that handled it (AGENT_INSTANCE_ID): in a pool, which one took the call.
+    instance: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +128,7 @@ class CallRecord:
             "turns": [t.to_json() for t in self.turns],
             "fields": self.fields,
             "media": self.media,
+            "instance": self.instance,
         }
 
 

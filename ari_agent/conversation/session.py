@@ -125,6 +125,7 @@ class CallSession:
             channel_id=caller.id,
             caller={"number": caller.caller.number, "name": caller.caller.name},
             profile=profile_name,
+            instance=deps.settings.instance_id,
         )
         self._wire = wire_format(deps.settings.media.format)
         self._endpoint: RtpEndpoint | None = None

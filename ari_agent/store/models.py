@@ -68,6 +68,7 @@ class StoredCall:
     turns: tuple[StoredTurn, ...] = ()
     fields: Mapping[str, str] = field(default_factory=dict)
     media: Mapping[str, float | int | None] = field(default_factory=dict)  # inbound RTP figures
+    instance: str | None = None  # the agent that handled it (AGENT_INSTANCE_ID)
 
     def __post_init__(self) -> None:
         _require_aware("started_at", self.started_at)
@@ -118,6 +119,7 @@ class StoredCall:
             ),
             fields=dict(record.fields if fields is None else fields),
             media=dict(record.media),
+            instance=record.instance,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -150,6 +152,7 @@ class StoredCall:
             "turns": turns,
             "fields": dict(self.fields),
             "media": dict(self.media),
+            "instance": self.instance,
         }
 
 
@@ -169,6 +172,7 @@ class CallSummary:
     result: str | None
     store_text: bool
     turn_count: int
+    instance: str | None = None
 
     def __repr__(self) -> str:
         return f"CallSummary(call_id={self.call_id!r}, profile={self.profile!r}, turns={self.turn_count})"

@@ -80,12 +80,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE turns ADD COLUMN silence_frames INTEGER;
     CREATE INDEX calls_channel_id ON calls (channel_id);
     """,
+    # 2 -> 3: the agent that handled the call (AGENT_INSTANCE_ID; a pool shares one store).
+    """
+    ALTER TABLE calls ADD COLUMN instance TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CALL_COLUMNS = (
     "call_id, channel_id, profile, caller_number, caller_name, started_at, ended_at, "
-    "end_reason, status, result, text_stored, media"
+    "end_reason, status, result, text_stored, media, instance"
 )
 _TURN_COLUMNS = (
     "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
@@ -366,7 +370,7 @@ class CallStore:
             # Replacing: the cascade drops the old turns and fields with the old row.
             conn.execute("DELETE FROM calls WHERE call_id = ?", (call.call_id,))
             conn.execute(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     call.call_id,
                     call.channel_id,
@@ -380,6 +384,7 @@ class CallStore:
                     call.result,
                     int(call.store_text),
                     json.dumps(dict(call.media)),
+                    call.instance,
                 ),
             )
             conn.executemany(
@@ -455,6 +460,7 @@ class CallStore:
             ),
             fields={name: open_value(value, self.cipher, call_id) for name, value in fields},
             media=_media(row[11]),
+            instance=row[12],
         )
 
     def _w_match(self, id_prefix: str) -> str | None:
@@ -523,7 +529,8 @@ class CallStore:
         return [
             CallSummary(
                 **_call_columns(r),
-                turn_count=int(r[12]),
+                turn_count=int(r[13]),
+                instance=r[12],
             )
             for r in rows
         ]
