@@ -67,6 +67,9 @@ class AgentApp:
         self.config_file = config_file
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
+        self.metrics.instance_info.labels(
+            instance=settings.instance_id, app=settings.stasis_app, pool=str(settings.pool.enabled).lower()
+        ).set(1)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
         if tls is False:
@@ -115,7 +118,12 @@ class AgentApp:
         await self._prepare_profiles()
         conf = self.settings.http
         http_app = make_http_app(
-            self.metrics, lambda: self.ready, self.active_calls, token=http_token(conf) or "", host=conf.host
+            self.metrics,
+            lambda: self.ready,
+            self.active_calls,
+            token=http_token(conf) or "",
+            host=conf.host,
+            instance=self.settings.instance_id,
         )
         self._http = HttpServer(
             http_app,

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("call_id", nargs="?", metavar="ID", help="call id (or a unique prefix)")
     calls.add_argument("--caller", metavar="NUMBER", help="erase: every call from this number")
     calls.add_argument("--call", dest="erase_call", metavar="ID", help="erase: this call")
+    calls.add_argument(
+        "--agents",
+        metavar="URLS",
+        help="a pool's live calls: each agent's HTTP address, comma-separated, or a port range "
+        "(http://127.0.0.1:8090-8093); which agent has which call",
+    )
     return parser
 
 
@@ -231,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.action == "erase":
             return commands.calls_erase(settings, args.caller, args.erase_call, args.json)
-        return commands.calls(settings, args.action, args.call_id, args.json)
+        return commands.calls(settings, args.action, args.call_id, args.json, args.agents)
     errors = config_errors(settings)
     if errors:
         print_problems(errors)

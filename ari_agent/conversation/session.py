@@ -178,6 +178,7 @@ class CallSession:
             "profile": self.profile_name,
             "state": self.state,
             "started_at": self.record.started_at,
+            "instance": self.record.instance,
         }
 
     def _stop_task(self) -> None:

@@ -36,6 +36,9 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+INSTANCE_HEADER = "X-Agent-Instance"
+
+
 def http_token(settings: HttpSettings | None = None) -> str | None:
     """The bearer token (see the module doc); None if none is configured.
 
@@ -98,8 +101,11 @@ def make_http_app(
     *,
     token: str | None = None,
     host: str | None = None,
+    instance: str | None = None,
 ) -> web.Application:
-    """``token`` None reads it from the environment (see module doc); ``host`` only for the warning."""
+    """``token`` None reads it from the environment (see module doc); ``host`` only for the warning;
+    ``instance`` (AGENT_INSTANCE_ID) answers ``/calls`` in the ``X-Agent-Instance`` header, so even
+    an empty list says which agent of a pool it came from."""
     if token is None:
         token = http_token()
 
@@ -116,7 +122,8 @@ def make_http_app(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def calls(_: web.Request) -> web.Response:
-        return web.json_response(list(active_calls()))
+        headers = {INSTANCE_HEADER: instance} if instance else None
+        return web.json_response(list(active_calls()), headers=headers)
 
     app = web.Application(middlewares=[_token_middleware(token)] if token else [])
     app.router.add_get("/healthz", healthz)

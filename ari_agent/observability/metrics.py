@@ -38,6 +38,13 @@ class Metrics:
             registry=r,
         )
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
+        # Which agent this is (a pool's agents share one Asterisk): 1, labelled.
+        self.instance_info = Gauge(
+            "ari_agent_instance_info",
+            "This agent: its AGENT_INSTANCE_ID, Stasis app and whether it is in a pool (value 1)",
+            ["instance", "app", "pool"],
+            registry=r,
+        )
         self.ari_reconnects = Counter("ari_agent_ari_reconnects", "ARI WebSocket (re)connections", registry=r)
         self.pool_claims = Counter(
             "ari_agent_pool_claims",

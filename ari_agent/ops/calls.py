@@ -1,4 +1,5 @@
-"""``ari-agent calls``: active calls from a running agent; ``calls show ID``: one ended call.
+"""``ari-agent calls``: active calls from a running agent (``--agents``: from each agent of a
+pool, with the agent that has each call); ``calls show ID``: one ended call.
 
 Ended calls come from a :class:`CallSource`: the call store (SQLite, on by
 default) or the records file (``<records dir>/calls.jsonl``). Both give the
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ari_agent.config import Settings
 from ari_agent.errors import ConfigError
-from ari_agent.observability.http import http_token
+from ari_agent.observability.http import INSTANCE_HEADER, http_token
 from ari_agent.privatefile import locked, replace_private
 from ari_agent.store import CallStore, StoredCall, StoreError
 from ari_agent.store.crypto import DataCipher, DataKeyError, data_cipher, open_record
@@ -229,19 +233,25 @@ def agent_url(settings: Settings, path: str) -> str:
     return f"http://{host}:{settings.http.port}{path}"
 
 
-def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """GET /calls of the running agent."""
-    url = agent_url(settings, "/calls")
-    req = urllib.request.Request(url)
+def _token(settings: Settings) -> str | None:
     try:
-        token = http_token(settings.http)
+        return http_token(settings.http)
     except ConfigError as exc:
         raise CallsError(str(exc)) from None
+
+
+def fetch_calls(
+    base: str, token: str | None, timeout: float = 5.0
+) -> tuple[list[dict[str, Any]], str | None]:
+    """GET <base>/calls: the agent's calls and its instance id (``X-Agent-Instance``, if it says)."""
+    url = base.rstrip("/") + "/calls"
+    req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             data = json.loads(resp.read())
+            instance = resp.headers.get(INSTANCE_HEADER)
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             raise CallsError(f"{url} wants a token: set AGENT_HTTP__TOKEN to the agent's") from None
@@ -252,4 +262,70 @@ def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any
         ) from None
     if not isinstance(data, list):
         raise CallsError(f"{url} did not return a list")
-    return [c for c in data if isinstance(c, dict)]
+    return [c for c in data if isinstance(c, dict)], instance
+
+
+def active_calls(settings: Settings, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """GET /calls of the running agent."""
+    return fetch_calls(agent_url(settings, ""), _token(settings), timeout)[0]
+
+
+MAX_AGENTS = 256
+
+
+def agent_urls(spec: str) -> list[str]:
+    """``--agents``: comma-separated base URLs (or host:port); a port range ``host:8090-8093``
+    names one agent per port (what ``make up`` prints)."""
+    urls: list[str] = []
+    for raw in spec.split(","):
+        part = raw.strip().rstrip("/")
+        if not part:
+            continue
+        if "://" not in part:
+            part = f"http://{part}"
+        ranged = re.fullmatch(r"(https?://[^/]+):(\d+)-(\d+)", part)
+        if ranged:
+            low, high = int(ranged[2]), int(ranged[3])
+            if not 0 < low <= high <= 65535 or high - low >= MAX_AGENTS:
+                raise CallsError(f"--agents: bad port range {low}-{high}")
+            urls += [f"{ranged[1]}:{port}" for port in range(low, high + 1)]
+        else:
+            urls.append(part)
+    if not urls:
+        raise CallsError("--agents names no agent (e.g. http://127.0.0.1:8090-8091)")
+    if len(urls) > MAX_AGENTS:
+        raise CallsError(f"--agents names {len(urls)} agents, more than {MAX_AGENTS}")
+    return urls
+
+
+@dataclass
+class AgentCalls:
+    """One agent of a pool as ``calls --agents`` found it."""
+
+    url: str
+    instance: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "instance": self.instance, "calls": self.calls, "error": self.error}
+
+
+def pool_calls(settings: Settings, urls: Sequence[str], timeout: float = 5.0) -> list[AgentCalls]:
+    """Every agent's live calls, asked all at once; an agent that does not answer says why.
+
+    Each call is marked with the agent that has it: its own ``instance``, else the agent's header."""
+    token = _token(settings)
+
+    def ask(url: str) -> AgentCalls:
+        try:
+            found, instance = fetch_calls(url, token, timeout)
+        except CallsError as exc:
+            return AgentCalls(url, error=str(exc))
+        for call in found:
+            call.setdefault("instance", instance)
+            call["agent_url"] = url
+        return AgentCalls(url, instance, found)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+        return list(pool.map(ask, urls))

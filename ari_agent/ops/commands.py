@@ -9,7 +9,7 @@ from typing import Any
 
 from ari_agent.config import Settings
 from ari_agent.ops import flowjudge, flowreport, flowrun, flowspec
-from ari_agent.ops.calls import CallsError, active_calls, call_source, erase_calls
+from ari_agent.ops.calls import CallsError, active_calls, agent_urls, call_source, erase_calls, pool_calls
 from ari_agent.ops.doctor import Check, run_doctor
 from ari_agent.ops.flowrun import example_files
 from ari_agent.ops.flowspec import FlowFile, FlowFileError
@@ -170,6 +170,7 @@ def show_record(out: Out, record: dict[str, Any]) -> None:
         ("status", record.get("status")),
         ("result", record.get("result")),
         ("channel", record.get("channel_id")),
+        ("agent", record.get("instance")),
     ):
         if value is not None:
             out.line(f"  {key:<11} {clean(value)}")
@@ -211,8 +212,41 @@ def calls_erase(settings: Settings, caller_number: str | None, call_id: str | No
     return 1 if "audit_error" in done else 0
 
 
-def calls(settings: Settings, action: str | None, call_id: str | None, as_json: bool) -> int:
+CALL_COLUMNS = ("call_id", "profile", "state", "started_at", "channel_id", "instance")
+CALL_HEADERS = ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL", "AGENT"]
+
+
+def calls_of_pool(settings: Settings, agents: str, as_json: bool) -> int:
+    """``calls --agents URLS``: each agent's live calls, which agent has which; 1 if one is silent."""
     out = Out(json_mode=as_json)
+    try:
+        found = pool_calls(settings, agent_urls(agents))
+    except CallsError as exc:
+        return _calls_error(out, exc)
+    failed = any(a.error for a in found)
+    if as_json:
+        out.json({"agents": [a.to_json() for a in found]})
+        return 1 if failed else 0
+    rows = [[clean(c.get(k) or "") for k in CALL_COLUMNS] for a in found for c in a.calls]
+    if rows:
+        out.line(table(rows, CALL_HEADERS))
+    else:
+        out.line("no active calls")
+    for a in found:
+        who = f"agent {clean(a.instance)}" if a.instance else "agent"
+        if a.error:
+            out.line(out.paint(f"{who} at {a.url}: {clean(a.error)}", "fail"))
+        else:
+            out.line(f"{who} at {a.url}: {len(a.calls)} call{'' if len(a.calls) == 1 else 's'}")
+    return 1 if failed else 0
+
+
+def calls(
+    settings: Settings, action: str | None, call_id: str | None, as_json: bool, agents: str | None = None
+) -> int:
+    out = Out(json_mode=as_json)
+    if agents and action is None:
+        return calls_of_pool(settings, agents, as_json)
     try:
         if action == "show":
             if not call_id:
@@ -234,11 +268,8 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
     elif not active:
         out.line("no active calls")
     else:
-        rows = [
-            [str(c.get(k, "")) for k in ("call_id", "profile", "state", "started_at", "channel_id")]
-            for c in active
-        ]
-        out.line(table(rows, ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL"]))
+        rows = [[clean(c.get(k) or "") for k in CALL_COLUMNS] for c in active]
+        out.line(table(rows, CALL_HEADERS))
     return 0
 
 

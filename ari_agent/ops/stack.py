@@ -229,7 +229,7 @@ def summary(
             f"{POOL_FILTER}..., the least loaded claims it (ARI_AGENT_AGENTS, default one per core)",
             f"            {stack.agent_http(ports)}/readyz  /metrics  /calls  (one port per agent)",
             f'  try it    ari-agent --env-file {env} call --say "what time do you open"',
-            f"  calls     ari-agent --env-file {env} calls --live --agents {stack.agent_http(ports)}",
+            f"  calls     ari-agent --env-file {env} calls --agents {stack.agent_http(ports)}",
             f"  check     AGENT_POOL__ENABLED=true AGENT_INSTANCE_ID=1 ari-agent --env-file {env} "
             "doctor --extension 100@ai-agent-demo",
         ]

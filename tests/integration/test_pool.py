@@ -98,11 +98,15 @@ def test_two_agents_share_ten_calls_each_answered(lab: Lab, agent_factory: Agent
     for handle in handles:
         lab.wait_call_ended(handle, timeout=150)
     counts = {}
-    for agent in agents:
+    for agent, instance in zip(agents, "ab", strict=True):
         mine = [h for h in handles if _has_record(agent, h.number)]
         counts[agent.http_port] = len(mine)
+        # Metrics and records per agent: each names itself (ari-agent calls shows the agent of a call).
+        labels = {"app": f"ai-agent-pool-{instance}", "instance": instance, "pool": "true"}
+        assert _metric(agent, "ari_agent_instance_info", **labels) == 1
         for handle in mine:
             record = agent.record_for(handle.number)
+            assert record["instance"] == instance, record
             assert record["end_reason"] == "hangup_by_agent", record
             assert _agent_lines(record) == [GREETING, HOURS, GOODBYE], record
     print(f"calls per agent: {sorted(counts.values())}")

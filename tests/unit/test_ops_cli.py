@@ -113,7 +113,9 @@ class _Calls(BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        body = json.dumps([{"call_id": "abc", "profile": "frontdesk", "state": "listening"}]).encode()
+        body = json.dumps(
+            [{"call_id": "abc", "profile": "frontdesk", "state": "listening", "instance": "a1"}]
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -139,8 +141,13 @@ def test_calls_lists_active_calls_with_the_token(agent_http: int) -> None:
     env = {"AGENT_HTTP__PORT": str(agent_http), "AGENT_HTTP_TOKEN": "tok"}
     listed = cli("calls", env=env)
     assert listed.returncode == 0, listed.stdout
-    assert listed.stdout.splitlines()[0].split() == ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL"]
-    assert "abc" in listed.stdout and "listening" in listed.stdout
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL", "AGENT"]
+    assert lines[1].split()[:3] == ["abc", "frontdesk", "listening"] and lines[1].split()[-1] == "a1"
+    # The pool view sends the token too.
+    pooled = cli("calls", "--agents", f"127.0.0.1:{agent_http}", env=env)
+    assert pooled.returncode == 0, pooled.stdout
+    assert f"agent at http://127.0.0.1:{agent_http}: 1 call" in pooled.stdout
     assert json.loads(cli("calls", "--json", env=env).stdout)[0]["call_id"] == "abc"
     refused = cli("calls", env={"AGENT_HTTP__PORT": str(agent_http)})
     assert refused.returncode == 1 and "AGENT_HTTP__TOKEN" in refused.stdout

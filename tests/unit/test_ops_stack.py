@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_agent.ops.calls import agent_urls
 from ari_agent.ops.envfile import GENERATED_SECRETS, read_env
 from ari_agent.ops.images import inputs_key
 from ari_agent.ops.stack import compose_cmd, detect_engine, pool_file, summary, write_pool_file
@@ -121,3 +122,6 @@ def test_summary_of_a_pool(tmp_path: Path) -> None:
     assert "2 in a pool" in text and "^ai-agent-pool-" in text
     assert "http://127.0.0.1:8090-8091/readyz" in text
     assert "AGENT_POOL__ENABLED=true AGENT_INSTANCE_ID=1" in text and "doctor --extension" in text
+    # The pool view it suggests names both agents.
+    spec = text.split("calls --agents ", 1)[1].split()[0]
+    assert agent_urls(spec) == ["http://127.0.0.1:8090", "http://127.0.0.1:8091"]
