@@ -255,6 +255,15 @@ def assert_pool_of_two(env: Mapping[str, str], base: int, out: str) -> None:
     for port in (base + 90, base + 91):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
             assert resp.status == 200
+    # The pool view make up suggests: both agents answer, each naming itself.
+    agents = f"http://127.0.0.1:{base + 90}-{base + 91}"
+    assert f"calls --agents {agents}" in out
+    listed = run_cli("--env-file", env["ARI_AGENT_ENV_FILE"], "calls", "--json", "--agents", agents, env={})
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert [(a["instance"], a["error"]) for a in json.loads(listed.stdout)["agents"]] == [
+        ("1", None),
+        ("2", None),
+    ]
 
 
 def test_make_up_without_containers_answers_a_call(tmp_path: Path) -> None:
