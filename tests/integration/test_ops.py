@@ -15,8 +15,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -235,6 +237,14 @@ def call_through(env: Mapping[str, str], phrases: list[str]) -> dict[str, Any]:
     return summary
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def http_json(url: str, password: str | None = None) -> Any:
     req = urllib.request.Request(url)
     if password is not None:
@@ -284,6 +294,24 @@ def test_make_up_without_containers_answers_a_call(tmp_path: Path) -> None:
             assert all(isinstance(x, float) for x in summary["latencies"])
             logs = stack("logs", env)
             assert "Asterisk Ready" in logs.stdout
+            # No agent left: nobody claims (StasisBroadcast's TIMEOUT, after 1 s), the caller goes to 200.
+            state = tmp_path / "state"
+            pids = [int((state / f"agent-{n}.pid").read_text()) for n in (1, 2)]
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 40
+            while any(_alive(pid) for pid in pids):
+                assert time.monotonic() < deadline, "the agents did not stop"
+                time.sleep(0.2)
+            call_through(env, [])
+            events = [
+                line.split("ai-agent-event|", 1)[1].split("|")[2:4]
+                for line in (state / "asterisk.log").read_text().splitlines()
+                if "ai-agent-event|" in line and "in new stack" not in line
+            ]
+            returned = [fields for kind, fields in events if kind == "stasis-return"]
+            assert returned and returned[-1].split()[0] == "STASISSTATUS=TIMEOUT", events
+            assert events[-2][0] == "reception", events
         finally:
             down = stack("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
