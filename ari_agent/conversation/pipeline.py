@@ -133,6 +133,7 @@ def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
         barge_in=profile.barge_in,
         barge_in_min_ms=profile.barge_in_min_ms,
         false_interruptions=profile.false_interruptions,
+        hold_after_ms=profile.hold_after_ms,
         false_interruption_ms=profile.false_interruption_ms,
         backchannel_max_ms=profile.backchannel_max_ms,
         backchannels=Backchannels.of(profile.backchannels),

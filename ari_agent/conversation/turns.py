@@ -79,6 +79,7 @@ class TurnSettings:
     barge_in: bool = True
     barge_in_min_ms: int = 150
     false_interruptions: bool = True
+    hold_after_ms: int = ONSET_MS  # continuous caller sound over the agent that holds its audio
     false_interruption_ms: int = 200  # silence after a short sound before the agent goes on
     # Speech longer than this while the agent is paused is taken for words: it stays paused
     # until the transcript decides (a recogniser without interim results says nothing sooner).
@@ -418,7 +419,7 @@ class TurnEngine:
             if self._run_ms >= s.barge_in_min_ms:
                 self._barge_in(out)
             return
-        if self._agent_paused_at is None and self._run_ms >= ONSET_MS:
+        if self._agent_paused_at is None and self._run_ms >= s.hold_after_ms:
             self._agent_paused_at = f.now
             self._pause_onset_at = self._run_started_at
             self._over_agent = True

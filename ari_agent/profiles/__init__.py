@@ -93,6 +93,7 @@ class ProfileConfig(_Model):
     # make it a barge-in, and false_interruption_ms of silence with none lets it go on.
     # Off: barge_in_min_ms of continuous sound stops the agent for good.
     false_interruptions: bool = True
+    hold_after_ms: int = Field(60, ge=20, le=1000)  # continuous caller sound that holds the agent
     false_interruption_ms: int = Field(200, ge=0, le=3000)
     backchannel_max_ms: int = Field(800, ge=0, le=5000)  # longer speech waits for its words
     backchannels: list[str] = list(DEFAULT_BACKCHANNELS)

@@ -42,7 +42,8 @@ HOLD_SILENCE_MS = 1500
 BACKCHANNELS = ("mm hmm", "okay", "right", "yeah", "uh huh")
 SETTINGS: list[tuple[str, str]] = [
     ("off", "false_interruptions = false"),
-    ("on, 200 ms", "false_interruption_ms = 200"),
+    ("on", ""),
+    ("on, hold 100/150", "hold_after_ms = 100\nfalse_interruption_ms = 150"),
 ]
 # A speakerphone in a room (100 ms of reverb: what the correlation guard lets through), at
 # several levels and delays; one call each, the caller silent but for the echo.

@@ -494,3 +494,14 @@ def test_early_start_on_a_short_silence_and_cancelled_when_the_caller_goes_on() 
     assert len(starts) == 1 and not _of(acts, PredictTurn)  # thinking before the pause is decided
     acts = clock.speech(100)  # "... do you open"
     assert _of(acts, CancelEarly) and engine.wasted_early_starts == 1
+
+
+def test_hold_after_ms_lets_shorter_sounds_by() -> None:
+    engine = TurnEngine(TurnSettings(hold_after_ms=100))
+    clock = Clock(engine)
+    acts = clock.feed("vvvv", interruptible=True, audible=True)  # 80 ms: not held
+    assert not _of(acts, PauseAgent)
+    clock.silence(700, interruptible=True, audible=True)
+    start = clock.now
+    clock.speech(120, interruptible=True, audible=True)
+    assert clock.first(PauseAgent)[0] == pytest.approx(start + 0.1)  # type: ignore[index]
