@@ -150,6 +150,8 @@ class Speaker:
             raise
         finally:
             self.active.remove(spoken)
+            if not self.active:
+                self.pacer.resume()  # a hold outlives nothing it was for: the next utterance plays
             self.last = spoken
             if spoken.interrupted:
                 self._record_heard(spoken)
@@ -161,6 +163,8 @@ class Speaker:
         """Hold the agent's audio for a caller who may be interrupting. False if it may not be."""
         if not self.interruptible or any(not s.kind.interruptible for s in self.active):
             return False
+        if not self.pacer.speaking:
+            return False  # all of it is out: nothing to hold (a hold now would catch the next utterance)
         self.pacer.pause()
         return True
 

@@ -87,3 +87,26 @@ async def test_paused_then_cut_the_record_keeps_what_was_heard_before_the_pause(
         assert not speaker.resume()  # nothing held any more
     finally:
         await pacer.stop()
+
+
+async def test_a_hold_never_outlives_the_utterance_it_was_for() -> None:
+    speaker, pacer, turns, sent = await _speaker()
+    try:
+        await speaker.say(Reply, "one two")
+        # Everything sent: nothing to hold, and a hold must not catch the next utterance.
+        assert not speaker.pause()
+        saying = asyncio.create_task(speaker.say(Reply, "three four"))
+        await sent.wait_for(20)
+        await asyncio.wait_for(saying, 5)
+        # A hold that lands as the last frame goes out (the queue empty, the utterance not yet
+        # over): when the utterance ends, the pacer is free again.
+        saying = asyncio.create_task(speaker.say(Reply, "five six"))
+        await sent.wait_for(21)
+        pacer.flush()  # the queue empties (and the pacer goes idle) ...
+        pacer.pause()  # ... and the hold comes in just then
+        await asyncio.wait_for(saying, 2)
+        assert not pacer.paused
+        await asyncio.wait_for(speaker.say(Reply, "seven"), 2)
+        assert turns[-1].text == "seven"
+    finally:
+        await pacer.stop()
