@@ -2,15 +2,16 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
-APT_PACKAGES := debootstrap espeak-ng sox podman runc
+APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration test-live bench up up-agent down logs check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench load up up-agent down logs check clean
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
 	@echo "make test    install what is needed and run lint, unit and integration tests"
 	@echo "make bench   run the benchmarks"
+	@echo "make load    load-test the running stack with SIPp callers (LOAD_ARGS=\"--calls 50 --rate 2\")"
 
 # Debian packages the tests and the offline voice need (skipped when present).
 deps:
@@ -45,6 +46,12 @@ bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+
+# Load test of what `make up` runs (or, with LOAD_ARGS naming a target, your own Asterisk):
+# SIPp callers ask a question and say goodbye; exit 1 with the reason on any failed call.
+LOAD_ARGS ?= --calls 10 --rate 1
+load: deps
+	$(PYTHON) -m ari_agent.cli $(if $(wildcard .env),--env-file .env) load $(LOAD_ARGS)
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,
 # AZURE_SPEECH_KEY + AZURE_SPEECH_REGION); not part of `make test`.

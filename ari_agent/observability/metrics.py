@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
@@ -11,6 +11,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, resident memory, open fds: `ari-agent load` reads the agent's
+        # CPU per call from here, which works where the agent's pid is not visible (a container).
+        ProcessCollector(registry=r)
         self.active_calls = Gauge("ari_agent_active_calls", "Calls in progress", registry=r)
         self.calls = Counter(
             "ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r

@@ -31,6 +31,7 @@ def test_every_command_and_doctor_check_is_described() -> None:
         "ari-agent call",
         "ari-agent calls",
         "ari-agent calls erase",
+        "ari-agent load",
     ):
         assert command in GUIDE
     for check in ("`ari`", "`tls`", "`credentials`", "`modules`", "`app`", "`media`", "`extension`"):
