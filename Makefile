@@ -38,8 +38,12 @@ test-unit: install
 test-integration: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/integration
 
+# The quick faults (tests/faults) through the real Asterisk too.
+test-faults: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/faults
+
 test: install rootfs lint
-	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration tests/faults
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs

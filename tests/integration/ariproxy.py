@@ -9,7 +9,9 @@ A test can:
   snapshot older than what happened meanwhile (a reconcile's channel list
   taken before a call arrived), or waits in the middle of something (a call in
   admission while SIGTERM comes);
-* ``cut_websockets()``: drop the events connections, as a network blip would.
+* ``cut_websockets()``: drop the events connections, as a network blip would;
+  ``refuse_websockets()``: and refuse new ones (503) until allowed again, so
+  an outage lasts as long as the test wants while REST still goes through.
 
 It runs its own event loop on a thread, so synchronous tests drive it.
 """
@@ -73,6 +75,7 @@ class AriProxy:
         self._loop = asyncio.new_event_loop()
         self._gate_changed = asyncio.Event()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._refusing = False
         self._thread = threading.Thread(target=self._loop.run_forever, name="ari-proxy", daemon=True)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -102,6 +105,10 @@ class AriProxy:
     def cut_websockets(self) -> int:
         """Close every events WebSocket the agent has through the proxy; how many were open."""
         return asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def refuse_websockets(self, refuse: bool = True) -> None:
+        """While set, events WebSocket upgrades get 503 (counted in ``requests`` as ``WS-REFUSED``)."""
+        self._refusing = refuse
 
     def count(self, method: str, pattern: str) -> int:
         rx = re.compile(pattern)
@@ -161,6 +168,11 @@ class AriProxy:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        if self._refusing:
+            with self._cond:
+                self.requests.append(f"WS-REFUSED {request.path_qs}")
+                self._cond.notify_all()
+            return web.Response(status=503, text="refused by the test")
         headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
         try:
             upstream = await self._session.ws_connect(
