@@ -11,10 +11,12 @@ from typing import Any
 
 from tests.integration.lab import REPO, AgentFactory, AgentProcess, Lab
 
+_LOAD = [sys.executable, "-m", "ari_agent.cli", "load"]
+
 
 def _load(agent_env: dict[str, str], lab: Lab, *args: str, timeout: float = 300) -> tuple[int, str, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "ari_agent.cli", "load", f"100@127.0.0.1:{lab.ports.agent_sip}", *args],
+        [*_LOAD, f"100@127.0.0.1:{lab.ports.agent_sip}", *args],
         cwd=REPO,
         env={**os.environ, **agent_env},
         capture_output=True,
@@ -85,3 +87,35 @@ def test_load_fails_with_the_reason_when_the_agent_is_stopped(lab: Lab, agent_fa
     assert "load failed: no agent answers at" in out and "is it running?" in out
     # Nothing was placed: no caller reached the dialplan's fallback.
     assert not [e for e in lab.dialplan_events() if e.kind == "stasis-enter" and e.at >= since]
+
+
+def test_load_fails_with_the_reasons_when_the_agent_dies_mid_run(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    agent = agent_factory.start()
+    env = agent_factory.base_env(agent.records_dir)
+    load = subprocess.Popen(
+        [*_LOAD, f"100@127.0.0.1:{lab.ports.agent_sip}", "--calls", "3", "--rate", "0.5", "--json"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while '"call_id"' not in agent.http_get("/calls")[1]:
+            assert time.monotonic() < deadline, "the load's first call never reached the agent"
+            time.sleep(0.2)
+        agent.kill()  # the first call is parked in Stasis; the later ones meet the dialplan's fallback
+        out, err = load.communicate(timeout=240)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert load.returncode == 1, f"{out}\n{err}"
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["ok"] is False and report["recorded"] == 0
+    problems = " | ".join(report["problems"])
+    assert "the agent stopped answering its health check during the run" in problems
+    assert "have no record from the agent" in problems
