@@ -185,8 +185,8 @@ def sipp_command(
         "-timeout", f"{round(timeout_s)}s",
         "-max_recv_loops", "10000",
     ]  # fmt: skip
-    if opts.max_concurrent:
-        cmd += ["-l", str(opts.max_concurrent)]
+    # Always a limit: without -l SIPp makes up its own (3 calls here) and the rate silently drops.
+    cmd += ["-l", str(opts.max_concurrent or opts.calls)]
     return cmd
 
 

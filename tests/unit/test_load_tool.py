@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ari_agent.ops.load import LoadOptions, sipp_command
 from ari_agent.ops.loadplan import CallPlan, Target, parse_log, scenario, timeline
 from ari_agent.ops.loadreport import expected_reply, normalize, percentile, verdict
 from ari_agent.profiles import builtin_profiles
@@ -159,3 +161,15 @@ def test_without_turn_texts_answers_are_not_judged_but_the_rest_is() -> None:
         turn["text"] = None
     report = _verdict({1: {"answered"}}, {1: blind})
     assert report.ok and not report.judged and report.to_json()["right_answers"] is None
+
+
+def test_sipp_always_gets_a_concurrency_limit() -> None:
+    def limit(**kw: Any) -> str:
+        cmd = sipp_command(
+            "sipp", LoadOptions(Target("100", "127.0.0.1"), **kw), Path("s.xml"), Path("l"), "127.0.0.1", 60
+        )
+        return cmd[cmd.index("-l") + 1]
+
+    # Left to itself SIPp held 3 calls at once whatever the rate (seen with 4 calls at 1/s).
+    assert limit(calls=50) == "50"
+    assert limit(calls=50, max_concurrent=10) == "10"
