@@ -250,6 +250,7 @@ def print_load_report(out: Out, report: LoadReport) -> None:
     else:
         out.line("  right answers   not judged (no turn texts: set AGENT_RECORDS__DIR, or pass --expect)")
     out.line(f"  agent hung up   {report.agent_hangups}/{n} after goodbye")
+    out.line(f"  peak calls      {report.peak_concurrent} at once (the agent's records)")
     lat = report.latencies_ms
     if lat:
         out.line(

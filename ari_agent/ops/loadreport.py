@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class LoadReport:
     wall_seconds: float = 0.0
     sipp_exit: int = 0
     problems: list[str] = field(default_factory=list)  # reasons the run failed
+    peak_concurrent: int = 0  # calls the agent held at once, from its records' start and end
 
     @property
     def answered(self) -> int:
@@ -119,6 +120,7 @@ class LoadReport:
             "agent_cpu_seconds_per_call": (
                 None if self.cpu_per_call is None else round(self.cpu_per_call, 4)
             ),
+            "peak_concurrent": self.peak_concurrent,
             "wall_seconds": round(self.wall_seconds, 1),
             "sipp_exit": self.sipp_exit,
         }
@@ -198,6 +200,7 @@ def verdict(
         judge_call(n, sipp_events.get(n, set()), records.get(n), expect) for n in range(1, planned + 1)
     ]
     report = LoadReport(planned, verdicts, cpu_seconds, wall_seconds, sipp_exit)
+    report.peak_concurrent = peak_concurrent(records.values())
     problems = report.problems
     if not agent_alive:
         problems.append("the agent stopped answering its health check during the run")
@@ -229,6 +232,21 @@ def verdict(
     if sipp_exit not in (0, 1) and not problems:
         problems.append(f"sipp exited with {sipp_exit}")
     return report
+
+
+def peak_concurrent(records: Iterable[Mapping[str, Any]]) -> int:
+    """The most calls open at one time, from the records' ``started_at`` and ``ended_at``."""
+    edges: list[tuple[str, int]] = []
+    for record in records:
+        start, end = record.get("started_at"), record.get("ended_at")
+        if isinstance(start, str) and isinstance(end, str):
+            # One timestamp format (UTC, ms, Z): they order as text; an end sorts before a start.
+            edges += [(start, 1), (end, -1)]
+    peak = current = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 def _list(numbers: Sequence[int], most: int = 10) -> str:

@@ -48,6 +48,8 @@ def test_load_places_five_calls_and_reports_them_from_the_agents_records(
     assert 0 < report["turn_latency_ms"]["p50"] <= report["turn_latency_ms"]["p95"]
     assert report["agent_cpu_seconds_per_call"] > 0
     assert report["sipp_exit"] == 0
+    # 1 a second, each call about 20 s: all five were up at once (SIPp's own limit was 3).
+    assert report["peak_concurrent"] == 5
 
     # The report agrees with the agent's own records.
     records = _mine(agent, 0)

@@ -10,7 +10,7 @@ import pytest
 
 from ari_agent.ops.load import LoadOptions, sipp_command
 from ari_agent.ops.loadplan import CallPlan, Target, parse_log, scenario, timeline
-from ari_agent.ops.loadreport import expected_reply, normalize, percentile, verdict
+from ari_agent.ops.loadreport import expected_reply, normalize, peak_concurrent, percentile, verdict
 from ari_agent.profiles import builtin_profiles
 
 REPLY = "We are open Monday to Friday, from nine in the morning to five in the evening."
@@ -173,3 +173,13 @@ def test_sipp_always_gets_a_concurrency_limit() -> None:
     # Left to itself SIPp held 3 calls at once whatever the rate (seen with 4 calls at 1/s).
     assert limit(calls=50) == "50"
     assert limit(calls=50, max_concurrent=10) == "10"
+
+
+def test_peak_concurrent_from_the_records_times() -> None:
+    def call(start: str, end: str) -> dict[str, str]:
+        return {"started_at": f"2026-01-01T00:00:{start}.000Z", "ended_at": f"2026-01-01T00:00:{end}.000Z"}
+
+    assert peak_concurrent([]) == 0
+    assert peak_concurrent([call("01", "05"), call("02", "06"), call("03", "04")]) == 3
+    # One ends as the next starts: never two at once.
+    assert peak_concurrent([call("01", "03"), call("03", "05"), {"started_at": None}]) == 1
