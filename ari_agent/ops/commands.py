@@ -246,7 +246,8 @@ def print_load_report(out: Out, report: LoadReport) -> None:
     out.line(f"  answered        {report.answered}/{n}")
     out.line(f"  agent records   {report.recorded}/{n}")
     if report.judged:
-        out.line(f"  right answers   {report.right}/{n}   wrong {len(report.wrong)}")
+        cut = f", {report.cut} cut short by the caller" if report.cut else ""
+        out.line(f"  right answers   {report.right}/{n}   wrong {len(report.wrong)}{cut}")
     else:
         out.line("  right answers   not judged (no turn texts: set AGENT_RECORDS__DIR, or pass --expect)")
     out.line(f"  agent hung up   {report.agent_hangups}/{n} after goodbye")

@@ -37,7 +37,9 @@ class CallVerdict:
     call_number: int
     answered: bool
     record: bool
-    answer: str  # "right", "wrong", "missing" (no reply after the question) or NOT_JUDGED
+    # "right", "wrong", "missing" (no reply after the question), "cut" (the right reply, cut short
+    # when the caller spoke again: it came later than the caller's timeline allowed) or NOT_JUDGED
+    answer: str
     heard: str | None  # what the agent heard the caller ask
     replied: str | None
     agent_hung_up: bool
@@ -66,6 +68,10 @@ class LoadReport:
     @property
     def right(self) -> int:
         return sum(v.answer == "right" for v in self.verdicts)
+
+    @property
+    def cut(self) -> int:
+        return sum(v.answer == "cut" for v in self.verdicts)
 
     @property
     def wrong(self) -> list[CallVerdict]:
@@ -102,6 +108,7 @@ class LoadReport:
             "answered": self.answered,
             "recorded": self.recorded,
             "right_answers": self.right if self.judged else None,
+            "cut_short": self.cut,
             "wrong_answers": [
                 {"call": v.call_number, "heard": v.heard, "replied": v.replied} for v in self.wrong
             ],
@@ -126,16 +133,29 @@ class LoadReport:
         }
 
 
-def _reply_after_question(turns: list[dict[str, Any]]) -> tuple[str | None, str | None, bool]:
-    """(what was heard first, the agent's reply to it, whether a reply exists)."""
+def _reply_after_question(turns: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any] | None]:
+    """(what was heard first, the agent's turn that replied to it, if any)."""
     for i, turn in enumerate(turns):
         if turn.get("role") != "user":
             continue
-        for later in turns[i + 1 :]:
-            if later.get("role") == "agent":
-                return turn.get("text"), later.get("text"), True
-        return turn.get("text"), None, False
-    return None, None, False
+        reply = next((t for t in turns[i + 1 :] if t.get("role") == "agent"), None)
+        return turn.get("text"), reply
+    return None, None
+
+
+def _judge(expected: str | None, reply: dict[str, Any] | None) -> str:
+    if reply is None:
+        return "missing"
+    replied = reply.get("text")
+    if expected is None or not isinstance(replied, str):
+        return NOT_JUDGED
+    want, got = normalize(expected), normalize(replied)
+    if want in got:
+        return "right"
+    # The record keeps what the caller heard: a barged-in reply is its first words only.
+    if reply.get("interrupted") and got and want.startswith(got):
+        return "cut"
+    return "wrong"
 
 
 def _latencies(turns: list[dict[str, Any]]) -> tuple[float, ...]:
@@ -161,14 +181,9 @@ def judge_call(
         return CallVerdict(call_number, "answered" in events, False, "missing", None, None, False, None, ())
     raw_turns = record.get("turns")
     turns = [t for t in raw_turns if isinstance(t, dict)] if isinstance(raw_turns, list) else []
-    heard, replied, has_reply = _reply_after_question(turns)
-    expected = expect(record)
-    if not has_reply:
-        answer = "missing"
-    elif expected is None or replied is None:
-        answer = NOT_JUDGED
-    else:
-        answer = "right" if normalize(expected) in normalize(replied) else "wrong"
+    heard, reply = _reply_after_question(turns)
+    answer = _judge(expect(record), reply)
+    replied = reply.get("text") if reply is not None else None
     end_reason = record.get("end_reason")
     return CallVerdict(
         call_number,
@@ -176,7 +191,7 @@ def judge_call(
         True,
         answer,
         heard,
-        replied,
+        replied if isinstance(replied, str) else None,
         end_reason == "hangup_by_agent",
         end_reason if isinstance(end_reason, str) else None,
         _latencies(turns),
@@ -222,6 +237,14 @@ def verdict(
         problems.append(
             f"{len(wrong)} wrong answer(s) (calls {_list([v.call_number for v in wrong])}); call "
             f"{first.call_number} heard {first.heard!r} and replied {first.replied!r}"
+        )
+    cut = [v.call_number for v in verdicts if v.answer == "cut"]
+    if cut:
+        lat = report.latencies_ms
+        p95 = f"turn latency p95 {percentile(lat, 95):.0f} ms" if lat else "no turn latency recorded"
+        problems.append(
+            f"{len(cut)} right answer(s) cut short by the caller's next words (calls {_list(cut)}): "
+            f"the reply came too late for the caller's timeline ({p95}), or is longer than --reply-wait"
         )
     if require_hangup:
         kept = [v.call_number for v in verdicts if v.record and not v.agent_hung_up]

@@ -183,3 +183,15 @@ def test_peak_concurrent_from_the_records_times() -> None:
     assert peak_concurrent([call("01", "05"), call("02", "06"), call("03", "04")]) == 3
     # One ends as the next starts: never two at once.
     assert peak_concurrent([call("01", "03"), call("03", "05"), {"started_at": None}]) == 1
+
+
+def test_a_right_reply_cut_short_by_the_caller_is_not_a_wrong_answer() -> None:
+    late = _record(reply="We are open Monday to Friday, from nine")
+    late["turns"][2]["interrupted"] = True
+    report = _verdict({1: {"answered"}}, {1: late})
+    assert [v.answer for v in report.verdicts] == ["cut"] and report.wrong == []
+    assert any("1 right answer(s) cut short" in p and "p95 600 ms" in p for p in report.problems)
+    # Interrupted, but not the start of the right reply: wrong.
+    other = _record(reply="We are at 12 Harbour")
+    other["turns"][2]["interrupted"] = True
+    assert [v.answer for v in _verdict({1: {"answered"}}, {1: other}).verdicts] == ["wrong"]
