@@ -52,6 +52,12 @@ class Metrics:
             ["where"],
             registry=r,
         )
+        self.event_loop_lag = Histogram(
+            "ari_agent_event_loop_lag_seconds",
+            "How late the event loop ran a 100 ms timer (every call's media clock shares the loop)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.provider_errors = Counter(
             "ari_agent_provider_errors", "Provider failures", ["stage", "provider"], registry=r
         )
