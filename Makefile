@@ -5,12 +5,13 @@ ROOTFS ?= /var/cache/ari-agent/rootfs
 APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench load up up-agent down logs check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
 	@echo "make test    install what is needed and run lint, unit and integration tests"
 	@echo "make bench   run the benchmarks"
+	@echo "make soak    the agent at 1x, 1.5x, 2x its call limit for 10 min each, and a 22-minute call"
 	@echo "make load    load-test the running stack with SIPp callers (LOAD_ARGS=\"--calls 50 --rate 2\")"
 
 # Debian packages the tests and the offline voice need (skipped when present).
@@ -50,6 +51,11 @@ bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+
+# The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
+# (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.
+soak: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.soak.run $(SOAK_ARGS)
 
 # Load test of what `make up` runs (or, with LOAD_ARGS naming a target, your own Asterisk):
 # SIPp callers ask a question and say goodbye; exit 1 with the reason on any failed call.

@@ -215,7 +215,8 @@ def verdict(
         judge_call(n, sipp_events.get(n, set()), records.get(n), expect) for n in range(1, planned + 1)
     ]
     report = LoadReport(planned, verdicts, cpu_seconds, wall_seconds, sipp_exit)
-    report.peak_concurrent = peak_concurrent(records.values())
+    # A BUSY call is handed back at admission, never held: it does not count towards the peak.
+    report.peak_concurrent = peak_concurrent(r for r in records.values() if r.get("end_reason") != "busy")
     problems = report.problems
     if not agent_alive:
         problems.append("the agent stopped answering its health check during the run")

@@ -183,6 +183,10 @@ def test_peak_concurrent_from_the_records_times() -> None:
     assert peak_concurrent([call("01", "05"), call("02", "06"), call("03", "04")]) == 3
     # One ends as the next starts: never two at once.
     assert peak_concurrent([call("01", "03"), call("03", "05"), {"started_at": None}]) == 1
+    # In a report BUSY hand-backs are not held calls.
+    held = {n: {**_record(), **call("01", "09")} for n in (1, 2)}
+    busy = {3: {**_record(), **call("02", "02"), "end_reason": "busy"}}
+    assert _verdict({1: {"answered"}, 2: {"answered"}, 3: {"answered"}}, held | busy).peak_concurrent == 2
 
 
 def test_a_right_reply_cut_short_by_the_caller_is_not_a_wrong_answer() -> None:
