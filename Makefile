@@ -23,7 +23,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps
@@ -50,6 +50,8 @@ test: install rootfs lint
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
+	$(PYTHON) -m tests.bench.bench_frontend
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call

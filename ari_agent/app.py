@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -13,6 +14,7 @@ from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import (
     ApplicationReplaced,
     BridgeDestroyed,
+    CallBroadcast,
     Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -34,6 +36,7 @@ from ari_agent.observability.looplag import watch_loop_lag
 from ari_agent.observability.metrics import Metrics
 from ari_agent.observability.tasks import report_failure
 from ari_agent.ops.audit import AuditError, AuditLog
+from ari_agent.pool import BEAT_INTERVAL, PeerWatch, beat_variable, claim_delay, peer_instance
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
@@ -76,7 +79,7 @@ class AgentApp:
             settings.ari.url,
             settings.ari.username,
             settings.ari.password.get_secret_value(),
-            settings.ari.app,
+            settings.stasis_app,
             self._on_event,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
@@ -101,6 +104,10 @@ class AgentApp:
         # Set when the agent must stop by itself (the CLI then exits non-zero).
         self.fatal = asyncio.Event()
         self._http: HttpServer | None = None
+        # Pool (StasisBroadcast): the peers' beats, and the task that beats and watches them.
+        self.peers = PeerWatch(settings.pool.dead_after)
+        self._pool_task: asyncio.Task[None] | None = None
+        self._pool_trouble: str | None = None
 
     # ------------------------------------------------------------------
     # Start and stop
@@ -125,6 +132,9 @@ class AgentApp:
         self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag), name="loop-lag")
         self._lag_task.add_done_callback(lambda task: self._task_ended(task, "loop_lag"))
         self.listener.start()
+        if self.settings.pool.enabled:
+            self._pool_task = asyncio.create_task(self._pool_loop(), name="pool")
+            self._pool_task.add_done_callback(lambda task: self._task_ended(task, "pool"))
 
     @property
     def sessions(self) -> list[CallSession]:
@@ -158,6 +168,8 @@ class AgentApp:
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=5)
+        if self._pool_task is not None:
+            self._pool_task.cancel()
         await self.listener.stop()
         await self.ari.close()
         if self._http is not None:
@@ -276,7 +288,7 @@ class AgentApp:
         self._registered = True
         self.metrics.ari_connected.set(1)
         self.metrics.ari_reconnects.inc()
-        log.info("connected to ARI as app %s", self.settings.ari.app)
+        log.info("connected to ARI as app %s", self.settings.stasis_app)
         self._spawn(self._reconcile(), "reconcile")
 
     def _on_disconnect(self) -> None:
@@ -305,6 +317,8 @@ class AgentApp:
                 pass  # another instance's media channel
             else:
                 self._admit(event)
+        elif isinstance(event, CallBroadcast):
+            self._offered(event)
         elif isinstance(event, StasisEnd | ChannelDestroyed):
             session = self.calls.route(event.channel.id)
             if session is not None:
@@ -325,8 +339,9 @@ class AgentApp:
         # leave two agents each handling the other's callers' events.
         log.error(
             "ARI app %s was taken by another connection (ApplicationReplaced): another agent "
-            "runs with the same AGENT_ARI__APP; handing calls back and stopping",
-            self.settings.ari.app,
+            "runs with the same AGENT_ARI__APP (and, in a pool, AGENT_INSTANCE_ID); handing calls back "
+            "and stopping",
+            self.settings.stasis_app,
         )
         self.calls.start_drain()
         self.fatal.set()
@@ -437,7 +452,7 @@ class AgentApp:
         # Calls admitted from here on are missing from the snapshot below, not gone.
         mark = self.calls.mark()
         try:
-            app_info = await self.ari.get_application(self.settings.ari.app)
+            app_info = await self.ari.get_application(self.settings.stasis_app)
             channels = {c.id: c for c in await self.ari.list_channels()}
             bridges = await self.ari.list_bridges()
         except AriError as exc:
@@ -471,6 +486,122 @@ class AgentApp:
         log.info(
             "reconcile done: %d parked caller(s) handed back, %d taken care of", handed, len(parked) - handed
         )
+
+    # ------------------------------------------------------------------
+    # Pool: claim broadcast calls; beat; hand a dead peer's callers back
+
+    def _offered(self, event: CallBroadcast) -> None:
+        """StasisBroadcast offers a call: claim it after a delay that grows with our load."""
+        if not self.settings.pool.enabled:
+            return
+        delay = None
+        if self.ready:
+            conf = self.settings
+            delay = claim_delay(
+                self.calls.holding, conf.calls.max_concurrent, conf.pool.claim_delay_max, random.random()
+            )
+        if delay is None:
+            self.metrics.pool_claims.labels("skipped").inc()
+            log.info("not claiming channel %s: %s", event.channel.id, self._why_not_claiming())
+            return
+        self._spawn(self._claim(event.channel.id, delay), "claim")
+
+    def _why_not_claiming(self) -> str:
+        if self.calls.draining:
+            return "draining"
+        if not self.ready:
+            return "not ready"
+        return f"at the limit ({self.calls.holding} of {self.settings.calls.max_concurrent})"
+
+    async def _claim(self, channel_id: str, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # The load, a drain or the connection may have changed while we waited.
+        if not self.ready or not self.calls.reserve(channel_id, self.clock()):
+            self.metrics.pool_claims.labels("skipped").inc()
+            log.info("not claiming channel %s: %s", channel_id, self._why_not_claiming())
+            return
+        try:
+            won = await self.ari.claim_channel(channel_id, self.settings.stasis_app)
+        except AriError as exc:
+            self.calls.unreserve(channel_id)
+            log.warning("claiming channel %s failed: %s", channel_id, exc)
+            return
+        if won:
+            self.metrics.pool_claims.labels("won").inc()
+            log.info("claimed channel %s after %.0f ms", channel_id, delay * 1000)
+        else:
+            # Another agent was first (409) or the offer ended (404): normal in a pool.
+            self.calls.unreserve(channel_id)
+            self.metrics.pool_claims.labels("lost").inc()
+            log.debug("channel %s went to another agent", channel_id)
+
+    async def _pool_loop(self) -> None:
+        """Beat every second (over REST, whatever the WebSocket does) and watch the peers' beats."""
+        token = uuid.uuid4().hex[:8]
+        beats = 0
+        while True:
+            beats += 1
+            try:
+                await self.ari.set_global(beat_variable(self.settings.instance_id), f"{token}.{beats}")
+                await self._watch_peers()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Never stop beating over a bug in watching: peers would think this agent dead.
+                unexpected = not isinstance(exc, AriError)
+                if unexpected:
+                    self._count_error("pool")
+                if self._pool_trouble is None:
+                    log.warning("pool: cannot beat or watch peers: %s", exc, exc_info=unexpected)
+                self._pool_trouble = str(exc)
+            else:
+                if self._pool_trouble is not None:
+                    log.info("pool: beating and watching peers again")
+                self._pool_trouble = None
+            await asyncio.sleep(BEAT_INTERVAL)
+
+    async def _watch_peers(self) -> None:
+        me = self.settings.instance_id
+        peers: dict[str, list[str]] = {}
+        for app_info in await self.ari.list_applications():
+            instance = peer_instance(self.settings.ari.app, str(app_info.get("name", "")))
+            if instance is not None and instance != me:
+                ids = app_info.get("channel_ids") or []
+                peers[instance] = [c for c in ids if isinstance(c, str)]
+        self.peers.keep_only(set(peers))
+        for instance in peers:
+            self.peers.observe(instance, await self.ari.get_global(beat_variable(instance)), self.clock())
+        now = self.clock()
+        for instance, channel_ids in peers.items():
+            if channel_ids and self.peers.is_dead(instance, now) and self.peers.takes_over(me, now):
+                await self._take_over(instance, channel_ids)
+
+    async def _take_over(self, instance: str, channel_ids: list[str]) -> None:
+        """A dead peer's callers back to the dialplan (FAILED); its bridges and media channels away."""
+        prefix = f"{RESOURCE_MARK}{instance}."
+        channels = {c.id: c for c in await self.ari.list_channels()}
+        callers = [
+            cid
+            for cid in channel_ids
+            if not cid.startswith(RESOURCE_MARK) and cid in channels and self.calls.claim(cid, self.clock())
+        ]
+        if callers:
+            log.warning(
+                "pool peer %s is dead (no beat for %.0f s): handing its %d parked caller(s) back",
+                instance,
+                self.settings.pool.dead_after,
+                len(callers),
+            )
+        for cid in callers:
+            self.metrics.pool_takeovers.inc()
+            await self._reject(channels[cid], "-", "failed", f"its agent {instance} died")
+        for bridge in await self.ari.list_bridges():
+            if bridge.id.startswith(prefix):
+                await self._ignore_missing(self.ari.destroy_bridge(bridge.id))
+        for cid in channel_ids:
+            if cid.startswith(prefix):
+                await self._ignore_missing(self.ari.hangup(cid))
 
     # ------------------------------------------------------------------
 

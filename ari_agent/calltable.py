@@ -8,6 +8,7 @@ app does the ARI calls.
 
 A channel's life here::
 
+    (pool) reserve() -> RESERVED -> admit() -> ADMITTING ...; or unreserve(): gone
     admit() -> ADMITTING -> activate() -> ACTIVE -> release() -> RELEASED
     admit() refused, or claim() -> RELEASING -> release() -> RELEASED
 
@@ -15,6 +16,12 @@ A RELEASED entry is kept for ``remember`` seconds: a reconcile whose snapshot
 still lists a channel we just handed back must not hand it back again. A
 StasisStart for a released channel (the dialplan sent it back to the app) is a
 new admission.
+
+In a pool (``StasisBroadcast``) a call is claimed before its StasisStart:
+``reserve()`` says whether to claim and counts the claim in flight against the
+limit, so that a burst of broadcasts never claims more calls than the limit.
+A reservation whose StasisStart never comes (the caller hung up) lapses after
+``RESERVATION_TTL``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ S = TypeVar("S")
 # Long enough to outlive any reconcile's grace and Asterisk's lag in dropping a
 # channel it was told to continue; short enough that the table stays small.
 REMEMBER_RELEASED = 60.0
+# A won claim is followed by its StasisStart within milliseconds; this is for one that never is.
+RESERVATION_TTL = 10.0
 
 
 class Phase(enum.Enum):
+    RESERVED = "reserved"  # pool: claimed (or being claimed) from a broadcast, StasisStart to come
     ADMITTING = "admitting"  # StasisStart seen; the profile is being looked up
     ACTIVE = "active"  # a session runs the call
     RELEASING = "releasing"  # being handed back without a session (busy, drained, parked)
@@ -53,12 +63,14 @@ class Entry(Generic[S]):
     session: S | None = None
     routes: tuple[str, ...] = ()
     released_at: float | None = None
+    reserved_at: float | None = None
 
 
 @dataclass
 class CallTable(Generic[S]):
     max_concurrent: int
     remember: float = REMEMBER_RELEASED
+    ttl: float = RESERVATION_TTL
     draining: bool = False
     _entries: dict[str, Entry[S]] = field(default_factory=dict)
     _routes: dict[str, Entry[S]] = field(default_factory=dict)
@@ -70,17 +82,36 @@ class CallTable(Generic[S]):
         """A caller's StasisStart. Anything but ADMIT and DUPLICATE leaves the channel RELEASING."""
         self._forget(now)
         entry = self._entries.get(channel_id)
-        if entry is not None and entry.phase is not Phase.RELEASED:
+        reserved = entry is not None and entry.phase is Phase.RESERVED
+        if entry is not None and entry.phase is not Phase.RELEASED and not reserved:
             return Verdict.DUPLICATE
         if self.draining:
             verdict = Verdict.DRAINING
-        elif self.holding >= self.max_concurrent:
+        elif not reserved and self.holding >= self.max_concurrent:  # a reservation is counted already
             verdict = Verdict.BUSY
         else:
             verdict = Verdict.ADMIT
         phase = Phase.ADMITTING if verdict is Verdict.ADMIT else Phase.RELEASING
         self._new(channel_id, phase)
         return verdict
+
+    def reserve(self, channel_id: str, now: float) -> bool:
+        """Pool: may we claim this broadcast call? Not while draining, at the limit, or if known."""
+        self._forget(now)
+        if self.draining or self.holding >= self.max_concurrent:
+            return False
+        entry = self._entries.get(channel_id)
+        if entry is not None and entry.phase is not Phase.RELEASED:
+            return False
+        self._new(channel_id, Phase.RESERVED)
+        self._entries[channel_id].reserved_at = now
+        return True
+
+    def unreserve(self, channel_id: str) -> None:
+        """The claim was lost (another agent won) or failed: the call is not ours."""
+        entry = self._entries.get(channel_id)
+        if entry is not None and entry.phase is Phase.RESERVED:
+            del self._entries[channel_id]
 
     def activate(self, channel_id: str, session: S, routes: Iterable[str] = ()) -> bool:
         """The admitted call has its session. False: a drain began meanwhile, hand the caller back."""
@@ -152,8 +183,10 @@ class CallTable(Generic[S]):
 
     @property
     def holding(self) -> int:
-        """Callers in admission or in a session: what the limit counts and a drain waits for."""
-        return sum(1 for e in self._entries.values() if e.phase in (Phase.ADMITTING, Phase.ACTIVE))
+        """Claims in flight, callers in admission or in a session: what the limit counts, a drain awaits."""
+        return sum(
+            1 for e in self._entries.values() if e.phase in (Phase.RESERVED, Phase.ADMITTING, Phase.ACTIVE)
+        )
 
     @property
     def idle(self) -> bool:
@@ -175,7 +208,8 @@ class CallTable(Generic[S]):
         stale = [
             cid
             for cid, e in self._entries.items()
-            if e.released_at is not None and now - e.released_at >= self.remember
+            if (e.released_at is not None and now - e.released_at >= self.remember)
+            or (e.reserved_at is not None and e.phase is Phase.RESERVED and now - e.reserved_at >= self.ttl)
         ]
         for cid in stale:
             del self._entries[cid]

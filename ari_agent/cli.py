@@ -1,4 +1,4 @@
-"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|calls|load``."""
+"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|test|calls|load``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
         "--turn-silence", type=float, default=1.2, metavar="S", help="quiet that ends the agent's turn"
     )
     call.add_argument("--reply-timeout", type=float, default=20.0, metavar="S", help="wait for a reply")
+    flow = sub.add_parser(
+        "test",
+        parents=[after],
+        help="run call-flow tests (TOML) through Asterisk; exit 0 all passed, 1 a failure, 2 a bad file",
+    )
+    flow.add_argument("files", nargs="*", metavar="FILE", help="call-flow test files (TOML)")
+    flow.add_argument(
+        "--examples", action="store_true", help="also run the examples shipped for the built-in profile"
+    )
+    flow.add_argument(
+        "--list", action="store_true", help="list the scenarios (with --examples: where they are)"
+    )
+    flow.add_argument(
+        "--extension", metavar="EXT@CONTEXT", help="dial this where a scenario names no extension of its own"
+    )
+    flow.add_argument("--parallel", type=int, default=1, metavar="N", help="run N scenarios at a time")
+    flow.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
+    flow.add_argument(
+        "--turn-silence", type=float, default=1.2, metavar="S", help="quiet that ends the agent's turn"
+    )
+    flow.add_argument("--reply-timeout", type=float, default=20.0, metavar="S", help="wait for a reply")
     calls = sub.add_parser(
         "calls",
         parents=[after, as_json],
@@ -237,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command in ("check", "run", "doctor", "call"):
+    if args.command in ("check", "run", "doctor", "call", "test"):
         from ari_agent.ari.tls import client_ssl
         from ari_agent.observability.http import http_token
         from ari_agent.store.crypto import data_cipher
@@ -254,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(settings)
     if args.command == "load":
         return _load(settings, args)
-    if args.command in ("doctor", "call", "calls"):
+    if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 
         _ops_logging()
@@ -267,6 +288,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.target,
                     args.phrases or [],
                     as_json=args.json,
+                    turn_silence=args.turn_silence,
+                    reply_timeout=args.reply_timeout,
+                )
+            )
+        if args.command == "test":
+            if args.parallel < 1:
+                print("error: --parallel must be 1 or more", file=sys.stderr)
+                return EXIT_CONFIG
+            return asyncio.run(
+                commands.flow_test(
+                    settings,
+                    args.files,
+                    examples=args.examples,
+                    list_only=args.list,
+                    extension=args.extension,
+                    parallel=args.parallel,
+                    junit_path=args.junit,
                     turn_silence=args.turn_silence,
                     reply_timeout=args.reply_timeout,
                 )

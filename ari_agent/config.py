@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from ari_agent.errors import ConfigError, ConfigErrors
+from ari_agent.pool import pool_app
 from ari_agent.profiles import ProfileConfig, builtin_profiles
 
 ENV_PREFIX = "AGENT_"
@@ -163,6 +164,15 @@ class CallSettings(_Section):
     drain_timeout: float = Field(30.0, ge=0)
 
 
+class PoolSettings(_Section):
+    # True: register <ari.app>-pool-<instance_id> and claim calls StasisBroadcast offers.
+    enabled: bool = False
+    # Longest wait before claiming (at the limit's edge); StasisBroadcast's timeout must exceed it.
+    claim_delay_max: float = Field(0.25, ge=0, le=5)
+    # A peer whose beat has not changed this long is dead: its parked callers go back.
+    dead_after: float = Field(5.0, ge=2, le=300)
+
+
 class RecordsSettings(_Section):
     dir: Path | None = None
 
@@ -214,6 +224,7 @@ class Settings(BaseSettings):
     media: MediaSettings = MediaSettings()
     http: HttpSettings = HttpSettings()
     calls: CallSettings = CallSettings()
+    pool: PoolSettings = PoolSettings()
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
@@ -237,6 +248,13 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("toml_file"):
             sources += (TomlConfigSettingsSource(settings_cls),)
         return sources
+
+    @property
+    def stasis_app(self) -> str:
+        """The app this agent registers: ``ari.app``, or ``<ari.app>-pool-<instance_id>`` in a pool."""
+        if self.pool.enabled:
+            return pool_app(self.ari.app, self.instance_id)
+        return self.ari.app
 
     @property
     def audit_path(self) -> Path:

@@ -173,6 +173,10 @@ class Transcript:
 class STTCapabilities:
     streaming: bool = False  # a live stream with interim results
     endpointing: bool = False  # the provider itself tells when the caller's turn ended
+    # finalize() gives the final of what was pushed so far and the stream goes on (later audio,
+    # later finals): the core may finalize at the caller's first pause, before the end of turn
+    # is decided, instead of after it. A recogniser that decodes whole utterances must not.
+    segments: bool = False
     input_specs: tuple[AudioSpec, ...] = (PCM16_16K,)  # what stream() accepts, preferred first
 
 

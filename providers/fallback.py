@@ -279,6 +279,7 @@ class FallbackSTT(STT):
         self.capabilities = STTCapabilities(
             streaming=any(c.streaming for c in caps),
             endpointing=all(c.endpointing for c in caps),
+            segments=all(c.segments for c in caps),
             input_specs=_union_specs(self.members),
         )
         self.timeout = _budget(self.members, lambda p: p.timeout)

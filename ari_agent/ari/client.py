@@ -268,6 +268,34 @@ class AriClient:
         data = await self._request("GET", f"/applications/{_seg(app)}")
         return dict(data) if isinstance(data, dict) else {}
 
+    async def list_applications(self) -> list[dict[str, Any]]:
+        """``GET /applications``: every registered app, and apps gone whose channels are still parked."""
+        return [a for a in await self._list("/applications") if isinstance(a, dict)]
+
+    async def claim_channel(self, channel_id: str, app: str) -> bool:
+        """``POST /events/claim``: True if ``app`` won the broadcast channel, False if it was
+        claimed already (409) or is no longer offered (404: timed out, hung up)."""
+        try:
+            await self._request("POST", "/events/claim", params={"channelId": channel_id, "application": app})
+        except AriNotFound:
+            return False
+        except AriHttpError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def set_global(self, name: str, value: str) -> None:
+        """``POST /asterisk/variable``: set a global dialplan variable."""
+        await self._request("POST", "/asterisk/variable", params={"variable": name, "value": value})
+
+    async def get_global(self, name: str) -> str:
+        """``GET /asterisk/variable``: a global variable's value ("" when unset)."""
+        data = await self._request("GET", "/asterisk/variable", params={"variable": name})
+        if not isinstance(data, dict) or not isinstance(data.get("value", ""), str):
+            raise AriError("ARI GET /asterisk/variable: reply has no string 'value'")
+        return str(data.get("value", ""))
+
     async def list_modules(self) -> list[dict[str, Any]]:
         """``GET /asterisk/modules``."""
         return [m for m in await self._list("/asterisk/modules") if isinstance(m, dict)]

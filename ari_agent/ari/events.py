@@ -21,6 +21,7 @@ __all__ = [
     "ApplicationReplaced",
     "Bridge",
     "BridgeDestroyed",
+    "CallBroadcast",
     "Caller",
     "Channel",
     "ChannelDestroyed",
@@ -150,6 +151,16 @@ class ApplicationReplaced:
 
 
 @dataclass(frozen=True, slots=True)
+class CallBroadcast:
+    """StasisBroadcast offers a channel to every matching app; ``POST /events/claim`` takes it."""
+
+    application: str
+    channel: Channel
+    caller: str = ""
+    called: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """A well-formed event of a type we do not model; kept so callers may log it."""
 
@@ -169,6 +180,7 @@ Event: TypeAlias = (
     | ChannelEnteredBridge
     | ChannelLeftBridge
     | ApplicationReplaced
+    | CallBroadcast
     | UnknownEvent
 )
 
@@ -369,6 +381,13 @@ def _application_replaced(m: Mapping[str, Any]) -> ApplicationReplaced:
     return ApplicationReplaced(_str(m, "application", _Where("ApplicationReplaced")))
 
 
+def _call_broadcast(m: Mapping[str, Any]) -> CallBroadcast:
+    w = _Where("CallBroadcast")
+    return CallBroadcast(
+        _str(m, "application", w), _channel(m, w.what), _str(m, "caller", w, ""), _str(m, "called", w, "")
+    )
+
+
 _DECODERS: dict[str, Callable[[Mapping[str, Any]], Event]] = {
     "StasisStart": _stasis_start,
     "StasisEnd": _stasis_end,
@@ -381,6 +400,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Event]] = {
     "ChannelEnteredBridge": _channel_entered_bridge,
     "ChannelLeftBridge": _channel_left_bridge,
     "ApplicationReplaced": _application_replaced,
+    "CallBroadcast": _call_broadcast,
 }
 
 

@@ -21,7 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ari_agent.audio.echo import EchoGuard
+from ari_agent.audio.frontend import front_end_for
 from ari_agent.audio.vad import VoiceActivityDetector
+from ari_agent.conversation.backchannel import Backchannels
 from ari_agent.conversation.chunker import SentenceChunker
 from ari_agent.conversation.engine import CallParts, ConversationBase
 from ari_agent.conversation.records import Turn, TurnTimings, utc_now
@@ -41,10 +43,13 @@ from ari_agent.conversation.turns import (
     BargeIn,
     CallerTurn,
     CancelEarly,
+    FalseInterruption,
     Finalize,
     Frame,
+    PauseAgent,
     PredictTurn,
     PushAudio,
+    ResumeAgent,
     SayFiller,
     StartEarly,
     TurnEngine,
@@ -127,8 +132,14 @@ def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
         min_speech_ms=profile.min_speech_ms,
         barge_in=profile.barge_in,
         barge_in_min_ms=profile.barge_in_min_ms,
+        false_interruptions=profile.false_interruptions,
+        false_interruption_ms=profile.false_interruption_ms,
+        backchannel_max_ms=profile.backchannel_max_ms,
+        backchannels=Backchannels.of(profile.backchannels),
         provider_endpointing=profile.provider_endpointing and stt.capabilities.endpointing,
+        finalize_at_pause=stt.capabilities.segments,
         early_start=profile.early_start,
+        early_start_ms=profile.early_start_ms,
         filler_after_ms=profile.filler_after_ms,
     )
 
@@ -151,6 +162,8 @@ class PipelineConversation(ConversationBase):
 
             turn_model = shared_turn_model()
         self._turn_model = turn_model
+        # Echo cancellation and noise suppression, before the echo guard (ConfigError if missing).
+        self._frontend = front_end_for(profile, parts.profile_name)
         self._echo = EchoGuard() if profile.echo_guard else None
         self._pending = bytearray()
         self._inbox: asyncio.Queue[CallerTurn | Digit | RecogniserLost] = asyncio.Queue()
@@ -177,6 +190,8 @@ class PipelineConversation(ConversationBase):
             self._on_frame(frame, now - (whole - 1 - i) * FRAME_S)
 
     def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
+        if self._frontend is not None:
+            self._frontend.sent(pcm8k, at)
         if self._echo is not None:
             self._echo.sent(pcm8k, at)
 
@@ -186,13 +201,16 @@ class PipelineConversation(ConversationBase):
         self._inbox.put_nowait(Digit(digit))
 
     def _on_frame(self, frame: bytes, at: float) -> None:
+        voice = frame  # what the voice detector judges: noise-suppressed when the profile says so
+        if self._frontend is not None:
+            frame, voice = self._frontend.process(frame, at)
         heard = frame
         if self._echo is not None and self._echo.is_echo(np.frombuffer(frame, dtype=np.int16), at):
-            heard = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
+            heard = voice = SILENT_FRAME  # our own voice coming back: neither a turn nor a barge-in
         speaker = self.speaker
         self._perform(
             self._engine.frame(
-                Frame(at, heard, self._vad.is_voiced(heard), speaker.interruptible, speaker.audible)
+                Frame(at, heard, self._vad.is_voiced(voice), speaker.interruptible, speaker.audible)
             )
         )
 
@@ -205,8 +223,17 @@ class PipelineConversation(ConversationBase):
                 self._spawn(self._finalize())
             elif isinstance(action, PredictTurn):
                 self._spawn(self._predict(action))
+            elif isinstance(action, PauseAgent):
+                if self.speaker.pause():
+                    self.metrics.agent_pauses.labels(self.profile_name).inc()
+            elif isinstance(action, ResumeAgent):
+                if self.speaker.resume():
+                    self.metrics.agent_resumes.labels(self.profile_name).inc()
+            elif isinstance(action, FalseInterruption):
+                self.metrics.false_interruptions.labels(self.profile_name, action.kind).inc()
+                log.info("false interruption (%s): the agent goes on", action.kind)
             elif isinstance(action, BargeIn):
-                self._barge_in(action.onset_at)
+                self._barge_in(action)
             elif isinstance(action, StartEarly):
                 self._start_early(action)
             elif isinstance(action, CancelEarly):
@@ -228,11 +255,13 @@ class PipelineConversation(ConversationBase):
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda t: report_failure(t, "pipeline", self.metrics))
 
-    def _barge_in(self, onset_at: float) -> None:
+    def _barge_in(self, barge: BargeIn) -> None:
         if not self.speaker.interrupt():
             return
         self._cancel_reply()
-        reaction = time.monotonic() - onset_at
+        # What the caller hears: their onset -> the agent's audio stopping (held, or cut now).
+        stopped_at = barge.stopped_at if barge.stopped_at is not None else time.monotonic()
+        reaction = stopped_at - barge.onset_at
         self.metrics.barge_ins.labels(self.profile_name).inc()
         self.metrics.barge_in_reaction.labels(self.profile_name).observe(reaction)
         log.info("caller barged in (%.0f ms after speech onset)", reaction * 1000)

@@ -227,7 +227,7 @@ class CallSession:
         try:
             media = await ari.external_media(
                 self.media_channel_id,
-                settings.ari.app,
+                settings.stasis_app,
                 rtp_address(settings.media.advertised, self._endpoint.port),
                 self._wire.name,
             )

@@ -157,6 +157,20 @@ class Speaker:
                 self._by_tag.pop(tag, None)
         return spoken
 
+    def pause(self) -> bool:
+        """Hold the agent's audio for a caller who may be interrupting. False if it may not be."""
+        if not self.interruptible or any(not s.kind.interruptible for s in self.active):
+            return False
+        self.pacer.pause()
+        return True
+
+    def resume(self) -> bool:
+        """Go on from where ``pause`` held it; False if nothing was held (cut meanwhile)."""
+        if not self.pacer.paused:
+            return False
+        self.pacer.resume()
+        return True
+
     def interrupt(self) -> bool:
         """Barge-in: stop what may be interrupted, now. False if nothing could be."""
         cut = [s for s in self.active if s.kind.interruptible and not s.interrupted]

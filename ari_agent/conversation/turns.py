@@ -20,6 +20,16 @@ End of turn, by the profile's ``end_of_turn``:
   ``turn_max_wait_ms`` of silence, for the caller to go on.
 
 Either way the recogniser's own end of turn, where trusted, ends it too.
+
+Interruptions (``false_interruptions`` on): caller sound while the agent says
+something interruptible pauses the agent's audio at once (``PauseAgent``).
+Words that are not a backchannel ("mm-hmm", "okay") make it a real barge-in
+(``BargeIn``: the rest is dropped). A short sound followed by
+``false_interruption_ms`` of silence with no such words resumes the agent
+where it paused (``ResumeAgent``); longer speech keeps it paused until its
+transcript decides. A turn that began over the agent and holds no words, or
+only backchannel words, is a false interruption: nothing answers it.
+Off: the agent stops for good after ``barge_in_min_ms`` of continuous sound.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
+
+from ari_agent.conversation.backchannel import DEFAULT, Backchannels
 
 FRAME_MS = 20
 ONSET_MS = 60  # consecutive voiced audio that starts speech
@@ -66,8 +78,19 @@ class TurnSettings:
     min_speech_ms: int = 120
     barge_in: bool = True
     barge_in_min_ms: int = 150
+    false_interruptions: bool = True
+    false_interruption_ms: int = 200  # silence after a short sound before the agent goes on
+    # Speech longer than this while the agent is paused is taken for words: it stays paused
+    # until the transcript decides (a recogniser without interim results says nothing sooner).
+    backchannel_max_ms: int = 800
+    backchannels: Backchannels = DEFAULT
     provider_endpointing: bool = False  # the recogniser has endpointing and the profile trusts it
+    # The recogniser gives finals by segment (STTCapabilities.segments): finalize at the caller's
+    # first pause, while the end of turn is decided, so the final is in hand (or on its way) when
+    # the turn is taken as over instead of being asked for only then.
+    finalize_at_pause: bool = False
     early_start: bool = False
+    early_start_ms: int = 100  # caller silence before an early start (the pause is decided later)
     filler_after_ms: int = 0  # 0: no filler
 
 
@@ -108,7 +131,30 @@ class PredictTurn:
 
 @dataclass(frozen=True)
 class BargeIn:
+    """The caller really interrupts: drop the rest of what the agent was saying."""
+
     onset_at: float  # start of the stretch of continuous speech that made it
+    stopped_at: float | None = None  # when the agent's audio was paused for it, if it stayed paused
+
+
+@dataclass(frozen=True)
+class PauseAgent:
+    """Caller sound over the agent: hold its audio, it may go on."""
+
+    onset_at: float
+
+
+@dataclass(frozen=True)
+class ResumeAgent:
+    """The sound that paused the agent was no interruption: go on where it paused."""
+
+
+@dataclass(frozen=True)
+class FalseInterruption:
+    """A turn that began over the agent had no words, or only a backchannel: nothing answers it."""
+
+    text: str
+    kind: Literal["noise", "backchannel"]
 
 
 @dataclass(frozen=True)
@@ -145,7 +191,19 @@ class TurnOver:
     turn: CallerTurn
 
 
-Action = PushAudio | Finalize | PredictTurn | BargeIn | StartEarly | CancelEarly | SayFiller | TurnOver
+Action = (
+    PushAudio
+    | Finalize
+    | PredictTurn
+    | BargeIn
+    | PauseAgent
+    | ResumeAgent
+    | FalseInterruption
+    | StartEarly
+    | CancelEarly
+    | SayFiller
+    | TurnOver
+)
 
 
 def _same_words(a: str, b: str) -> bool:
@@ -171,11 +229,14 @@ class TurnEngine:
         self._last_voiced_at = 0.0
         self._pushing = False
         self._barged = False
+        self._utterance_voiced_ms = 0
         self._turn_audio: deque[bytes] = deque(maxlen=MAX_TURN_AUDIO_MS // FRAME_MS)
         self._utterance_ms = 0
         # The turn (may span utterances until it is over).
         self._texts: list[str] = []
         self._finalize_at: float | None = None
+        self._final_at: float | None = None  # when the final of the last finalize arrived
+        self._finalized_in_pause = False  # everything the caller said so far has been finalized
         self._end: tuple[EndReason, int] | None = None
         self._finalizing_ms = 0
         # Turn model.
@@ -187,6 +248,11 @@ class TurnEngine:
         # Filler.
         self._reply_since: float | None = None
         self._filler_said = False
+        # Interruptions: the agent's audio held for the caller, and whether this turn began over it.
+        self._agent_paused_at: float | None = None
+        self._pause_onset_at = 0.0
+        self._over_agent = False
+        self._agent_interruptible = False
 
     # ------------------------------------------------------------ state
 
@@ -204,6 +270,9 @@ class TurnEngine:
 
     def frame(self, f: Frame) -> list[Action]:
         out: list[Action] = []
+        self._agent_interruptible = f.agent_interruptible
+        if not f.agent_interruptible:
+            self._agent_paused_at = None  # it ended or was cut some other way (a key press)
         self._filler(f, out)
         if self.state is Caller.QUIET:
             self._quiet(f, out)
@@ -211,6 +280,7 @@ class TurnEngine:
             self._finalizing(f, out)
         else:
             self._in_turn(f, out)
+        self._maybe_resume_agent(f.now, out)
         return out
 
     def _quiet(self, f: Frame, out: list[Action]) -> None:
@@ -228,6 +298,7 @@ class TurnEngine:
         self._utterance_ms = self._voiced_run_ms
         self._last_voiced_at = f.now
         self._barged = False
+        self._utterance_voiced_ms = self._voiced_run_ms
         self._turn_audio.extend(self._recent)
         self._voiced_run_ms = 0
         self._maybe_push_start(out)
@@ -251,6 +322,9 @@ class TurnEngine:
         self._run_ms += FRAME_MS
         self._gap_ms = 0
         self._last_voiced_at = f.now
+        self._utterance_voiced_ms += FRAME_MS
+        if self.state is Caller.SPEAKING and self._early is not None and self._silence_ms:
+            self._cancel_early(out)  # started in a short silence, and the caller went on
         if self.state is Caller.PAUSED:
             # A single voiced frame in a pause is often noise: resume on a short run only.
             self._voiced_run_ms += FRAME_MS
@@ -272,11 +346,13 @@ class TurnEngine:
             pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
             if self._silence_ms >= pause_ms:
                 self._pause(f, out)
+            elif self._pushing:
+                self._maybe_start_early(out)
             return
         # PAUSED
         if not self._pushing:
             if self._silence_ms >= s.end_of_turn_ms:
-                self._discard()  # a click or a cough: nothing to transcribe, no turn
+                self._discard(out)  # a click or a cough: nothing to transcribe, no turn
             return
         if s.end_of_turn == "silence":
             if self._silence_ms >= s.end_of_turn_ms:
@@ -288,6 +364,10 @@ class TurnEngine:
         self._go(Caller.PAUSED)
         if not self._pushing:
             return
+        if self.settings.finalize_at_pause:
+            self._finalize_at, self._final_at = f.now, None
+            self._finalized_in_pause = True
+            out.append(Finalize())
         if self.settings.end_of_turn == "model":
             self._ticket += 1
             self._asked = self._ticket
@@ -295,7 +375,12 @@ class TurnEngine:
         self._maybe_start_early(out)
 
     def _maybe_start_early(self, out: list[Action]) -> None:
-        if not self.settings.early_start or not self._interim or self.state is not Caller.PAUSED:
+        s = self.settings
+        if not s.early_start or not self._interim:
+            return
+        if self.state is not Caller.PAUSED and not (
+            self.state is Caller.SPEAKING and self._silence_ms >= s.early_start_ms
+        ):
             return
         if self._early is not None:
             if _same_words(self._early[1], self._interim):
@@ -308,13 +393,17 @@ class TurnEngine:
     def _resume(self, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
         self._asked = None
+        self._finalized_in_pause = False  # new words: the turn's end needs a final of them too
         self._cancel_early(out)
 
-    def _discard(self) -> None:
+    def _discard(self, out: list[Action]) -> None:
         self._go(Caller.QUIET)
         self._reset_utterance()
         self._recent.clear()
         self._voiced_run_ms = 0
+        if self._over_agent and not self._barged:
+            self._false_interruption("", out)
+        self._over_agent = False
 
     def _maybe_push_start(self, out: list[Action]) -> None:
         if not self._pushing and self._run_ms >= self.settings.min_speech_ms:
@@ -323,9 +412,49 @@ class TurnEngine:
 
     def _maybe_barge_in(self, f: Frame, out: list[Action]) -> None:
         s = self.settings
-        if s.barge_in and not self._barged and f.agent_interruptible and self._run_ms >= s.barge_in_min_ms:
-            self._barged = True
+        if not s.barge_in or self._barged or not f.agent_interruptible:
+            return
+        if not s.false_interruptions:
+            if self._run_ms >= s.barge_in_min_ms:
+                self._barge_in(out)
+            return
+        if self._agent_paused_at is None and self._run_ms >= ONSET_MS:
+            self._agent_paused_at = f.now
+            self._pause_onset_at = self._run_started_at
+            self._over_agent = True
+            out.append(PauseAgent(self._run_started_at))
+
+    def _barge_in(self, out: list[Action]) -> None:
+        self._barged = True
+        if self._agent_paused_at is not None:
+            out.append(BargeIn(self._pause_onset_at, self._agent_paused_at))
+        else:
             out.append(BargeIn(self._run_started_at))
+        self._agent_paused_at = None
+
+    def _maybe_resume_agent(self, now: float, out: list[Action]) -> None:
+        if self._agent_paused_at is None or self.state is Caller.SPEAKING:
+            return
+        s = self.settings
+        if self._utterance_voiced_ms > s.backchannel_max_ms and self.state is not Caller.QUIET:
+            return  # speech this long is taken for words: its transcript decides
+        if (now - self._last_voiced_at) * 1000 >= s.false_interruption_ms:
+            self._agent_paused_at = None
+            out.append(ResumeAgent())
+
+    def _words_heard(self, text: str, out: list[Action]) -> None:
+        """Words over the agent that are not a backchannel: a real barge-in."""
+        if self._barged or not self._over_agent or not self._agent_interruptible:
+            return
+        if text.strip() and not self.settings.backchannels.matches(text):
+            self._barge_in(out)
+
+    def _false_interruption(self, text: str, out: list[Action]) -> None:
+        self._over_agent = False
+        if self._agent_paused_at is not None:
+            self._agent_paused_at = None
+            out.append(ResumeAgent())
+        out.append(FalseInterruption(text, "backchannel" if text else "noise"))
 
     def _finalizing(self, f: Frame, out: list[Action]) -> None:
         # The caller may start again while the final is on its way: track the onset and keep
@@ -345,8 +474,13 @@ class TurnEngine:
         self._recent.clear()
         self._voiced_run_ms = 0
         self._asked = None
+        if reason != "provider" and self._finalized_in_pause:
+            # Everything said was finalized at the pause: its final is here or on its way.
+            if self._final_at is not None:
+                self._complete(now, out)
+            return
         if reason != "provider":
-            self._finalize_at = now
+            self._finalize_at, self._final_at = now, None
             out.append(Finalize())
         if self._texts and reason == "provider":
             self._complete(now, out)
@@ -355,7 +489,17 @@ class TurnEngine:
         assert self._end is not None
         reason, silence_frames = self._end
         text = " ".join(self._texts)
-        stt_ms = (now - self._finalize_at) * 1000 if self._finalize_at is not None else None
+        if self._over_agent and not self._barged and (not text or self.settings.backchannels.matches(text)):
+            self._cancel_early(out)
+            self._forget_turn()
+            self._go(Caller.QUIET)
+            self._false_interruption(text, out)
+            return
+        if self._over_agent and not self._barged and self._agent_interruptible:
+            self._barge_in(out)  # words: whatever is left of the agent's speech goes
+        self._over_agent = False
+        answered_at = self._final_at if self._final_at is not None else now
+        stt_ms = (answered_at - self._finalize_at) * 1000 if self._finalize_at is not None else None
         early_ticket: int | None = None
         if self._early is not None:
             ticket, early_text = self._early
@@ -377,19 +521,23 @@ class TurnEngine:
                 )
             )
         )
-        self._texts = []
-        self._finalize_at = None
-        self._end = None
-        self._interim = ""
-        self._reset_utterance()
+        self._forget_turn()
         self._reply_since = now
         self._filler_said = False
         self._go(Caller.QUIET)  # keeps the onset tracked while finalizing: speech goes on from there
 
+    def _forget_turn(self) -> None:
+        self._texts = []
+        self._finalize_at = self._final_at = None
+        self._finalized_in_pause = False
+        self._end = None
+        self._interim = ""
+        self._reset_utterance()
+
     def _reset_utterance(self) -> None:
         self._pushing = False
         self._run_ms = self._gap_ms = self._silence_ms = 0
-        self._utterance_ms = 0
+        self._utterance_ms = self._utterance_voiced_ms = 0
         self._turn_audio.clear()
         self._asked = None
 
@@ -415,14 +563,18 @@ class TurnEngine:
     def interim(self, text: str, now: float) -> list[Action]:
         out: list[Action] = []
         self._interim = text.strip()
+        self._words_heard(self._interim, out)
         self._maybe_start_early(out)
         return out
 
     def final(self, text: str, now: float) -> list[Action]:
         out: list[Action] = []
+        if self._finalize_at is not None and self._final_at is None:
+            self._final_at = now
         if text.strip():
             self._texts.append(text.strip())
             self._interim = ""
+            self._words_heard(" ".join(self._texts), out)
         if self.state is Caller.FINALIZING:
             self._complete(now, out)
         return out

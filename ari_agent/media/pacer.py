@@ -64,6 +64,7 @@ class OutboundPacer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._marker_next = True
+        self._paused = False
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._last_index: int | None = None
@@ -119,9 +120,23 @@ class OutboundPacer:
         self._wake.set()
         return whole
 
+    def pause(self) -> None:
+        """Hold what is queued, unsent (the caller may be interrupting); ``resume`` sends it on."""
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def flush(self) -> int:
         """Drop everything queued at once (barge-in); return the number of frames dropped."""
         dropped = len(self._frames)
+        self._paused = False
         self._frames.clear()
         self._carry = np.zeros(0, dtype=np.int16)
         self._resampler.reset()
@@ -166,6 +181,13 @@ class OutboundPacer:
     async def _run(self) -> None:
         deadline: float | None = None
         while True:
+            if self._paused:
+                # Held: the queue is kept, and sending starts a new talkspurt when it resumes.
+                self._marker_next = True
+                self._wake.clear()
+                await self._wake.wait()
+                deadline = None
+                continue
             if not self._frames:
                 self._marker_next = True
                 self._idle.set()
@@ -178,7 +200,7 @@ class OutboundPacer:
             delay = deadline - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if not self._frames:  # flushed while we slept
+            if not self._frames or self._paused:  # flushed or paused while we slept
                 continue
             now = self._clock()
             frame, tag = self._frames.popleft()

@@ -42,6 +42,17 @@ class Metrics:
         )
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
         self.ari_reconnects = Counter("ari_agent_ari_reconnects", "ARI WebSocket (re)connections", registry=r)
+        self.pool_claims = Counter(
+            "ari_agent_pool_claims",
+            "Pool: broadcast calls by what this agent did (won, lost, skipped: draining or at the limit)",
+            ["outcome"],
+            registry=r,
+        )
+        self.pool_takeovers = Counter(
+            "ari_agent_pool_takeovers",
+            "Pool: callers of a dead peer this agent handed back to the dialplan",
+            registry=r,
+        )
         self.ari_event_errors = Counter(
             "ari_agent_ari_event_errors", "ARI events that could not be handled", registry=r
         )
@@ -87,7 +98,28 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter(
-            "ari_agent_barge_ins", "Caller interrupted the agent", ["profile"], registry=r
+            "ari_agent_barge_ins",
+            "Caller really interrupted the agent: words, the rest of its speech dropped",
+            ["profile"],
+            registry=r,
+        )
+        self.agent_pauses = Counter(
+            "ari_agent_agent_pauses",
+            "Agent's audio held for caller sound over it (a barge-in or a false interruption)",
+            ["profile"],
+            registry=r,
+        )
+        self.agent_resumes = Counter(
+            "ari_agent_agent_resumes",
+            "Agent's held audio went on: the sound over it was no interruption",
+            ["profile"],
+            registry=r,
+        )
+        self.false_interruptions = Counter(
+            "ari_agent_false_interruptions",
+            "Caller sound over the agent that was no turn: noise (no words) or a backchannel",
+            ["profile", "kind"],
+            registry=r,
         )
         fast = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
         # Per call, observed once when it ends: inbound RTP from Asterisk.
@@ -117,7 +149,7 @@ class Metrics:
         )
         self.barge_in_reaction = Histogram(
             "ari_agent_barge_in_reaction_seconds",
-            "Caller speech onset to the agent's audio flushed",
+            "Caller speech onset to the agent's audio stopping (held or flushed), per real barge-in",
             ["profile"],
             buckets=fast,
             registry=r,

@@ -1,12 +1,18 @@
-"""The operator commands as the CLI runs them (doctor, call, calls, load): output and exit codes."""
+"""The operator commands as the CLI runs them (doctor, call, test, calls, load): output, exit codes."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from ari_agent.config import Settings
+from ari_agent.ops import flowjudge, flowreport, flowrun, flowspec
 from ari_agent.ops.calls import CallsError, active_calls, call_source, erase_calls
 from ari_agent.ops.doctor import Check, run_doctor
+from ari_agent.ops.flowrun import example_files
+from ari_agent.ops.flowspec import FlowFile, FlowFileError
 from ari_agent.ops.load import LoadError, LoadOptions, run_load
 from ari_agent.ops.loadreport import LoadReport, percentile
 from ari_agent.ops.output import Out, clean, table
@@ -236,6 +242,88 @@ def calls(settings: Settings, action: str | None, call_id: str | None, as_json: 
         ]
         out.line(table(rows, ["CALL", "PROFILE", "STATE", "STARTED", "CHANNEL"]))
     return 0
+
+
+# ---------------------------------------------------------------- test (call flows)
+
+
+EXAMPLES = "examples"  # how the shipped files are named in reports
+
+
+def _load_flows(paths: list[str], with_examples: bool) -> tuple[list[tuple[str, FlowFile]], list[str]]:
+    loaded: list[tuple[str, FlowFile]] = []
+    errors: list[str] = []
+    named = [(p, Path(p)) for p in paths]
+    if with_examples:
+        named += [(f"{EXAMPLES}/{path.name}", path) for path in example_files()]
+    for label, path in named:
+        try:
+            loaded.append((label, flowspec.load(path)))
+        except FlowFileError as exc:
+            errors.extend(exc.lines())
+    return loaded, errors
+
+
+async def flow_test(
+    settings: Settings,
+    paths: list[str],
+    *,
+    examples: bool = False,
+    list_only: bool = False,
+    extension: str | None = None,
+    parallel: int = 1,
+    junit_path: str | None = None,
+    turn_silence: float = 1.2,
+    reply_timeout: float = 20.0,
+) -> int:
+    """``ari-agent test``: 0 when every scenario passed, 1 on any failure, 2 on a bad file."""
+    out = Out()
+    if not paths and not examples:
+        out.line("usage: ari-agent test FILE... | --examples  (--list shows the shipped examples)")
+        return 2
+    files, errors = _load_flows(paths, examples)
+    if errors:
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    todo = flowrun.jobs(files, extension)
+    if list_only:
+        for label, flows in files:
+            where = next((str(p) for p in example_files() if label == f"{EXAMPLES}/{p.name}"), label)
+            out.line(out.paint(where, "bold"))
+            for scenario in flows.scenario:
+                out.line(f"  {clean(scenario.name)}  ({flowspec.target(flows, scenario, extension)})")
+        return 0
+    many = len(todo) > 1 and parallel > 1
+    out.line(
+        out.paint(f"ari-agent test: {len(todo)} scenario(s) from {len(files)} file(s)", "bold")
+        + (f", {min(parallel, len(todo))} at a time" if many else "")
+    )
+    started = time.monotonic()
+
+    def on_result(result: flowjudge.ScenarioResult) -> None:
+        for line in flowreport.scenario_lines(out, result):
+            out.line(line)
+
+    results = await flowrun.run_all(
+        settings,
+        todo,
+        parallel=parallel,
+        on_event=lambda job, entry: flowreport.progress(out, job.scenario.name, entry),
+        on_result=on_result,
+        turn_silence=turn_silence,
+        reply_timeout=reply_timeout,
+    )
+    passed = all(r.passed for r in results)
+    out.line(out.paint(flowreport.summary(results, time.monotonic() - started), "ok" if passed else "fail"))
+    if junit_path is not None:
+        try:
+            flowreport.write_junit(results, Path(junit_path))
+        except OSError as exc:
+            print(f"error: cannot write {junit_path}: {exc}", file=sys.stderr)
+            return 1
+        out.line(f"JUnit XML: {junit_path}")
+    return 0 if passed else 1
 
 
 # ---------------------------------------------------------------- load

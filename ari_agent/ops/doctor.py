@@ -37,6 +37,7 @@ from ari_agent.config import Settings
 from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
+from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -252,7 +253,7 @@ class Doctor:
         return True
 
     async def _check_app(self) -> bool:
-        app = self.settings.ari.app
+        app = self.settings.stasis_app
         try:
             await self.ari.get_application(app)
         except AriNotFound:
@@ -408,12 +409,18 @@ class Doctor:
         self._add(await self._extension(app, target, app_registered))
 
     async def _extension(self, app: PrivateApp, target: str, app_registered: bool) -> Check:
-        agent_app = self.settings.ari.app
+        agent_app = self.settings.stasis_app
+        pooled = self.settings.pool.enabled
         exten, _, context = target.partition("@")
         if not exten or not context:
             return Check("extension", "fail", f"{target!r} is not EXT@CONTEXT", "pass e.g. 100@ai-agent-demo")
+        route = (
+            f"StasisBroadcast(1000,^{self.settings.ari.app}{POOL_MARK},<profile>)"
+            if pooled
+            else f"Stasis({agent_app},<profile>)"
+        )
         fix = (
-            f"route it to the agent: in [{context}] `exten => {exten},1,Stasis({agent_app},<profile>)` "
+            f"route it to the agent: in [{context}] `exten => {exten},1,{route}` "
             "(FreePBX: a Custom Destination to a custom context that does this)"
         )
         tag = uuid.uuid4().hex[:8]
@@ -447,9 +454,29 @@ class Doctor:
                 data = str(dialplan.get("app_data") or "")
                 if name and (not apps_seen or apps_seen[-1] != name):
                     apps_seen.append(name)
+                if name.lower() == "stasisbroadcast":
+                    # Offered to the pool: a pool agent may claim the probe call and answer it.
+                    app_filter = broadcast_filter(data)
+                    if filter_matches(app_filter, agent_app):
+                        return Check(
+                            "extension",
+                            "ok",
+                            f"{target} offers calls to the pool: StasisBroadcast, filter "
+                            f"{app_filter or '(none)'} matches {agent_app}",
+                        )
+                    return Check(
+                        "extension",
+                        "fail",
+                        f"{target} runs StasisBroadcast with filter {app_filter!r}, "
+                        f"which does not match {agent_app}",
+                        fix,
+                    )
                 if name.lower() == "stasis":
                     entered = data.split(",")[0].strip()
-                    if entered == agent_app:
+                    # In a pool, Stasis() of any pool agent's app (a fallback chain) reaches the pool.
+                    if entered == agent_app or (
+                        pooled and peer_instance(self.settings.ari.app, entered) is not None
+                    ):
                         return Check("extension", "ok", f"{target} enters Stasis({agent_app})")
                     return Check(
                         "extension",

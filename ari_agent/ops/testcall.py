@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,7 @@ import uuid
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ import numpy as np
 import soxr
 
 from ari_agent.ari.client import AriError, AriHttpError
-from ari_agent.ari.events import ChannelDestroyed, StasisEnd, StasisStart
+from ari_agent.ari.events import ChannelDestroyed, ChannelVarset, StasisEnd, StasisStart, UnknownEvent
 from ari_agent.config import Settings
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.calls import CallSource
@@ -54,12 +56,14 @@ class CallFailed(Exception):
 
 @dataclass(frozen=True)
 class Phrase:
-    kind: str  # "say" or "wav"
+    """What the caller does: ``say`` text, play a ``wav`` file, press ``dtmf`` digits, ``wait`` seconds."""
+
+    kind: str  # "say", "wav", "dtmf" or "wait"
     value: str
 
     @property
     def label(self) -> str:
-        return self.value if self.kind == "say" else Path(self.value).name
+        return Path(self.value).name if self.kind == "wav" else self.value
 
 
 def _to_rate(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -101,7 +105,14 @@ def speak(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
 
 
 def render(phrase: Phrase) -> np.ndarray:
-    return speak(phrase.value) if phrase.kind == "say" else read_wav(Path(phrase.value))
+    if phrase.kind == "say":
+        return speak(phrase.value)
+    if phrase.kind == "wav":
+        return read_wav(Path(phrase.value))
+    return np.zeros(0, dtype=np.int16)  # dtmf, wait: no audio of ours
+
+
+DTMF = re.compile(r"^[0-9*#A-D]+$")
 
 
 # ---------------------------------------------------------------- hearing the agent's turns
@@ -153,6 +164,12 @@ class CallResult:
     latencies: list[float | None] = field(default_factory=list)  # per agent turn: greeting, replies
     record: dict[str, Any] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Per phrase, in order, for the phrases that ran (the call may end before the last):
+    step_started: list[datetime] = field(default_factory=list)  # UTC, when the caller began it
+    step_latencies: list[float | None] = field(default_factory=list)  # s to the reply (None: none, wait)
+    # Seen by Asterisk on the agent's side of the call (its events, not the agent's record):
+    status_seen: str | None = None  # the AI_AGENT_STATUS set on the channel
+    went_to: str | None = None  # where it went in the dialplan on leaving Stasis: "EXT@CONTEXT"
 
 
 class TestCall:
@@ -256,10 +273,28 @@ class TestCall:
             for phrase, pcm in zip(self.phrases, audio, strict=True):
                 if self.hangup.is_set():
                     break
-                self.emit("you", text=phrase.label, seconds=round(len(pcm) / RATE, 2))
+                self.result.step_started.append(datetime.now(UTC))
+                if phrase.kind == "wait":
+                    self.emit("wait", seconds=float(phrase.value))
+                    pause = asyncio.ensure_future(asyncio.sleep(float(phrase.value)))
+                    try:
+                        await self._until(pause, float(phrase.value) + 1.0)
+                    finally:
+                        pause.cancel()  # the call ended first
+                    self.result.step_latencies.append(None)
+                    continue
                 self.ears.next_turn()
-                await self._until(probe.play(pcm), len(pcm) / RATE + 5.0)
+                if phrase.kind == "dtmf":
+                    self.emit("dtmf", digits=phrase.value)
+                    await ari.raw("POST", f"/channels/{self.caller_id}/dtmf", {"dtmf": phrase.value})
+                else:
+                    self.emit("you", text=phrase.label, seconds=round(len(pcm) / RATE, 2))
+                    await self._until(probe.play(pcm), len(pcm) / RATE + 5.0)
+                heard_before = len(self.result.latencies)
                 await self._agent_turn(time.monotonic())
+                self.result.step_latencies.append(
+                    self.result.latencies[-1] if len(self.result.latencies) > heard_before else None
+                )
             if not self.hangup.is_set():
                 self.result.hung_up_by = "us"
                 self.emit("hangup", by="us")
@@ -268,11 +303,39 @@ class TestCall:
             if watcher is not None:
                 watcher.cancel()
             probe.close()
+            self._agent_side_seen(app)
             for cid in (self.caller_id, self.media_id):
                 with contextlib.suppress(AriError):
                     await ari.hangup(cid)
             with contextlib.suppress(AriError):
                 await ari.destroy_bridge(self.bridge_id)
+
+    def _agent_side_seen(self, app: PrivateApp) -> None:
+        """What Asterisk told us of the agent's side: our app originated both halves, it gets their events."""
+        in_stasis = False
+        for event in app.seen:
+            if (
+                isinstance(event, ChannelVarset)
+                and event.channel is not None
+                and event.channel.id == self.agent_side_id
+                and event.variable == "AI_AGENT_STATUS"
+            ):
+                self.result.status_seen = event.value
+            elif isinstance(event, UnknownEvent) and event.type == "ChannelDialplan":
+                channel = event.raw.get("channel")
+                if not isinstance(channel, dict) or channel.get("id") != self.agent_side_id:
+                    continue
+                where = channel.get("dialplan")
+                if not isinstance(where, dict):
+                    continue
+                # Where the channel went first after it left the agent's Stasis(); the h
+                # extension is a hang-up, not a place it went to.
+                if where.get("app_name") == "Stasis":
+                    in_stasis, self.result.went_to = True, None
+                elif in_stasis:
+                    in_stasis = False
+                    if where.get("exten") != "h":
+                        self.result.went_to = f"{where.get('exten')}@{where.get('context')}"
 
     async def _connect_media(self, ari: OpsAri, app: PrivateApp, probe: RtpProbe) -> None:
         media = self.settings.media

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ari_agent.conversation.backchannel import DEFAULT_BACKCHANNELS
 from providers.base import Intent, ProviderContext
 
 
@@ -83,12 +84,25 @@ class ProfileConfig(_Model):
     # Start the LLM on a stable interim transcript while the end of turn is being decided
     # (providers with interim results); the reply is spoken only if the final says the same.
     early_start: bool = False
+    early_start_ms: int = Field(100, ge=20, le=2000)  # caller silence before thinking early
     min_speech_ms: int = Field(120, ge=20, le=2000)
     # Take the STT provider's own end-of-turn when it has one and it comes first.
     provider_endpointing: bool = True
     barge_in: bool = True
+    # Caller sound over the agent holds its audio at once; words (other than a backchannel)
+    # make it a barge-in, and false_interruption_ms of silence with none lets it go on.
+    # Off: barge_in_min_ms of continuous sound stops the agent for good.
+    false_interruptions: bool = True
+    false_interruption_ms: int = Field(200, ge=0, le=3000)
+    backchannel_max_ms: int = Field(800, ge=0, le=5000)  # longer speech waits for its words
+    backchannels: list[str] = list(DEFAULT_BACKCHANNELS)
     barge_in_min_ms: int = Field(150, ge=20, le=2000)
     echo_guard: bool = True
+    # The audio front end, before the echo guard, VAD and STT (pipeline profiles; needs the
+    # audio extra, `check` says): WebRTC's echo canceller, fed what the agent sent, run while
+    # the agent has spoken in the last second; and its noise suppressor, on every frame.
+    echo_cancellation: bool = False
+    noise_suppression: bool = False
     # No dead air
     filler_after_ms: int = Field(1200, ge=0, le=10000)  # after the end of the turn; 0: no filler
     filler: str = "One moment."

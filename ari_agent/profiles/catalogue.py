@@ -188,6 +188,7 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
                     'install it as it says, or set end_of_turn = "silence"',
                 )
             )
+    plan.problems.extend(_frontend_problems(name, profile))
     plan.problems.extend(
         Problem(f"profiles.{name}", text, "", "warning") for text in profile.shared_phrases(name)
     )
@@ -198,6 +199,28 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
     # One options table serves every stage of its provider: report each fault once.
     plan.problems = list(dict.fromkeys(plan.problems))
     return plan
+
+
+def _frontend_problems(name: str, profile: ProfileConfig) -> list[Problem]:
+    from ari_agent.audio.frontend import fix_for, frontend_missing, wanted_stages
+
+    stages = wanted_stages(profile)
+    if not stages:
+        return []
+    if profile.realtime:
+        return [
+            Problem(
+                f"profiles.{name}.{stage}",
+                "the audio front end serves pipeline profiles only; a realtime profile ignores it.",
+                f"remove it, or set {stage} = false",
+                "warning",
+            )
+            for stage in stages
+        ]
+    missing = frontend_missing()
+    if missing is None:
+        return []
+    return [Problem(f"profiles.{name}.{stages[0]}", missing, fix_for(stages))]
 
 
 def plan_all(settings: Settings) -> dict[str, ProfilePlan]:

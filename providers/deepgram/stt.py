@@ -62,7 +62,7 @@ class DeepgramSTT(STT):
     name = "deepgram"
     Options = DeepgramOptions
     capabilities = STTCapabilities(
-        streaming=True, endpointing=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
+        streaming=True, endpointing=True, segments=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
     )
 
     def __init__(self, *, language: str = "en-US", options: Mapping[str, Any] | None = None) -> None:

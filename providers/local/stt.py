@@ -135,6 +135,7 @@ class _WorkerPool:
                     fillers=r.fillers,
                     filler_exponent=r.filler_exponent,
                     min_score=r.min_score,
+                    min_coverage=r.min_coverage,
                 )
                 if plan.dropped_words:
                     log.warning(
@@ -243,6 +244,7 @@ class PocketsphinxSTT(STT):
         fillers: tuple[str, ...] = sphinx.DEFAULT_FILLERS,
         filler_exponent: float = sphinx.DEFAULT_FILLER_EXPONENT,
         min_score: float = sphinx.DEFAULT_MIN_SCORE,
+        min_coverage: float = sphinx.DEFAULT_MIN_COVERAGE,
         prewarm: int = 2,
         max_decoders: int | None = None,
     ) -> None:
@@ -255,6 +257,7 @@ class PocketsphinxSTT(STT):
             tuple(fillers),
             filler_exponent,
             min_score,
+            min_coverage=min_coverage,
         )
         if not self.spec.phrases:
             raise ProviderError("no phrases for the grammar", provider=self.name, retryable=False)
@@ -275,6 +278,7 @@ class PocketsphinxSTT(STT):
             fillers=tuple(str(f) for f in opts.get("fillers", sphinx.DEFAULT_FILLERS)),
             filler_exponent=float(opts.get("filler_exponent", sphinx.DEFAULT_FILLER_EXPONENT)),
             min_score=float(opts.get("min_score", sphinx.DEFAULT_MIN_SCORE)),
+            min_coverage=float(opts.get("min_coverage", sphinx.DEFAULT_MIN_COVERAGE)),
             prewarm=int(opts.get("prewarm", 2)),
             max_decoders=int(opts["max_decoders"]) if "max_decoders" in opts else None,
         )

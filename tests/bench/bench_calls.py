@@ -71,14 +71,21 @@ TARGETS = {
 
 # Turn-taking modes compared on the timed profile: (label, profile lines, STT option lines).
 QUESTION = "tell me about your opening hours"
+# Each "(before)" mode is the same with the recogniser finalized only after the end of turn and
+# the early start at the pause, as before finals by segment: today's figure beside the new one.
+MODEL = 'end_of_turn = "model"'
+INTERIM = f'interim = "{QUESTION}"\ninterim_after_ms = 300'
 TURN_MODES: tuple[tuple[str, str, str], ...] = (
+    ("silence (before)", "", "segments = false"),
     ("silence", "", ""),
-    ("model", 'end_of_turn = "model"', ""),
+    ("model (before)", MODEL, "segments = false"),
+    ("model", MODEL, ""),
     (
-        "model + early start",
-        'end_of_turn = "model"\nearly_start = true',
-        f'interim = "{QUESTION}"\ninterim_after_ms = 300',
+        "model + early (before)",
+        f"{MODEL}\nearly_start = true\nearly_start_ms = 200",
+        f"{INTERIM}\nsegments = false",
     ),
+    ("model + early start", f"{MODEL}\nearly_start = true", INTERIM),
 )
 
 
@@ -215,9 +222,11 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         for profile in self.plan.profiles:
+            if profile == "modes":
+                continue
             print(f"profile {profile}:", flush=True)
             self.results[profile] = self.run_profile(profile)
-        if "timed" in self.plan.profiles:
+        if "modes" in self.plan.profiles:
             print("turn-taking modes (timed providers):", flush=True)
             self.results["turn_modes"] = self.run_turn_modes()
         return self.results
@@ -378,16 +387,18 @@ def parse_args(argv: list[str] | None) -> Plan:
         "--samples", type=int, default=20, help="turns and barge-ins per profile (default 20)"
     )
     parser.add_argument("--levels", default="10,20", help="concurrent calls to hold, comma separated")
-    parser.add_argument("--profiles", default="timed,offline", help="timed and/or offline")
+    parser.add_argument(
+        "--profiles", default="timed,offline,modes", help="timed, offline and/or modes (turn-taking modes)"
+    )
     parser.add_argument("--quick", action="store_true", help="5 samples, one level of 5 calls")
     args = parser.parse_args(argv)
     if args.quick:
         return Plan(5, (5,), tuple(args.profiles.split(",")))
     levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
     profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
-    unknown = set(profiles) - {"timed", "offline"}
+    unknown = set(profiles) - {"timed", "offline", "modes"}
     if unknown:
-        parser.error(f"unknown profiles {sorted(unknown)}; use timed and/or offline")
+        parser.error(f"unknown profiles {sorted(unknown)}; use timed, offline and/or modes")
     return Plan(args.samples, levels, profiles)
 
 

@@ -33,7 +33,7 @@ from providers.base import ProviderContext
 from providers.local import sphinx
 from providers.local.stt import PocketsphinxSTT
 from providers.scripted.llm import ScriptedLLM
-from tests.bench import baseline_matcher
+from tests.bench import baseline_matcher, dev_set
 from tests.bench.measure import summary
 from tests.unit.paraphrases import Sample, samples
 from tests.unit.speech import telephone
@@ -69,6 +69,7 @@ def after(ctx: ProviderContext) -> Understand:
         fillers=wanted.fillers,
         filler_exponent=wanted.filler_exponent,
         min_score=wanted.min_score,
+        min_coverage=wanted.min_coverage,
     ).spec
     decoder = sphinx.build_decoder(spec)
     llm = ScriptedLLM.create(ctx)
@@ -77,7 +78,8 @@ def after(ctx: ProviderContext) -> Understand:
         result = sphinx.recognise(decoder, spec, pcm)
         intent = llm.match(result.text)
         score = "-" if result.score is None else f"{result.score:.1f}"
-        return f"{result.heard} [{score}]", intent.name if intent else None
+        coverage = "-" if result.coverage is None else f"{result.coverage:.2f}"
+        return f"{result.heard} [{score} cov {coverage}]", intent.name if intent else None
 
     return understand
 
@@ -134,23 +136,36 @@ def run(name: str, understand: Understand, audio: list[tuple[Sample, bytes]]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", action="store_true", help="list every miss")
+    parser.add_argument(
+        "--set",
+        choices=("paraphrases", "dev"),
+        default="paraphrases",
+        help="the paraphrase set (the figures of issue 16) or the development set (tests/bench/dev_set.py)",
+    )
     args = parser.parse_args()
     ctx = frontdesk()
-    audio = [(s, telephone(s.text, voice=s.voice, wpm=s.wpm).tobytes()) for s in samples()]
+    chosen = samples() if args.set == "paraphrases" else dev_set.samples()
+    audio = [(s, telephone(s.text, voice=s.voice, wpm=s.wpm).tobytes()) for s in chosen]
     reports: dict[str, dict[str, Any]] = {}
     for name, make in MATCHERS.items():
         outcome = run(name, make(ctx), audio)
         reports[name] = outcome.report()
-    print_table(reports, show_misses=args.misses)
+    print_table(reports, show_misses=args.misses, title=args.set)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"understanding-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    suffix = "" if args.set == "paraphrases" else f"-{args.set}"
+    path = RESULTS / f"understanding{suffix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     machine = {"cpus": os.cpu_count(), "load": os.getloadavg()}
     path.write_text(json.dumps({"machine": machine, "matchers": reports}, indent=2), encoding="utf-8")
     print(f"written: {path}")
 
 
-def print_table(reports: dict[str, dict[str, Any]], *, show_misses: bool) -> None:
-    print("offline understanding, paraphrase set through µ-law (tests/unit/paraphrases.py)")
+def print_table(reports: dict[str, dict[str, Any]], *, show_misses: bool, title: str = "paraphrases") -> None:
+    where = (
+        "paraphrase set (tests/unit/paraphrases.py)"
+        if title == "paraphrases"
+        else "dev set (tests/bench/dev_set.py)"
+    )
+    print(f"offline understanding, {where} through µ-law")
     print(
         f"{'matcher':8} {'in-scope':>16} {'rejection':>16} {'decode ms p50/p95':>18} "
         f"{'cpu ms p50/p95':>15} {'cpu ms/call':>11}"

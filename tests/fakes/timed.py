@@ -40,6 +40,7 @@ clock, so an agent that adds nothing would show exactly these figures.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -149,7 +150,7 @@ class _TimedSpeechStream(SpeechStream):
 
 class TimedSTT(STT):
     name = "timed-stt"
-    capabilities = STTCapabilities(streaming=True, endpointing=False, input_specs=(PCM16_16K,))
+    capabilities = STTCapabilities(streaming=True, endpointing=False, segments=True, input_specs=(PCM16_16K,))
 
     def __init__(
         self,
@@ -158,7 +159,11 @@ class TimedSTT(STT):
         final_ms: float = 150,
         interims: Iterator[str] | None = None,
         interim_after_ms: float = 300,
+        segments: bool = True,
     ) -> None:
+        if not segments:
+            # Like a recogniser that decodes whole utterances: the core finalizes after the turn.
+            self.capabilities = dataclasses.replace(type(self).capabilities, segments=False)
         self.final_s = final_ms / 1000
         self._texts = texts
         self._interims = interims
@@ -178,6 +183,7 @@ class TimedSTT(STT):
             final_ms=_ms(options, "final_ms", 150),
             interims=interims,
             interim_after_ms=_ms(options, "interim_after_ms", 300),
+            segments=bool(options.get("segments", True)),
         )
 
     def next_interim(self) -> str:

@@ -12,6 +12,9 @@ A test can:
 * ``cut_websockets()``: drop the events connections, as a network blip would;
   ``refuse_websockets()``: and refuse new ones (503) until allowed again, so
   an outage lasts as long as the test wants while REST still goes through.
+* ``block(seconds)``: cut the whole link for a while -- the events connections
+  are dropped and every request (WebSocket or REST) is refused with 503 until
+  the time is up.
 
 It runs its own event loop on a thread, so synchronous tests drive it.
 """
@@ -76,6 +79,7 @@ class AriProxy:
         self._gate_changed = asyncio.Event()
         self._sockets: set[web.WebSocketResponse] = set()
         self._refusing = False
+        self._blocked_until = 0.0  # the loop's clock
         self._thread = threading.Thread(target=self._loop.run_forever, name="ari-proxy", daemon=True)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -110,6 +114,18 @@ class AriProxy:
         """While set, events WebSocket upgrades get 503 (counted in ``requests`` as ``WS-REFUSED``)."""
         self._refusing = refuse
 
+    def block(self, seconds: float) -> int:
+        """Drop the events WebSockets and refuse everything for ``seconds``; how many sockets were open."""
+
+        async def go() -> int:
+            self._blocked_until = self._loop.time() + seconds
+            return await self._cut()
+
+        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(10)
+
+    def _blocked(self) -> bool:
+        return self._loop.time() < self._blocked_until
+
     def count(self, method: str, pattern: str) -> int:
         rx = re.compile(pattern)
         with self._cond:
@@ -142,6 +158,8 @@ class AriProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         target = request.path_qs
+        if self._blocked():
+            return web.Response(status=503, text="blocked by the test")
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
@@ -168,6 +186,8 @@ class AriProxy:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        if self._blocked():
+            return web.Response(status=503, text="blocked by the test")
         if self._refusing:
             with self._cond:
                 self.requests.append(f"WS-REFUSED {request.path_qs}")

@@ -116,6 +116,39 @@ def speakerphone_echo(gain_db: float) -> FrameSource:
     return echo
 
 
+def room_echo(gain_db: float, reverb_ms: float = 100.0, seed: int = 3) -> FrameSource:
+    """A speakerphone in a room: each received frame returned through a decaying reverb tail.
+
+    Unlike :func:`speakerphone_echo` (a scaled copy) this is what a correlation
+    guard cannot recognise: the room smears the agent's voice over ``reverb_ms``.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(RATE * reverb_ms / 1000)
+    ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)
+    ir[0] = 1.0
+    ir *= 10 ** (gain_db / 20) / np.sqrt(np.sum(ir**2))
+    tail = np.zeros(n - 1)
+
+    def echo(frame: np.ndarray) -> np.ndarray:
+        nonlocal tail
+        out = np.convolve(frame.astype(np.float64), ir)
+        out[: tail.size] += tail
+        tail = np.concatenate((out[frame.size :], np.zeros(max(0, n - 1 - (out.size - frame.size)))))[: n - 1]
+        return np.clip(out[: frame.size], -32768, 32767).astype(np.int16)
+
+    return echo
+
+
+def cough(ms: int = 250, seed: int = 7) -> np.ndarray:
+    """A cough-like burst: sharp attack, fast decay, noise with the low end taken out (8 kHz)."""
+    n = RATE * ms // 1000
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    envelope = np.minimum(t / (RATE * 0.01), 1.0) * np.exp(-t / (RATE * 0.08))
+    noise = np.convolve(np.diff(rng.standard_normal(n), prepend=0.0), np.ones(4) / 4, mode="same")
+    return (noise * envelope * 9000).astype(np.int16)
+
+
 @dataclass(frozen=True)
 class Received:
     at: float  # time.monotonic() on arrival

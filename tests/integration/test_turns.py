@@ -70,6 +70,7 @@ turn_max_wait_ms = 2500
 stt = ["{TIMED_STT}"]
 [profiles.frontdesk.options."{TIMED_STT}"]
 text = "{number}"
+segments = false  # one final for the whole turn: the fake has one text for it
 """
     agent = start_with_config(agent_factory, toml, "midnumber")
     async with RtpCaller.connect(lab) as call:

@@ -29,6 +29,7 @@ def test_every_command_and_doctor_check_is_described() -> None:
         "ari-agent check",
         "ari-agent doctor",
         "ari-agent call",
+        "ari-agent test",
         "ari-agent calls",
         "ari-agent calls erase",
         "ari-agent load",

@@ -330,3 +330,45 @@ async def test_encoded_audio_goes_out_untouched(leg: Leg) -> None:
         assert leg.receiver.packets[2].payload == b"\x00" * 10 + b"\xff" * 150
     finally:
         await pacer.stop()
+
+
+async def test_pause_holds_the_queue_and_resume_sends_it_on_as_a_new_talkspurt(leg: Leg) -> None:
+    pacer = OutboundPacer(leg.send, ULAW)
+    pacer.start()
+    try:
+        total = pacer.enqueue(_tone(600), tag="reply")
+        await leg.receiver.wait_for(3)
+        pacer.pause()
+        held_at = pacer.packets_sent
+        await asyncio.sleep(0.12)  # six ticks: nothing may go out, nothing is dropped
+        assert pacer.packets_sent == held_at and pacer.paused and pacer.speaking
+        assert not pacer._idle.is_set()  # a speaker waiting for the end keeps waiting
+        pacer.resume()
+        await asyncio.wait_for(pacer.wait_idle(), 2.0)
+        await leg.receiver.wait_for(total)
+        assert pacer.frames_sent("reply") == total  # every frame, none twice
+        packets = leg.receiver.packets
+        assert packets[held_at].marker and not packets[held_at + 1].marker
+        # The RTP clock moved on by the held time: the far end's jitter buffer sees a true gap.
+        gap = ts_diff(packets[held_at - 1].timestamp, packets[held_at].timestamp)
+        assert gap >= 6 * ULAW.samples_per_frame
+    finally:
+        await pacer.stop()
+
+
+async def test_flush_while_paused_drops_and_unpauses(leg: Leg) -> None:
+    pacer = OutboundPacer(leg.send, ULAW)
+    pacer.start()
+    try:
+        pacer.enqueue(_tone(400))
+        await leg.receiver.wait_for(2)
+        pacer.pause()
+        assert pacer.flush() > 0
+        assert not pacer.paused
+        await asyncio.wait_for(pacer.wait_idle(), 0.5)
+        n = pacer.packets_sent
+        pacer.enqueue(_tone(40))
+        await asyncio.wait_for(pacer.wait_idle(), 1.0)
+        assert pacer.packets_sent == n + 2
+    finally:
+        await pacer.stop()

@@ -17,11 +17,11 @@ from providers.scripted.llm import ScriptedLLM
 from tests.unit.paraphrases import IN_SCOPE, OUT_OF_SCOPE, samples
 from tests.unit.speech import RATE, frontdesk_context, telephone
 
-# Regression floors a little under what the matcher measures (89.3 %, 75.0 %
-# at the time of writing). The targets, 90 % and 80 %, are not met
-# yet: `make bench` prints the figures against them.
+# Regression floors a little under what the matcher measures (89.3 %, 83.3 %
+# at the time of writing, since the coverage check). The in-scope
+# target, 90 %, is not met yet: `make bench` prints the figures against them.
 IN_SCOPE_FLOOR = 0.85
-REJECTION_FLOOR = 0.72
+REJECTION_FLOOR = 0.77
 
 
 @pytest.fixture(scope="module", autouse=True)

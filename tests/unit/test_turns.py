@@ -9,10 +9,13 @@ from ari_agent.conversation.turns import (
     BargeIn,
     CallerTurn,
     CancelEarly,
+    FalseInterruption,
     Finalize,
     Frame,
+    PauseAgent,
     PredictTurn,
     PushAudio,
+    ResumeAgent,
     SayFiller,
     StartEarly,
     TurnEngine,
@@ -50,6 +53,9 @@ class Clock:
 
     def speech(self, ms: int, **kw: bool) -> list[Action]:
         return self.feed("v" * (ms // 20), **kw)
+
+    def log_actions(self) -> list[Action]:
+        return [a for _, a in self.log]
 
     def first(self, kind: type[Action]) -> tuple[float, Action] | None:
         return next(((t, a) for t, a in self.log if isinstance(a, kind)), None)
@@ -152,8 +158,8 @@ def test_a_click_or_cough_is_no_turn() -> None:
     assert not engine.caller_active
 
 
-def test_barge_in_on_continuous_speech_only() -> None:
-    engine = TurnEngine(TurnSettings(barge_in=True, barge_in_min_ms=150))
+def test_without_false_interruptions_continuous_speech_stops_the_agent_for_good() -> None:
+    engine = TurnEngine(TurnSettings(barge_in=True, barge_in_min_ms=150, false_interruptions=False))
     clock = Clock(engine)
     # Three coughs, 60 ms each, half a second apart, while the agent speaks: no barge-in.
     coughs = clock.feed(("vvv" + "." * 25) * 3, interruptible=True)
@@ -163,6 +169,7 @@ def test_barge_in_on_continuous_speech_only() -> None:
     assert len(barges) == 1  # once per utterance
     onset = barges[0]
     assert isinstance(onset, BargeIn) and onset.onset_at == pytest.approx(clock.now - 0.2)
+    assert not _of(clock.log_actions(), PauseAgent)
     # Nothing to interrupt: no barge-in however long the caller talks.
     engine2 = TurnEngine(TurnSettings())
     assert not _of(Clock(engine2).speech(1000, interruptible=False), BargeIn)
@@ -293,3 +300,197 @@ def test_transitions_outside_the_table_raise() -> None:
     engine = TurnEngine(TurnSettings())
     with pytest.raises(RuntimeError, match="quiet -> finalizing"):
         engine._go(Caller.FINALIZING)
+
+
+# ---------------------------------------------------------------- false interruptions
+
+
+def _talking_agent() -> tuple[TurnEngine, Clock]:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600, false_interruption_ms=200))
+    clock = Clock(engine)
+    clock.silence(200, interruptible=True, audible=True)
+    return engine, clock
+
+
+def test_a_cough_pauses_the_agent_at_once_and_it_goes_on_after_a_short_silence() -> None:
+    engine, clock = _talking_agent()
+    start = clock.now
+    acts = clock.speech(240, interruptible=True, audible=True)  # a cough webrtcvad calls speech
+    pauses = _of(acts, PauseAgent)
+    assert len(pauses) == 1
+    assert clock.first(PauseAgent)[0] == pytest.approx(start + 0.06)  # type: ignore[index]
+    assert not _of(acts, BargeIn)
+    cough_end = clock.now
+    acts = clock.silence(180, interruptible=True, audible=True)
+    assert not _of(acts, ResumeAgent)
+    acts = clock.silence(20, interruptible=True, audible=True)
+    assert _of(acts, ResumeAgent)
+    resumed_at = clock.first(ResumeAgent)[0]  # type: ignore[index]
+    assert resumed_at - cough_end == pytest.approx(0.2)
+    # The cough was pushed to STT (longer than min_speech_ms): its final has no words.
+    acts = clock.silence(400, interruptible=True, audible=True)
+    assert _of(acts, Finalize)
+    acts = engine.final("", clock.now + 0.1)
+    assert _of(acts, FalseInterruption) == [FalseInterruption("", "noise")]
+    assert not _of(acts, TurnOver) and not _of(clock.log_actions(), BargeIn)
+    assert not engine.caller_active
+
+
+def test_a_click_too_short_for_stt_is_a_false_interruption_too() -> None:
+    _engine, clock = _talking_agent()
+    acts = clock.feed("vvvv", interruptible=True, audible=True) + clock.silence(700, interruptible=True)
+    assert len(_of(acts, PauseAgent)) == 1 and len(_of(acts, ResumeAgent)) == 1
+    assert _of(acts, FalseInterruption) == [FalseInterruption("", "noise")]
+    assert not _of(acts, PushAudio) and not _of(acts, TurnOver)
+
+
+def test_a_backchannel_word_resumes_and_nothing_answers_it() -> None:
+    engine, clock = _talking_agent()
+    clock.speech(400, interruptible=True, audible=True)  # "mm-hmm"
+    acts = clock.silence(600, interruptible=True, audible=True)
+    assert _of(acts, ResumeAgent) and _of(acts, Finalize)
+    acts = engine.final("Mm-hmm.", clock.now + 0.1)
+    assert _of(acts, FalseInterruption) == [FalseInterruption("Mm-hmm.", "backchannel")]
+    assert not _of(acts, TurnOver) and not _of(acts, BargeIn)
+    # A backchannel interim while paused does not make it a barge-in either.
+    clock.speech(300, interruptible=True, audible=True)
+    assert not _of(engine.interim("okay", clock.now), BargeIn)
+
+
+def test_words_while_paused_make_it_a_real_barge_in_from_the_pause() -> None:
+    engine, clock = _talking_agent()
+    onset = clock.now
+    clock.speech(300, interruptible=True, audible=True)
+    paused_at = clock.first(PauseAgent)[0]  # type: ignore[index]
+    acts = engine.interim("wait", clock.now)
+    barges = _of(acts, BargeIn)
+    assert len(barges) == 1
+    barge = barges[0]
+    assert isinstance(barge, BargeIn)
+    assert barge.onset_at == pytest.approx(onset) and barge.stopped_at == pytest.approx(paused_at)
+    # The caller goes on; the turn is answered as usual, and nothing resumes the agent.
+    clock.speech(600, interruptible=False)
+    acts = clock.silence(600)
+    assert not _of(clock.log_actions(), ResumeAgent)
+    turn = _turn(engine.final("wait what are your hours", clock.now))
+    assert turn.text == "wait what are your hours"
+
+
+def test_long_speech_keeps_the_agent_paused_until_its_words_decide() -> None:
+    engine, clock = _talking_agent()
+    clock.speech(1200, interruptible=True, audible=True)  # a recogniser without interim results
+    acts = clock.silence(600, interruptible=True, audible=True)
+    assert not _of(acts, ResumeAgent) and _of(acts, Finalize)
+    acts = engine.final("where are you located", clock.now + 0.2)
+    assert [type(a) for a in acts] == [BargeIn, TurnOver]  # stop the agent, then answer
+
+
+def test_a_short_word_resumes_then_its_transcript_makes_it_a_barge_in() -> None:
+    engine, clock = _talking_agent()
+    clock.speech(300, interruptible=True, audible=True)  # "stop"
+    acts = clock.silence(600, interruptible=True, audible=True)
+    assert _of(acts, ResumeAgent) and _of(acts, Finalize)
+    acts = engine.final("stop", clock.now + 0.2)
+    assert [type(a) for a in acts] == [BargeIn, TurnOver]
+    barge = acts[0]
+    assert isinstance(barge, BargeIn) and barge.stopped_at is None  # it was playing again
+
+
+def test_no_resume_once_the_agent_was_cut_another_way() -> None:
+    _engine, clock = _talking_agent()
+    clock.speech(200, interruptible=True, audible=True)
+    # A key press cut the agent: the frames say nothing is interruptible any more.
+    acts = clock.silence(800, interruptible=False)
+    assert not _of(acts, ResumeAgent)
+
+
+def test_words_after_the_agent_finished_are_a_turn_without_barge_in() -> None:
+    engine, clock = _talking_agent()
+    clock.speech(200, interruptible=True, audible=True)
+    clock.speech(600)  # the agent's utterance ended while the caller spoke
+    clock.silence(600)
+    acts = engine.final("what time do you open", clock.now)
+    assert not _of(acts, BargeIn) and _turn(acts).text == "what time do you open"
+
+
+def test_a_farewell_is_never_paused() -> None:
+    _engine, clock = _talking_agent()
+    acts = clock.speech(600, interruptible=False, audible=True)
+    assert not _of(acts, PauseAgent) and not _of(acts, BargeIn)
+
+
+# ---------------------------------------------------------------- finals by segment
+
+
+def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(200)
+    assert [type(a) for a in acts if not isinstance(a, PushAudio)] == [Finalize, PredictTurn]
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    paused_at = clock.now
+    # The model answers first: the turn is over, the final is on its way (no second Finalize).
+    acts = engine.prediction(ask.ticket, 0.9, paused_at + 0.1)
+    assert not acts
+    acts = engine.final("what time do you open", paused_at + 0.15)
+    turn = _turn(acts)
+    assert turn.reason == "model" and turn.text == "what time do you open"
+    assert turn.stt_ms == pytest.approx(150)
+
+
+def test_a_final_already_in_hand_ends_the_turn_at_the_verdict() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    assert not engine.final("what time do you open", clock.now + 0.05)  # not over yet
+    turn = _turn(engine.prediction(ask.ticket, 0.9, clock.now + 0.12))
+    assert turn.ended_at == pytest.approx(clock.now + 0.12) and turn.stt_ms == pytest.approx(50)
+
+
+def test_segments_of_a_turn_the_caller_went_on_with_are_joined() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(1000)
+    ask = _of(clock.silence(200), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.05, clock.now)  # not finished: "my number is five five five"
+    engine.final("my number is five five five", clock.now + 0.15)
+    clock.silence(600)
+    clock.speech(600)
+    acts = clock.silence(200)
+    assert _of(acts, Finalize)  # the new words need their own final
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.95, clock.now + 0.1)
+    turn = _turn(engine.final("one two one two", clock.now + 0.15))
+    assert turn.text == "my number is five five five one two one two"
+
+
+def test_silence_endpointing_with_segments_has_the_final_when_the_silence_is_up() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn_ms=600, turn_pause_ms=200, finalize_at_pause=True))
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(200)
+    assert _of(acts, Finalize)
+    assert not engine.final("where are you located", clock.now + 0.15)
+    acts = clock.silence(400)
+    assert _turn(acts).reason == "silence" and not _of(acts, Finalize)
+
+
+def test_early_start_on_a_short_silence_and_cancelled_when_the_caller_goes_on() -> None:
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, early_start=True, early_start_ms=100)
+    )
+    clock = Clock(engine)
+    clock.speech(400)
+    engine.interim("what time", clock.now)
+    clock.speech(400)
+    acts = clock.silence(100)
+    starts = _of(acts, StartEarly)
+    assert len(starts) == 1 and not _of(acts, PredictTurn)  # thinking before the pause is decided
+    acts = clock.speech(100)  # "... do you open"
+    assert _of(acts, CancelEarly) and engine.wasted_early_starts == 1
