@@ -15,7 +15,6 @@ answered.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import shutil
@@ -276,7 +275,6 @@ def run_load(
             work.mkdir(parents=True, exist_ok=True)
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ari-agent-load-")))
-        os.chmod(work, 0o755)
         question = speak_pcm(opts.question, work, "question")
         goodbye = speak_pcm(opts.goodbye, work, "goodbye")
         q_s, g_s = wav_seconds(question), wav_seconds(goodbye)
@@ -299,11 +297,12 @@ def run_load(
         cmd = sipp_command(sipp, opts, scenario_path, log_path, local_ip_towards(opts.target.host), timeout_s)
 
         cpu_before = agent_cpu_seconds(settings)
-        # The store's timestamps are the agent's clock; a second's slack for the records' rounding.
+        # The records' timestamps are the agent's clock (this host's, or a synchronised one): a
+        # second's slack for their rounding.
         since = datetime.now(UTC) - timedelta(seconds=1)
         started = time.monotonic()
         on_progress(
-            f"placing {opts.calls} call(s) at {opts.rate:g}/s to {opts.target} (about {per_call:.0f} s each)"
+            f"placing {opts.calls} call(s) at {opts.rate:g}/s to {opts.target} (each up to {per_call:.0f} s)"
         )
         code = _run_sipp(cmd, work, timeout_s)
         wall = time.monotonic() - started
