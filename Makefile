@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
-APT_PACKAGES := debootstrap espeak-ng sox podman runc
+APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration test-live bench up up-agent down logs check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
 	@echo "make test    install what is needed and run lint, unit and integration tests"
 	@echo "make bench   run the benchmarks"
+	@echo "make soak    the agent at 1x, 1.5x, 2x its call limit for 10 min each, and a 22-minute call"
+	@echo "make load    load-test the running stack with SIPp callers (LOAD_ARGS=\"--calls 50 --rate 2\")"
 
 # Debian packages the tests and the offline voice need (skipped when present).
 deps:
@@ -37,8 +39,12 @@ test-unit: install
 test-integration: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/integration
 
+# The quick faults (tests/faults) through the real Asterisk too.
+test-faults: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/faults
+
 test: install rootfs lint
-	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration tests/faults
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
@@ -47,6 +53,17 @@ bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+
+# The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
+# (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.
+soak: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.soak.run $(SOAK_ARGS)
+
+# Load test of what `make up` runs (or, with LOAD_ARGS naming a target, your own Asterisk):
+# SIPp callers ask a question and say goodbye; exit 1 with the reason on any failed call.
+LOAD_ARGS ?= --calls 10 --rate 1
+load: deps
+	$(PYTHON) -m ari_agent.cli $(if $(wildcard .env),--env-file .env) load $(LOAD_ARGS)
 
 # Against the real vendors, where their keys are set (OPENAI_API_KEY, DEEPGRAM_API_KEY,
 # AZURE_SPEECH_KEY + AZURE_SPEECH_REGION); not part of `make test`.

@@ -32,6 +32,7 @@ from ari_agent.errors import AgentError, ConfigError
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
+from ari_agent.observability.looplag import watch_loop_lag
 from ari_agent.observability.metrics import Metrics
 from ari_agent.observability.tasks import report_failure
 from ari_agent.ops.audit import AuditError, AuditLog
@@ -94,6 +95,7 @@ class AgentApp:
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
         self._providers: dict[str, ProfileProviders] = {}
         self._unavailable: dict[str, str] = {}
@@ -134,6 +136,9 @@ class AgentApp:
         )
         await self._http.start()
         log.info("HTTP on %s:%d", conf.host, conf.port)
+        # Apart from _tasks: it never ends, and stop() waits for those.
+        self._lag_task = asyncio.create_task(watch_loop_lag(self.metrics.event_loop_lag), name="loop-lag")
+        self._lag_task.add_done_callback(lambda task: self._task_ended(task, "loop_lag"))
         self.listener.start()
         if self.settings.pool.enabled:
             self._pool_task = asyncio.create_task(self._pool_loop(), name="pool")
@@ -179,6 +184,8 @@ class AgentApp:
             await self._http.stop()
         if self._purge_task is not None:
             self._purge_task.cancel()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         if self.store is not None:
             await self.store.close()
 

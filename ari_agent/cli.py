@@ -1,4 +1,4 @@
-"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|test|calls``."""
+"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|test|calls|load``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 from ari_agent.config import Settings, load_settings, masked
 from ari_agent.errors import ConfigError
 from ari_agent.observability.logs import setup_logging
+from ari_agent.ops.loadplan import CallPlan
 from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
 
 log = logging.getLogger("ari_agent")
@@ -111,7 +113,50 @@ def _parser() -> argparse.ArgumentParser:
         help="a pool's live calls: each agent's HTTP address, comma-separated, or a port range "
         "(http://127.0.0.1:8090-8093); which agent has which call",
     )
+    _load_parser(sub, [after, as_json])
     return parser
+
+
+def _load_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    load = sub.add_parser(
+        "load",
+        parents=parents,
+        help="load test: SIPp callers ask a question and say goodbye; exit 1 on any failed call",
+    )
+    load.add_argument(
+        "target",
+        nargs="?",
+        help="EXT@HOST[:PORT], Asterisk's SIP address (default: the bundled Asterisk, "
+        "100@127.0.0.1:$ASTERISK_SIP_PORT, 5060 if unset; --env-file .env sets it)",
+    )
+    load.add_argument("--calls", type=int, default=5, metavar="N", help="calls to place (default 5)")
+    load.add_argument("--rate", type=float, default=1.0, metavar="R", help="new calls per second (default 1)")
+    load.add_argument("--max-concurrent", type=int, default=None, metavar="N", help="at most N calls at once")
+    load.add_argument("--question", default="what time do you open", help="what each caller asks")
+    load.add_argument("--goodbye", default="goodbye", help="what each caller says last")
+    load.add_argument(
+        "--expect",
+        metavar="TEXT",
+        help="words the reply must contain (default: the reply of the profile's intent with the question "
+        "as an example)",
+    )
+    load.add_argument(
+        "--silent-between",
+        action="store_true",
+        help="callers send no RTP between utterances (silence suppression), instead of streaming silence",
+    )
+    for flag, default, what in (
+        ("--greeting-wait", CallPlan.greeting_wait, "answer -> question"),
+        ("--reply-wait", CallPlan.reply_wait, "question -> goodbye"),
+        ("--hangup-wait", CallPlan.hangup_wait, "goodbye -> we hang up if the agent has not"),
+    ):
+        load.add_argument(
+            flag, type=float, default=default, metavar="S", help=f"{what} (default {default:g})"
+        )
+    load.add_argument(
+        "--no-hangup-check", action="store_true", help="do not require the agent to hang up after goodbye"
+    )
+    load.add_argument("--keep", metavar="DIR", help="keep SIPp's scenario, audio and logs in DIR")
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -165,6 +210,39 @@ async def _run(settings: Settings, config_file: str | None = None) -> int:
     return 0
 
 
+def _load(settings: Settings, args: argparse.Namespace) -> int:
+    from ari_agent.ops import commands
+    from ari_agent.ops.load import LoadOptions
+    from ari_agent.ops.loadplan import Target
+
+    try:
+        # The bundled Asterisk (make up) takes the load test's calls from 127.0.0.1 on its SIP port.
+        target = Target.parse(args.target or f"100@127.0.0.1:{os.environ.get('ASTERISK_SIP_PORT') or 5060}")
+        plan = CallPlan(
+            greeting_wait=args.greeting_wait,
+            reply_wait=args.reply_wait,
+            hangup_wait=args.hangup_wait,
+            silent_between=args.silent_between,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    opts = LoadOptions(
+        target=target,
+        calls=args.calls,
+        rate=args.rate,
+        max_concurrent=args.max_concurrent,
+        question=args.question,
+        goodbye=args.goodbye,
+        expect=args.expect,
+        plan=plan,
+        require_hangup=not args.no_hangup_check,
+        keep_dir=Path(args.keep) if args.keep else None,
+    )
+    _ops_logging()
+    return commands.load(settings, opts, args.json)
+
+
 def _ops_logging() -> None:
     # The operator commands print their own output; only library trouble goes to stderr.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -201,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
     if args.command == "check":
         return cmd_check(settings)
+    if args.command == "load":
+        return _load(settings, args)
     if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 

@@ -65,8 +65,27 @@ def sox_noise(kind: str, seconds: float, rate: int, seed: int = 0) -> np.ndarray
         raise ValueError(f"noise {kind!r}: use one of {NOISES} or a WAV path")
     skip = 0.37 * seed  # another stretch of the same sequence per seed
     out = subprocess.run(
-        ["sox", "-R", "-n", "-r", str(rate), "-c", "1", "-b", "16", "-t", "raw", "-e", "signed", "-",
-         "synth", f"{seconds + skip:.3f}", f"{kind}noise", "trim", f"{skip:.3f}"],
+        [
+            "sox",
+            "-R",
+            "-n",
+            "-r",
+            str(rate),
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-t",
+            "raw",
+            "-e",
+            "signed",
+            "-",
+            "synth",
+            f"{seconds + skip:.3f}",
+            f"{kind}noise",
+            "trim",
+            f"{skip:.3f}",
+        ],
         capture_output=True,
         check=True,
     ).stdout
@@ -97,8 +116,20 @@ def mix_noise(
         gain = active_rms(speech, rate) / noise_rms / 10 ** (snr_db / 20)
         noise_wav = write_wav(Path(tmp) / "noise.wav", samples, rate)
         subprocess.run(
-            ["sox", "-R", "-m", "-v", "1", str(speech_wav), "-v", f"{gain:.6f}", str(noise_wav),
-             "-b", "16", str(out_wav)],
+            [
+                "sox",
+                "-R",
+                "-m",
+                "-v",
+                "1",
+                str(speech_wav),
+                "-v",
+                f"{gain:.6f}",
+                str(noise_wav),
+                "-b",
+                "16",
+                str(out_wav),
+            ],
             capture_output=True,
             check=True,
         )

@@ -506,6 +506,9 @@ class PipelineConversation(ConversationBase):
                     r.first_piece_at = r.first_piece_at or time.monotonic()
                     pieces.put_nowait(piece)
                 timings.llm_total_ms = (time.monotonic() - r.llm_started) * 1000
+            except ProviderError as exc:
+                self._count_failure("llm", exc)  # the session apologises or says turn_error_reply
+                raise
             finally:
                 pieces.put_nowait(None)
 
@@ -528,7 +531,11 @@ class PipelineConversation(ConversationBase):
 
         producer = asyncio.create_task(produce(), name="llm")
         try:
-            spoken = await self.speaker.say(Reply, texts(), on_first_audio=first_audio)
+            try:
+                spoken = await self.speaker.say(Reply, texts(), on_first_audio=first_audio)
+            except ProviderError as exc:
+                self._count_failure("tts", exc)
+                raise
             await producer
         finally:
             producer.cancel()
@@ -553,6 +560,10 @@ class PipelineConversation(ConversationBase):
     async def _act_delay(self) -> None:
         await asyncio.sleep(self.profile.action_delay_ms / 1000)
 
-    def _failed(self, stage: str, exc: ProviderError) -> None:
+    def _count_failure(self, stage: str, exc: ProviderError) -> None:
+        # Failures that reached the call: the chain's retries and failovers could not hide them.
         self.metrics.provider_errors.labels(stage, exc.provider).inc()
+
+    def _failed(self, stage: str, exc: ProviderError) -> None:
+        self._count_failure(stage, exc)
         log.error("%s provider failed: %s", stage, exc)

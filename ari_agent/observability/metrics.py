@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
@@ -11,6 +11,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, resident memory, open fds: `ari-agent load` reads the agent's
+        # CPU per call from here, which works where the agent's pid is not visible (a container).
+        ProcessCollector(registry=r)
         self.active_calls = Gauge("ari_agent_active_calls", "Calls in progress", registry=r)
         self.calls = Counter(
             "ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r
@@ -65,6 +68,12 @@ class Metrics:
             "Exceptions caught where the agent carries on (logged with their traceback), by where: "
             "a background task that failed, a handler or callback that survived one",
             ["where"],
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "ari_agent_event_loop_lag_seconds",
+            "How late the event loop ran a 100 ms timer (every call's media clock shares the loop)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
         self.provider_errors = Counter(

@@ -17,10 +17,12 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from ari_agent.config import Settings
+from ari_agent.conversation.records import format_utc
 from ari_agent.errors import ConfigError
 from ari_agent.observability.http import INSTANCE_HEADER, http_token
 from ari_agent.privatefile import locked, replace_private
@@ -34,6 +36,9 @@ class CallSource(Protocol):
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         """The call of the channel that entered the agent's Stasis app."""
+
+    def since(self, started_at: datetime) -> list[dict[str, Any]]:
+        """Every call that started at ``started_at`` or later."""
 
 
 class RecordsFile:
@@ -77,6 +82,12 @@ class RecordsFile:
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         return self._open(next((r for r in reversed(self.all()) if r.get("channel_id") == channel_id), None))
+
+    def since(self, started_at: datetime) -> list[dict[str, Any]]:
+        # The records' timestamps are one fixed format (UTC, ms, Z): they sort as text.
+        cutoff = format_utc(started_at)
+        records = [r for r in self.all() if str(r.get("started_at", "")) >= cutoff]
+        return [r for r in (self._open(r) for r in records) if r is not None]
 
     def erase(self, *, caller_number: str | None = None, call_ids: Sequence[str] = ()) -> list[str]:
         """Drop the lines of ``caller_number``'s calls, or of ``call_ids``; returns the ids dropped.
@@ -123,6 +134,22 @@ class StoreFile:
 
     def by_channel(self, channel_id: str) -> dict[str, Any] | None:
         return self._read(lambda store: store.call_of_channel(channel_id))
+
+    def since(self, started_at: datetime, limit: int = 100_000) -> list[dict[str, Any]]:
+        async def run() -> list[StoredCall]:
+            async with CallStore(self.path, retention_days=None, cipher=self.cipher) as store:
+                found = []
+                for summary in await store.list_calls(limit=limit, since=started_at):
+                    call = await store.get_call(summary.call_id)
+                    if call is not None:
+                        found.append(call)
+                return found
+
+        try:
+            calls = asyncio.run(run())
+        except (StoreError, DataKeyError) as exc:
+            raise CallsError(str(exc)) from None
+        return [c.to_json() for c in calls]
 
     def erase(self, *, caller_number: str | None = None, call_id: str | None = None) -> list[str]:
         async def run() -> list[str]:

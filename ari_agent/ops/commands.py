@@ -1,4 +1,4 @@
-"""The operator commands as the CLI runs them: doctor, call, test, calls; output and exit codes."""
+"""The operator commands as the CLI runs them (doctor, call, test, calls, load): output, exit codes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from ari_agent.ops.calls import CallsError, active_calls, agent_urls, call_sourc
 from ari_agent.ops.doctor import Check, run_doctor
 from ari_agent.ops.flowrun import example_files
 from ari_agent.ops.flowspec import FlowFile, FlowFileError
+from ari_agent.ops.load import LoadError, LoadOptions, run_load
+from ari_agent.ops.loadreport import LoadReport, percentile
 from ari_agent.ops.output import Out, clean, table
 from ari_agent.ops.testcall import CallFailed, Phrase, TestCall, transcript
 
@@ -353,3 +355,61 @@ async def flow_test(
             return 1
         out.line(f"JUnit XML: {junit_path}")
     return 0 if passed else 1
+
+
+# ---------------------------------------------------------------- load
+
+
+def print_load_report(out: Out, report: LoadReport) -> None:
+    n = report.planned
+    out.line(f"  answered        {report.answered}/{n}")
+    out.line(f"  agent records   {report.recorded}/{n}")
+    if report.judged:
+        cut = f", {report.cut} cut short by the caller" if report.cut else ""
+        out.line(f"  right answers   {report.right}/{n}   wrong {len(report.wrong)}{cut}")
+    else:
+        out.line("  right answers   not judged (no turn texts: set AGENT_RECORDS__DIR, or pass --expect)")
+    out.line(f"  agent hung up   {report.agent_hangups}/{n} after goodbye")
+    out.line(f"  peak calls      {report.peak_concurrent} at once (the agent's records)")
+    lat = report.latencies_ms
+    if lat:
+        out.line(
+            f"  turn latency    p50 {percentile(lat, 50):.0f} ms, p95 {percentile(lat, 95):.0f} ms, "
+            f"max {max(lat):.0f} ms ({len(lat)} replies, the agent's records)"
+        )
+    else:
+        out.line("  turn latency    none recorded")
+    if report.cpu_seconds is not None and report.cpu_per_call is not None:
+        share = 100 * report.cpu_seconds / report.wall_seconds if report.wall_seconds else 0.0
+        out.line(
+            f"  agent CPU       {report.cpu_per_call:.3f} s per call "
+            f"({report.cpu_seconds:.2f} s in {report.wall_seconds:.0f} s: {share:.1f} % of one core)"
+        )
+    else:
+        out.line("  agent CPU       unknown (no process_cpu_seconds_total in the agent's /metrics)")
+    for v in report.wrong[:5]:
+        out.line(f"    call {v.call_number}: heard {clean(v.heard)!r}, replied {clean(v.replied)!r}")
+
+
+def load(settings: Settings, opts: LoadOptions, as_json: bool) -> int:
+    out = Out(json_mode=as_json)
+    if not as_json:
+        mode = "silent between utterances" if opts.plan.silent_between else "streaming between utterances"
+        out.line(out.paint(f"ari-agent load: {opts.calls} call(s) to {opts.target}, callers {mode}", "bold"))
+    try:
+        report = run_load(settings, opts, on_progress=(lambda _: None) if as_json else out.line)
+    except LoadError as exc:
+        if as_json:
+            out.json({"ok": False, "problems": [str(exc)]})
+        else:
+            out.line(out.paint(f"load failed: {exc}", "fail"))
+        return 1
+    if as_json:
+        out.json(report.to_json())
+    else:
+        print_load_report(out, report)
+        for problem in report.problems:
+            out.line(out.paint(f"FAIL: {problem}", "fail"))
+        if report.ok:
+            out.line(out.paint("all calls answered right.", "ok"))
+    return 0 if report.ok else 1

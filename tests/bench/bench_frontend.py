@@ -169,6 +169,7 @@ def bench_noise() -> tuple[dict[str, Any], list[float]]:
             clean_voiced = [voiced(frames(line(c))) for c in clean]
             row: dict[str, Any] = {}
             for mode in ("off", "on"):
+
                 def run(audio: list[bytes], mode: str = mode) -> list[bytes]:
                     if mode == "off":
                         return audio

@@ -10,6 +10,8 @@ A test can:
   taken before a call arrived), or waits in the middle of something (a call in
   admission while SIGTERM comes);
 * ``cut_websockets()``: drop the events connections, as a network blip would;
+  ``refuse_websockets()``: and refuse new ones (503) until allowed again, so
+  an outage lasts as long as the test wants while REST still goes through.
 * ``block(seconds)``: cut the whole link for a while -- the events connections
   are dropped and every request (WebSocket or REST) is refused with 503 until
   the time is up.
@@ -76,6 +78,7 @@ class AriProxy:
         self._loop = asyncio.new_event_loop()
         self._gate_changed = asyncio.Event()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._refusing = False
         self._blocked_until = 0.0  # the loop's clock
         self._thread = threading.Thread(target=self._loop.run_forever, name="ari-proxy", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -106,6 +109,10 @@ class AriProxy:
     def cut_websockets(self) -> int:
         """Close every events WebSocket the agent has through the proxy; how many were open."""
         return asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def refuse_websockets(self, refuse: bool = True) -> None:
+        """While set, events WebSocket upgrades get 503 (counted in ``requests`` as ``WS-REFUSED``)."""
+        self._refusing = refuse
 
     def block(self, seconds: float) -> int:
         """Drop the events WebSockets and refuse everything for ``seconds``; how many sockets were open."""
@@ -181,6 +188,11 @@ class AriProxy:
         assert self._session is not None
         if self._blocked():
             return web.Response(status=503, text="blocked by the test")
+        if self._refusing:
+            with self._cond:
+                self.requests.append(f"WS-REFUSED {request.path_qs}")
+                self._cond.notify_all()
+            return web.Response(status=503, text="refused by the test")
         headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
         try:
             upstream = await self._session.ws_connect(

@@ -32,6 +32,7 @@ def test_every_command_and_doctor_check_is_described() -> None:
         "ari-agent test",
         "ari-agent calls",
         "ari-agent calls erase",
+        "ari-agent load",
     ):
         assert command in GUIDE
     for check in ("`ari`", "`tls`", "`credentials`", "`modules`", "`app`", "`media`", "`extension`"):

@@ -1,4 +1,6 @@
-"""Fixtures of the real-Asterisk lab (see lab.py).
+"""Fixtures of the real-Asterisk lab (see integration/lab.py), for tests/integration and tests/faults.
+
+Here, above both, so that one pytest session starts one lab for the two.
 
 ``lab_session`` starts both Asterisk instances once per test session;
 ``lab`` hands it to a test and hangs up whatever the test left behind;
