@@ -173,32 +173,25 @@ class AudioFrontEnd:
         return ref.popleft()[1]
 
     def _cancel(self, frame: bytes, reference: bytes) -> bytes:
-        started = time.thread_time_ns()
-        rtc = self._rtc
-        apm = self._aec
-        near = bytearray(frame)
-        view = memoryview(near)
-        for half in range(2):
-            far = bytearray(reference[half * REF_SUB * 2 : (half + 1) * REF_SUB * 2])
-            apm.process_reverse_stream(rtc.AudioFrame(far, REF_RATE, 1, REF_SUB))
-            piece = bytearray(view[half * SUB * 2 : (half + 1) * SUB * 2])
-            apm.process_stream(rtc.AudioFrame(piece, RATE, 1, SUB))
-            near[half * SUB * 2 : (half + 1) * SUB * 2] = piece
-        self.echo.frames += 1
-        self.echo.ns += time.thread_time_ns() - started
-        return bytes(near)
+        return self._apm(self._aec, frame, reference, self.echo)
 
     def _suppress(self, frame: bytes) -> bytes:
+        return self._apm(self._ns, frame, None, self.noise)
+
+    def _apm(self, apm: Any, frame: bytes, reference: bytes | None, stats: StageStats) -> bytes:
+        """One 20 ms frame through an APM as two 10 ms halves (the reference's first, if any)."""
         started = time.thread_time_ns()
         rtc = self._rtc
-        apm = self._ns
         near = bytearray(frame)
         for half in range(2):
+            if reference is not None:
+                far = bytearray(reference[half * REF_SUB * 2 : (half + 1) * REF_SUB * 2])
+                apm.process_reverse_stream(rtc.AudioFrame(far, REF_RATE, 1, REF_SUB))
             piece = bytearray(near[half * SUB * 2 : (half + 1) * SUB * 2])
             apm.process_stream(rtc.AudioFrame(piece, RATE, 1, SUB))
             near[half * SUB * 2 : (half + 1) * SUB * 2] = piece
-        self.noise.frames += 1
-        self.noise.ns += time.thread_time_ns() - started
+        stats.frames += 1
+        stats.ns += time.thread_time_ns() - started
         return bytes(near)
 
 

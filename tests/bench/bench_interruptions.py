@@ -31,10 +31,9 @@ import numpy as np
 
 from tests.bench.measure import cpu_percent, cpu_seconds, summary
 from tests.bench.phases import run_barge_in
-from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, running_lab
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, LabError, metric_sum, running_lab
 from tests.integration.rtp_caller import RATE, RtpCaller, cough, room_echo, speech
 from tests.integration.test_calls import HOURS
-from tests.integration.test_interruptions import metric_sum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTION = "what time do you open"

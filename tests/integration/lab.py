@@ -1300,3 +1300,15 @@ class AgentFactory:
     def stop_all(self) -> None:
         for agent in self.started:
             agent.stop()
+
+
+def metric_sum(agent: AgentProcess, prefix: str) -> float:
+    """Sum of the agent's samples whose name (with labels, sorted by name) starts with ``prefix``."""
+    status, body = agent.http_get("/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.splitlines():
+        m = re.match(r"^(ari_agent_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if m and (m.group(1) + (m.group(2) or "")).startswith(prefix):
+            total += float(m.group(3))
+    return total

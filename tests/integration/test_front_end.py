@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.lab import AgentFactory, AgentProcess, Lab
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric_sum
 from tests.integration.rtp_caller import RATE, RtpCaller, room_echo, speech
 from tests.integration.test_calls import HOURS
 from tests.integration.test_conversation import start_with_config
-from tests.integration.test_interruptions import metric_sum
 from tests.scenes import active_rms, sox_noise
 
 ROOM_ECHO_DB = -12  # a speakerphone in a small room: ~100 ms of reverb, 12 dB down

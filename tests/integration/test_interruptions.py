@@ -8,26 +8,13 @@ come, goes on where it stopped; nothing answers the noise. A real barge-in
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import numpy as np
 
-from tests.integration.lab import AgentProcess, Lab
+from tests.integration.lab import AgentProcess, Lab, metric_sum
 from tests.integration.rtp_caller import RATE, RtpCaller, cough, speech
 from tests.integration.test_calls import GREETING, HOURS
-
-
-def metric_sum(agent: AgentProcess, prefix: str) -> float:
-    """Sum of the samples whose name (with labels, sorted by name) starts with ``prefix``."""
-    status, body = agent.http_get("/metrics")
-    assert status == 200
-    total = 0.0
-    for line in body.splitlines():
-        m = re.match(r"^(ari_agent_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
-        if m and (m.group(1) + (m.group(2) or "")).startswith(prefix):
-            total += float(m.group(3))
-    return total
 
 
 async def _sound_over_the_greeting(

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
-from tests.integration.lab import AgentFactory, AgentProcess, Lab
+from tests.integration.lab import AgentFactory, Lab, metric_sum
 from tests.integration.rtp_caller import RtpCaller
 from tests.integration.test_calls import ADDRESS, HOURS
 from tests.integration.test_conversation import start_with_config
 
 TIMED_STT = "tests.fakes.timed:TimedSTT"
-
-
-def _metric(agent: AgentProcess, name: str) -> float:
-    """The sum of the samples whose name and labels start with ``name`` (labels sort by name)."""
-    status, body = agent.http_get("/metrics")
-    assert status == 200
-    total = 0.0
-    for line in body.splitlines():
-        m = re.match(r"^(ari_agent_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
-        if m and (m.group(1) + (m.group(2) or "")).startswith(name):
-            total += float(m.group(3))
-    return total
 
 
 def _user_turns(record: dict[str, object]) -> list[dict[str, object]]:
@@ -55,7 +42,7 @@ end_of_turn_ms = 800
     assert question["ended_by"] == "model", question
     assert isinstance(question["silence_frames"], int) and question["silence_frames"] < 800 // 20
     assert HOURS in [t["text"] for t in record["turns"] if t["role"] == "agent"]  # type: ignore[index]
-    assert _metric(agent, 'ari_agent_turn_ends_total{profile="frontdesk",reason="model"}') == 1
+    assert metric_sum(agent, 'ari_agent_turn_ends_total{profile="frontdesk",reason="model"}') == 1
 
 
 async def test_a_caller_who_pauses_mid_number_is_not_cut_off(
@@ -121,5 +108,5 @@ interim_after_ms = 300
     assert [t["text"] for t in _user_turns(record)] == ["what time do you open", "where are you located"]
     replies = [t["text"] for t in record["turns"] if t["role"] == "agent"]  # type: ignore[index]
     assert replies[1:] == [HOURS, ADDRESS]
-    assert _metric(agent, 'ari_agent_early_starts_total{outcome="used",profile="frontdesk"}') == 1
-    assert _metric(agent, 'ari_agent_early_starts_total{outcome="wasted",profile="frontdesk"}') == 1
+    assert metric_sum(agent, 'ari_agent_early_starts_total{outcome="used",profile="frontdesk"}') == 1
+    assert metric_sum(agent, 'ari_agent_early_starts_total{outcome="wasted",profile="frontdesk"}') == 1
