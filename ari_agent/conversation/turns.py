@@ -79,8 +79,8 @@ class TurnSettings:
     barge_in: bool = True
     barge_in_min_ms: int = 150
     false_interruptions: bool = True
-    hold_after_ms: int = ONSET_MS  # continuous caller sound over the agent that holds its audio
-    false_interruption_ms: int = 200  # silence after a short sound before the agent goes on
+    hold_after_ms: int = 100  # continuous caller sound over the agent that holds its audio
+    false_interruption_ms: int = 150  # silence after a short sound before the agent goes on
     # Speech longer than this while the agent is paused is taken for words: it stays paused
     # until the transcript decides (a recogniser without interim results says nothing sooner).
     backchannel_max_ms: int = 800

@@ -41,8 +41,8 @@ HOLD_SILENCE_MS = 1500
 BACKCHANNELS = ("mm hmm", "okay", "right", "yeah", "uh huh")
 SETTINGS: list[tuple[str, str]] = [
     ("off", "false_interruptions = false"),
-    ("on", ""),
-    ("on, hold 100/150", "hold_after_ms = 100\nfalse_interruption_ms = 150"),
+    ("on", ""),  # hold_after_ms 100, false_interruption_ms 150
+    ("on, hold 60/200", "hold_after_ms = 60\nfalse_interruption_ms = 200"),
 ]
 # A speakerphone in a room (100 ms of reverb: what the correlation guard lets through), at
 # several levels and delays; one call each, the caller silent but for the echo.

@@ -306,7 +306,9 @@ def test_transitions_outside_the_table_raise() -> None:
 
 
 def _talking_agent() -> tuple[TurnEngine, Clock]:
-    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600, false_interruption_ms=200))
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="silence", end_of_turn_ms=600, hold_after_ms=60, false_interruption_ms=200)
+    )
     clock = Clock(engine)
     clock.silence(200, interruptible=True, audible=True)
     return engine, clock
