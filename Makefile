@@ -30,7 +30,7 @@ rootfs: deps
 	bash asterisk/rootfs.sh $(ROOTFS)
 
 lint: install
-	$(PYTHON) -m ruff check ari_agent providers tests
+	$(PYTHON) -m ruff check ari_agent providers devstack tests
 	$(PYTHON) -m mypy
 
 test-unit: install
@@ -73,23 +73,23 @@ test-live: install
 check: install
 	ari-agent check
 
-# The stack (ari_agent/ops/stack.py): Docker, else podman, else the local root
+# The development stack (devstack/, from a checkout only; not in the wheel): Docker, else podman, else the local root
 # filesystem (which installs what it needs: make install, asterisk/rootfs.sh).
 # Settings and generated passwords: .env (see .env.example).
 # A pool of agents behind StasisBroadcast, one per core; `make up AGENTS=2` (or
 # ARI_AGENT_AGENTS in .env) sets how many.
 up:
-	$(PYTHON) -m ari_agent.ops.stack up $(if $(AGENTS),--agents $(AGENTS))
+	$(PYTHON) -m devstack.stack up $(if $(AGENTS),--agents $(AGENTS))
 
 # Only the agent, for sites with their own Asterisk or FreePBX (set AGENT_ARI__* in .env).
 up-agent:
-	$(PYTHON) -m ari_agent.ops.stack up-agent
+	$(PYTHON) -m devstack.stack up-agent
 
 down:
-	$(PYTHON) -m ari_agent.ops.stack down
+	$(PYTHON) -m devstack.stack down
 
 logs:
-	$(PYTHON) -m ari_agent.ops.stack logs
+	$(PYTHON) -m devstack.stack logs
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,7 +1,7 @@
 """Operations against a real Asterisk: ``doctor``, ``call``, and ``make up`` without and with containers.
 
 The doctor tests use the lab (tests/integration/lab.py). The stack tests run
-``python -m ari_agent.ops.stack`` (what ``make up`` runs) with their own
+``python -m devstack.stack`` (what ``make up`` runs) with their own
 ``.env`` in a temporary directory and ports of their own (31xxx: the stack
 from the root filesystem; 32xxx: podman), one session at a time (a lock
 file), and always tear down.
@@ -213,7 +213,7 @@ def stack(command: str, env: Mapping[str, str], timeout: float = 600) -> subproc
         [
             sys.executable,
             "-m",
-            "ari_agent.ops.stack",
+            "devstack.stack",
             command,
             *(["--no-follow"] if command == "logs" else []),
         ],

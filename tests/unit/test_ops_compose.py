@@ -66,8 +66,8 @@ def test_dashboard_is_grafana_json_on_the_provisioned_datasource() -> None:
 
 def test_pool_file_over_the_compose_file_validates(tmp_path: Path) -> None:
     """make up's pool file (agent-2 extends agent) merges with deploy/docker-compose.yml."""
-    from ari_agent.ops.stack import podman_compose_cmd, write_pool_file
-    from ari_agent.ops.stackbase import Stack, pool_members
+    from devstack.stack import podman_compose_cmd, write_pool_file
+    from devstack.stackbase import Stack, pool_members
 
     cmd = podman_compose_cmd()
     assert cmd is not None, "install podman-compose (pip)"

@@ -10,9 +10,9 @@ import pytest
 
 from ari_agent.ops.calls import agent_urls
 from ari_agent.ops.envfile import GENERATED_SECRETS, read_env
-from ari_agent.ops.images import inputs_key
-from ari_agent.ops.stack import compose_cmd, detect_engine, pool_file, summary, write_pool_file
-from ari_agent.ops.stackbase import COMPOSE_FILE, Stack, StackError, agent_count, pool_members
+from devstack.images import inputs_key
+from devstack.stack import compose_cmd, detect_engine, pool_file, summary, write_pool_file
+from devstack.stackbase import COMPOSE_FILE, Stack, StackError, agent_count, pool_members
 
 
 def test_first_load_writes_secrets_and_what_the_cli_needs(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ podman-compose), else no container at all: Asterisk chrooted in the local
 root filesystem (``asterisk/rootfs.sh``, the one the tests use) and the agent
 as a local process, from the same config and the same ``.env``.
 
-    python -m ari_agent.ops.stack up|up-agent|down|logs [--no-follow]
+    python -m devstack.stack up|up-agent|down|logs [--no-follow]
 
 Environment: ``ARI_AGENT_ENGINE`` (auto, docker, podman, rootfs),
 ``ARI_AGENT_ENV_FILE`` (default ``.env``), ``ARI_AGENT_PROJECT`` (compose
@@ -30,9 +30,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ari_agent.ops.images import podman_images
-from ari_agent.ops.rootfs_stack import RootfsStack
-from ari_agent.ops.stackbase import (
+from devstack.images import podman_images
+from devstack.rootfs_stack import RootfsStack
+from devstack.stackbase import (
     COMPOSE_FILE,
     ENGINES,
     PODMAN_CONF,
@@ -292,7 +292,7 @@ def cmd_logs(stack: Stack, follow: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ari_agent.ops.stack", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "up-agent", "down", "logs"])
     parser.add_argument("--no-follow", action="store_true", help="logs: print and exit")
     parser.add_argument(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ari_agent.ops.stackbase import ASTERISK_DIR, REPO, Stack, StackError, run_quiet, say
+from devstack.stackbase import ASTERISK_DIR, REPO, Stack, StackError, run_quiet, say
 
 # ---------------------------------------------------------------- podman images, cached by their inputs
 

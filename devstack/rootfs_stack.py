@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ari_agent.ops.stackbase import (
+from devstack.stackbase import (
     ASTERISK_DIR,
     BOOT_TIMEOUT,
     REPO,

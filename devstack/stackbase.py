@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ari_agent.ops.envfile import ensure_values, read_env, secret_values
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "deploy" / "docker-compose.yml"
 PODMAN_CONF = REPO / "deploy" / "podman" / "containers.conf"
 ASTERISK_DIR = REPO / "asterisk"
