@@ -110,11 +110,7 @@ async def run_sound(lab: Lab, agent: AgentProcess, name: str, pcm: np.ndarray, r
             result.after_sound.append(back)
             detail.update(gap_ms=round(gap * 1000), back_ms=round(back * 1000))
         detail["sound_ms"] = round(sound.duration * 1000)
-        # Anything the agent says soon after is an answer to the sound (nobody asked).
         await asyncio.sleep(1.5)
-        if call.loud(after=end + 0.05):
-            result.answered += 1
-            detail["answered"] = True
         if call.ended.is_set():
             result.hung_up += 1
         await call.hangup()
@@ -125,6 +121,12 @@ async def run_sound(lab: Lab, agent: AgentProcess, name: str, pcm: np.ndarray, r
     result.misheard += [t["text"] for t in turns if t["role"] == "user" and t["text"] != QUESTION]
     if any(t["role"] == "agent" and t["text"] == HOURS and not t.get("interrupted") for t in turns):
         result.resumed += 1
+    # Anything the agent said after the hours reply answered the sound (nobody asked).
+    replies = [i for i, t in enumerate(turns) if t["role"] == "agent" and HOURS.startswith(t["text"][:10])]
+    hours = max(replies, default=len(turns))
+    if any(t["role"] == "agent" for t in turns[hours + 1 :]):
+        result.answered += 1
+        detail["answered"] = True
 
 
 async def run_sounds(lab: Lab, agent: AgentProcess) -> SoundsResult:
