@@ -1312,3 +1312,12 @@ def metric_sum(agent: AgentProcess, prefix: str) -> float:
         if m and (m.group(1) + (m.group(2) or "")).startswith(prefix):
             total += float(m.group(3))
     return total
+
+
+def metric(agent: AgentProcess, name: str, **labels: str) -> float:
+    """One sample of the agent's metrics, by its name and exactly these labels (0 when absent)."""
+    _, text = agent.http_get("/metrics")
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0

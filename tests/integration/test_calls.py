@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.lab import AgentFactory, AgentProcess, CallHandle, Lab, voiced_segments
+from tests.integration.lab import AgentFactory, AgentProcess, CallHandle, Lab, metric, voiced_segments
 
 GREETING = "Thank you for calling Riverside Dental. How can I help you?"
 HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
@@ -77,9 +77,9 @@ def test_local_call_answers_each_intent_and_goodbye_hangs_up(lab: Lab, agent: Ag
     # The agent, not the caller script, ended the call: the script had a tail to wait.
     assert not any(e.kind == "caller-hangup" for e in lab.dialplan_events(handle.number))
     # Per-call RTP quality: loopback loses nothing, so the MOS estimate is near the top.
-    assert _metric(agent, "ari_agent_call_mos_count") == 1
-    assert _metric(agent, "ari_agent_call_mos_sum") > 4.0
-    assert _metric(agent, "ari_agent_call_rtp_loss_ratio_sum") == 0
+    assert metric(agent, "ari_agent_call_mos_count") == 1
+    assert metric(agent, "ari_agent_call_mos_sum") > 4.0
+    assert metric(agent, "ari_agent_call_rtp_loss_ratio_sum") == 0
     # Logs: JSON lines, the call's lines carry its id, no caller number and no transcript.
     lines = agent.log_path.read_text(encoding="utf-8").splitlines()
     entries = [json.loads(line) for line in lines if line.strip()]
@@ -192,18 +192,10 @@ def _media_port(lab: Lab) -> int:
     raise AssertionError("no ExternalMedia channel found")
 
 
-def _metric(agent: AgentProcess, name: str, **labels: str) -> float:
-    _, text = agent.http_get("/metrics")
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
-
-
 def test_garbage_rtp_is_counted_and_call_goes_on(lab: Lab, agent: AgentProcess) -> None:
     handle = lab.place_call(["what time do you open", "goodbye"], via="local")
     lab.wait_dialplan_event(handle.number, "caller-heard-start", timeout=30)
-    assert _metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") == 0
+    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") == 0
     port = _media_port(lab)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _ in range(20):
@@ -216,9 +208,9 @@ def test_garbage_rtp_is_counted_and_call_goes_on(lab: Lab, agent: AgentProcess) 
     assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
     # Datagrams from anywhere but the ExternalMedia channel's address are not
     # even parsed (the unit tests cover the reasons behind that check).
-    assert _metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") >= 60
-    assert _metric(agent, "ari_agent_rtp_packets_in_total") > 100
-    assert _metric(agent, "ari_agent_rtp_packets_out_total") > 100
+    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") >= 60
+    assert metric(agent, "ari_agent_rtp_packets_in_total") > 100
+    assert metric(agent, "ari_agent_rtp_packets_out_total") > 100
 
 
 def test_unknown_profile_hands_back_failed(lab: Lab, agent: AgentProcess) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import time
 from typing import Any
 
 from tests.integration.ariproxy import AriProxy
-from tests.integration.lab import AgentFactory, AgentProcess, Lab
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric
 
 
 def test_sigterm_drains_active_calls_back_to_the_dialplan(lab: Lab, agent_factory: AgentFactory) -> None:
@@ -170,7 +169,7 @@ def test_reconnects_within_the_grace_hand_a_parked_caller_back_once(
     else:
         raise AssertionError(f"the reconciles never finished; records: {mine()}")
     assert [r["end_reason"] for r in mine()] == ["failed"]
-    assert _metric(second, "ari_agent_calls_total", outcome="failed") == 1
+    assert metric(second, "ari_agent_calls_total", outcome="failed") == 1
 
 
 def test_a_second_agent_with_the_same_app_name_stops_the_first_loudly(
@@ -200,11 +199,3 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _metric(agent: AgentProcess, name: str, **labels: str) -> float:
-    _, text = agent.http_get("/metrics")
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tests.integration.ariproxy import AriProxy
-from tests.integration.lab import AgentFactory, AgentProcess, CallHandle, Lab
+from tests.integration.lab import AgentFactory, AgentProcess, CallHandle, Lab, metric
 
 POOL_CONTEXT = "lab-pool"
 GREETING = "Thank you for calling Riverside Dental. How can I help you?"
@@ -76,14 +76,6 @@ def _agent_lines(record: dict[str, Any]) -> list[str]:
     return [t["text"] for t in record["turns"] if t["role"] == "agent"]
 
 
-def _metric(agent: AgentProcess, name: str, **labels: str) -> float:
-    _, text = agent.http_get("/metrics")
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" ([0-9.e+]+)"
-    match = re.search(pattern, text)
-    return float(match.group(1)) if match else 0.0
-
-
 def _returns(lab: Lab, number: str) -> list[dict[str, str]]:
     return [e.fields for e in lab.dialplan_events(number) if e.kind == "stasis-return"]
 
@@ -103,7 +95,7 @@ def test_two_agents_share_ten_calls_each_answered(lab: Lab, agent_factory: Agent
         counts[agent.http_port] = len(mine)
         # Metrics and records per agent: each names itself (ari-agent calls shows the agent of a call).
         labels = {"app": f"ai-agent-pool-{instance}", "instance": instance, "pool": "true"}
-        assert _metric(agent, "ari_agent_instance_info", **labels) == 1
+        assert metric(agent, "ari_agent_instance_info", **labels) == 1
         for handle in mine:
             record = agent.record_for(handle.number)
             assert record["instance"] == instance, record
@@ -115,9 +107,9 @@ def test_two_agents_share_ten_calls_each_answered(lab: Lab, agent_factory: Agent
     # Each agent was offered all ten: what it did not win it lost or skipped. (Asterisk 22.10.1
     # broadcasts a call once more after it hangs up inside StasisBroadcast: more offers than calls.)
     for agent in agents:
-        won = _metric(agent, "ari_agent_pool_claims_total", outcome="won")
-        lost = _metric(agent, "ari_agent_pool_claims_total", outcome="lost")
-        skipped = _metric(agent, "ari_agent_pool_claims_total", outcome="skipped")
+        won = metric(agent, "ari_agent_pool_claims_total", outcome="won")
+        lost = metric(agent, "ari_agent_pool_claims_total", outcome="lost")
+        skipped = metric(agent, "ari_agent_pool_claims_total", outcome="skipped")
         assert won == counts[agent.http_port] and won + lost + skipped >= 10
 
 
@@ -141,7 +133,7 @@ def test_an_agent_at_its_limit_claims_nothing_and_with_both_full_the_dialplan_ti
     assert "hangup" not in kinds[: kinds.index("pool-timeout")], kinds
     assert _returns(lab, three.number)[0]["STASISSTATUS"] == "TIMEOUT"
     for agent in (first, second):
-        assert _metric(agent, "ari_agent_pool_claims_total", outcome="skipped") >= 1
+        assert metric(agent, "ari_agent_pool_claims_total", outcome="skipped") >= 1
         assert not _has_record(agent, three.number)
     assert not _returns(lab, one.number) and not _returns(lab, two.number)  # both still talking
 
@@ -163,7 +155,7 @@ def test_a_draining_agent_claims_nothing_and_its_calls_go_to_the_other(
         assert _has_record(other, handle.number) or other.record_for(handle.number)
         assert not _has_record(draining, handle.number)
         assert "DRAINING" not in [r.get("AI_AGENT_STATUS") for r in _returns(lab, handle.number)]
-    assert _metric(draining, "ari_agent_pool_claims_total", outcome="skipped") >= 3
+    assert metric(draining, "ari_agent_pool_claims_total", outcome="skipped") >= 3
     # The draining agent's own call ended as its caller chose; then the agent stopped by itself.
     lab.wait_call_ended(first, timeout=60)
     assert draining.proc.wait(timeout=30) == 0
@@ -192,7 +184,7 @@ def test_a_killed_agents_callers_go_back_to_the_dialplan_and_the_survivor_takes_
     for handle in victims:
         assert _returns(lab, handle.number)[0] == {"STASISSTATUS": "SUCCESS", "AI_AGENT_STATUS": "FAILED"}
         assert survivor.record_for(handle.number)["end_reason"] == "failed"
-    assert _metric(survivor, "ari_agent_pool_takeovers_total") == len(victims)
+    assert metric(survivor, "ari_agent_pool_takeovers_total") == len(victims)
     # The survivor's own calls go on; new calls are all its own.
     assert _active(survivor) == 4 - len(victims)
     news = [_pool_call(lab, ["goodbye"]) for _ in range(2)]
@@ -230,8 +222,8 @@ def test_a_peer_whose_ari_link_is_cut_for_two_seconds_keeps_its_calls(
     time.sleep(8)
     assert _returns(lab, handle.number) == []
     assert _active(cut) == 1
-    assert _metric(watcher, "ari_agent_pool_takeovers_total") == 0
-    assert _metric(cut, "ari_agent_ari_reconnects_total") >= 2  # it did lose the socket
+    assert metric(watcher, "ari_agent_pool_takeovers_total") == 0
+    assert metric(cut, "ari_agent_ari_reconnects_total") >= 2  # it did lose the socket
     lab.wait_call_ended(handle, timeout=60)
     assert cut.record_for(handle.number)["end_reason"] == "hangup_by_caller"
 
