@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
+# make test's pytest workers; each through-Asterisk worker starts its own lab.
+TEST_WORKERS ?= 2
 APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -44,7 +46,7 @@ test-faults: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q tests/faults
 
 test: install rootfs lint
-	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 tests/unit tests/integration tests/faults
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=12 tests/unit tests/integration tests/faults
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
