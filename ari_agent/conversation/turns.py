@@ -86,10 +86,12 @@ class TurnSettings:
     backchannel_max_ms: int = 800
     backchannels: Backchannels = DEFAULT
     provider_endpointing: bool = False  # the recogniser has endpointing and the profile trusts it
-    # The recogniser gives finals by segment (STTCapabilities.segments): finalize at the caller's
-    # first pause, while the end of turn is decided, so the final is in hand (or on its way) when
-    # the turn is taken as over instead of being asked for only then.
+    # The recogniser gives finals by segment (STTCapabilities.segments): finalize after
+    # ``finalize_after_ms`` of silence (at the latest at the pause), while the end of turn is
+    # decided, so the final is in hand (or on its way) when the turn is taken as over instead of
+    # being asked for only then. Words after it are finalized again at the next silence.
     finalize_at_pause: bool = False
+    finalize_after_ms: int = 100
     early_start: bool = False
     early_start_ms: int = 100  # caller silence before an early start (the pause is decided later)
     filler_after_ms: int = 0  # 0: no filler
@@ -324,8 +326,10 @@ class TurnEngine:
         self._gap_ms = 0
         self._last_voiced_at = f.now
         self._utterance_voiced_ms += FRAME_MS
-        if self.state is Caller.SPEAKING and self._early is not None and self._silence_ms:
-            self._cancel_early(out)  # started in a short silence, and the caller went on
+        if self.state is Caller.SPEAKING and self._silence_ms:
+            if self._early is not None:
+                self._cancel_early(out)  # started in a short silence, and the caller went on
+            self._finalized_in_pause = False  # the caller went on: these words need a final too
         if self.state is Caller.PAUSED:
             # A single voiced frame in a pause is often noise: resume on a short run only.
             self._voiced_run_ms += FRAME_MS
@@ -345,6 +349,8 @@ class TurnEngine:
         s = self.settings
         if self.state is Caller.SPEAKING:
             pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
+            if self._silence_ms >= min(s.finalize_after_ms, pause_ms):
+                self._maybe_finalize_early(f.now, out)
             if self._silence_ms >= pause_ms:
                 self._pause(f, out)
             elif self._pushing:
@@ -365,15 +371,19 @@ class TurnEngine:
         self._go(Caller.PAUSED)
         if not self._pushing:
             return
-        if self.settings.finalize_at_pause:
-            self._finalize_at, self._final_at = f.now, None
-            self._finalized_in_pause = True
-            out.append(Finalize())
+        self._maybe_finalize_early(f.now, out)
         if self.settings.end_of_turn == "model":
             self._ticket += 1
             self._asked = self._ticket
             out.append(PredictTurn(self._ticket, b"".join(self._turn_audio)))
         self._maybe_start_early(out)
+
+    def _maybe_finalize_early(self, now: float, out: list[Action]) -> None:
+        if not self.settings.finalize_at_pause or self._finalized_in_pause or not self._pushing:
+            return
+        self._finalize_at, self._final_at = now, None
+        self._finalized_in_pause = True
+        out.append(Finalize())
 
     def _maybe_start_early(self, out: list[Action]) -> None:
         s = self.settings

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -72,13 +73,17 @@ TARGETS = {
 # Turn-taking modes compared on the timed profile: (label, profile lines, STT option lines).
 QUESTION = "tell me about your opening hours"
 # Each "(before)" mode is the same with the recogniser finalized only after the end of turn and
-# the early start at the pause, as before finals by segment: today's figure beside the new one.
+# the early start at the pause, as before finals by segment; "(final at the pause)" finalizes
+# at turn_pause_ms as before finalize_after_ms: today's figures beside the new one.
 MODEL = 'end_of_turn = "model"'
+AT_PAUSE = "finalize_after_ms = 200"
 INTERIM = f'interim = "{QUESTION}"\ninterim_after_ms = 300'
 TURN_MODES: tuple[tuple[str, str, str], ...] = (
     ("silence (before)", "", "segments = false"),
+    ("silence (final at the pause)", AT_PAUSE, ""),
     ("silence", "", ""),
     ("model (before)", MODEL, "segments = false"),
+    ("model (final at the pause)", f"{MODEL}\n{AT_PAUSE}", ""),
     ("model", MODEL, ""),
     (
         "model + early (before)",
@@ -121,6 +126,7 @@ class Plan:
     samples: int
     levels: tuple[int, ...]
     profiles: tuple[str, ...]
+    modes: tuple[str, ...] = ()  # turn-taking modes to run (labels); empty: all
 
 
 class Bench:
@@ -236,6 +242,8 @@ class Bench:
         out = []
         level = min(self.plan.levels) if self.plan.levels else 5
         for label, profile_extra, stt_extra in TURN_MODES:
+            if self.plan.modes and label not in self.plan.modes:
+                continue
             self._agent_metrics = {}
             with self.agent(timed_config(SHORT_REPLY, profile_extra, stt_extra)) as agent:
                 turns = self.measured(
@@ -390,16 +398,23 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--profiles", default="timed,offline,modes", help="timed, offline and/or modes (turn-taking modes)"
     )
+    parser.add_argument(
+        "--modes", default="", help="only these turn-taking modes, comma separated labels (default all)"
+    )
     parser.add_argument("--quick", action="store_true", help="5 samples, one level of 5 calls")
     args = parser.parse_args(argv)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    unknown_modes = set(modes) - {label for label, _, _ in TURN_MODES}
+    if unknown_modes:
+        parser.error(f"unknown modes {sorted(unknown_modes)}; see TURN_MODES")
     if args.quick:
-        return Plan(5, (5,), tuple(args.profiles.split(",")))
+        return Plan(5, (5,), tuple(args.profiles.split(",")), modes)
     levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
     profiles = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
     unknown = set(profiles) - {"timed", "offline", "modes"}
     if unknown:
         parser.error(f"unknown profiles {sorted(unknown)}; use timed, offline and/or modes")
-    return Plan(args.samples, levels, profiles)
+    return Plan(args.samples, levels, profiles, modes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
-        "plan": {"samples": plan.samples, "levels": plan.levels, "profiles": plan.profiles},
+        "plan": dataclasses.asdict(plan),
         "simulated_latency_ms": {
             "end_of_turn": END_OF_TURN_MS,
             "stt_final": STT_FINAL_MS,

@@ -425,7 +425,9 @@ def test_a_farewell_is_never_paused() -> None:
 
 
 def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> None:
-    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=200)
+    )
     clock = Clock(engine)
     clock.speech(800)
     acts = clock.silence(200)
@@ -443,7 +445,9 @@ def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> No
 
 
 def test_a_final_already_in_hand_ends_the_turn_at_the_verdict() -> None:
-    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True))
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=200)
+    )
     clock = Clock(engine)
     clock.speech(800)
     ask = _of(clock.silence(200), PredictTurn)[0]
@@ -470,6 +474,43 @@ def test_segments_of_a_turn_the_caller_went_on_with_are_joined() -> None:
     engine.prediction(ask.ticket, 0.95, clock.now + 0.1)
     turn = _turn(engine.final("one two one two", clock.now + 0.15))
     assert turn.text == "my number is five five five one two one two"
+
+
+def test_a_segment_recogniser_is_finalized_after_a_short_silence_before_the_pause() -> None:
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=100)
+    )
+    clock = Clock(engine)
+    clock.speech(800)
+    acts = clock.silence(100)
+    assert _of(acts, Finalize) and not _of(acts, PredictTurn)
+    finalized_at = clock.now
+    acts = clock.silence(100)
+    assert _of(acts, PredictTurn) and not _of(acts, Finalize)  # the pause asks the model only
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    assert not engine.final("what time do you open", finalized_at + 0.15)  # not decided yet
+    turn = _turn(engine.prediction(ask.ticket, 0.9, clock.now + 0.06))
+    assert turn.text == "what time do you open" and turn.stt_ms == pytest.approx(150)
+
+
+def test_words_after_an_early_finalize_are_finalized_again() -> None:
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=100)
+    )
+    clock = Clock(engine)
+    clock.speech(600)
+    assert _of(clock.silence(120), Finalize)  # a breath inside the sentence
+    engine.final("my number is", clock.now)
+    acts = clock.speech(600)
+    assert not _of(acts, Finalize) and not _of(acts, TurnOver)
+    acts = clock.silence(200)
+    assert len(_of(acts, Finalize)) == 1  # the words after the breath get their own final
+    ask = _of(acts, PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    engine.prediction(ask.ticket, 0.9, clock.now + 0.05)
+    turn = _turn(engine.final("five five five", clock.now + 0.1))
+    assert turn.text == "my number is five five five"
 
 
 def test_silence_endpointing_with_segments_has_the_final_when_the_silence_is_up() -> None:
