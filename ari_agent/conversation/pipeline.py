@@ -139,7 +139,7 @@ def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
         backchannels=Backchannels.of(profile.backchannels),
         provider_endpointing=profile.provider_endpointing and stt.capabilities.endpointing,
         finalize_at_pause=stt.capabilities.segments,
-        finalize_after_ms=profile.finalize_after_ms,
+        turn_prepare_ms=profile.turn_prepare_ms,
         early_start=profile.early_start,
         early_start_ms=profile.early_start_ms,
         filler_after_ms=profile.filler_after_ms,

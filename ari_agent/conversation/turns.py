@@ -15,9 +15,12 @@ listed in ``TRANSITIONS``; any other move is a bug and raises.
 End of turn, by the profile's ``end_of_turn``:
 
 * ``silence``: the turn is over after ``end_of_turn_ms`` of silence.
-* ``model``: after ``turn_pause_ms`` of silence the turn model is asked
-  whether the caller has finished. Yes: the turn is over. No: wait on, up to
-  ``turn_max_wait_ms`` of silence, for the caller to go on.
+* ``model``: after ``turn_pause_ms`` of silence the turn model's verdict on
+  whether the caller has finished decides. Yes: the turn is over. No: wait
+  on, up to ``turn_max_wait_ms`` of silence, for the caller to go on. The
+  model is asked already after ``turn_prepare_ms`` of silence so that its
+  verdict is in hand at the pause; "not finished" then is asked again at
+  the pause, on the longer silence.
 
 Either way the recogniser's own end of turn, where trusted, ends it too.
 
@@ -86,12 +89,14 @@ class TurnSettings:
     backchannel_max_ms: int = 800
     backchannels: Backchannels = DEFAULT
     provider_endpointing: bool = False  # the recogniser has endpointing and the profile trusts it
-    # The recogniser gives finals by segment (STTCapabilities.segments): finalize after
-    # ``finalize_after_ms`` of silence (at the latest at the pause), while the end of turn is
-    # decided, so the final is in hand (or on its way) when the turn is taken as over instead of
-    # being asked for only then. Words after it are finalized again at the next silence.
+    # The recogniser gives finals by segment (STTCapabilities.segments): it is finalized while
+    # the end of turn is decided, so the final is in hand (or on its way) when the turn is taken
+    # as over instead of being asked for only then.
     finalize_at_pause: bool = False
-    finalize_after_ms: int = 100
+    # Silence after which the end of the turn is prepared (at the latest at the pause): the
+    # recogniser finalized (finalize_at_pause) and the turn model asked (model mode). Either is
+    # acted on only at the pause; words before it make both start again at the next silence.
+    turn_prepare_ms: int = 100
     early_start: bool = False
     early_start_ms: int = 100  # caller silence before an early start (the pause is decided later)
     filler_after_ms: int = 0  # 0: no filler
@@ -245,6 +250,7 @@ class TurnEngine:
         # Turn model.
         self._ticket = 0
         self._asked: int | None = None  # ticket of the question in flight
+        self._verdict: float | None = None  # the model's answer while preparing, for the pause
         # Early start.
         self._interim = ""
         self._early: tuple[int, str] | None = None
@@ -329,7 +335,9 @@ class TurnEngine:
         if self.state is Caller.SPEAKING and self._silence_ms:
             if self._early is not None:
                 self._cancel_early(out)  # started in a short silence, and the caller went on
-            self._finalized_in_pause = False  # the caller went on: these words need a final too
+            # The caller went on: these words need a final too, and the model's say is stale.
+            self._finalized_in_pause = False
+            self._asked = self._verdict = None
         if self.state is Caller.PAUSED:
             # A single voiced frame in a pause is often noise: resume on a short run only.
             self._voiced_run_ms += FRAME_MS
@@ -349,8 +357,8 @@ class TurnEngine:
         s = self.settings
         if self.state is Caller.SPEAKING:
             pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
-            if self._silence_ms >= min(s.finalize_after_ms, pause_ms):
-                self._maybe_finalize_early(f.now, out)
+            if self._silence_ms >= min(s.turn_prepare_ms, pause_ms):
+                self._prepare(f.now, out)
             if self._silence_ms >= pause_ms:
                 self._pause(f, out)
             elif self._pushing:
@@ -371,19 +379,30 @@ class TurnEngine:
         self._go(Caller.PAUSED)
         if not self._pushing:
             return
-        self._maybe_finalize_early(f.now, out)
-        if self.settings.end_of_turn == "model":
-            self._ticket += 1
-            self._asked = self._ticket
-            out.append(PredictTurn(self._ticket, b"".join(self._turn_audio)))
+        self._prepare(f.now, out)
+        if self.settings.end_of_turn == "model" and self._asked is None:
+            verdict, self._verdict = self._verdict, None
+            if verdict is not None and verdict >= self.settings.turn_threshold:
+                self._end_turn("model", f.now, out)  # asked while preparing: finished
+                return
+            if verdict is not None:
+                self._ask_model(out)  # "not finished" on less silence: ask again on this pause
         self._maybe_start_early(out)
 
-    def _maybe_finalize_early(self, now: float, out: list[Action]) -> None:
-        if not self.settings.finalize_at_pause or self._finalized_in_pause or not self._pushing:
+    def _prepare(self, now: float, out: list[Action]) -> None:
+        if not self._pushing:
             return
-        self._finalize_at, self._final_at = now, None
-        self._finalized_in_pause = True
-        out.append(Finalize())
+        if self.settings.finalize_at_pause and not self._finalized_in_pause:
+            self._finalize_at, self._final_at = now, None
+            self._finalized_in_pause = True
+            out.append(Finalize())
+        if self.settings.end_of_turn == "model" and self._asked is None and self._verdict is None:
+            self._ask_model(out)
+
+    def _ask_model(self, out: list[Action]) -> None:
+        self._ticket += 1
+        self._asked = self._ticket
+        out.append(PredictTurn(self._ticket, b"".join(self._turn_audio)))
 
     def _maybe_start_early(self, out: list[Action]) -> None:
         s = self.settings
@@ -403,7 +422,7 @@ class TurnEngine:
 
     def _resume(self, out: list[Action]) -> None:
         self._go(Caller.SPEAKING)
-        self._asked = None
+        self._asked = self._verdict = None
         self._finalized_in_pause = False  # new words: the turn's end needs a final of them too
         self._cancel_early(out)
 
@@ -484,7 +503,7 @@ class TurnEngine:
         self._finalizing_ms = 0
         self._recent.clear()
         self._voiced_run_ms = 0
-        self._asked = None
+        self._asked = self._verdict = None
         if reason != "provider" and self._finalized_in_pause:
             # Everything said was finalized at the pause: its final is here or on its way.
             if self._final_at is not None:
@@ -550,7 +569,7 @@ class TurnEngine:
         self._run_ms = self._gap_ms = self._silence_ms = 0
         self._utterance_ms = self._utterance_voiced_ms = 0
         self._turn_audio.clear()
-        self._asked = None
+        self._asked = self._verdict = None
 
     def _cancel_early(self, out: list[Action]) -> None:
         if self._early is not None:
@@ -563,9 +582,12 @@ class TurnEngine:
     def prediction(self, ticket: int, probability: float, now: float) -> list[Action]:
         """The turn model's answer to ``PredictTurn(ticket)``; late answers are ignored."""
         out: list[Action] = []
-        if ticket != self._asked or self.state is not Caller.PAUSED:
+        if ticket != self._asked or self.state not in (Caller.SPEAKING, Caller.PAUSED):
             return out
         self._asked = None
+        if self.state is Caller.SPEAKING:
+            self._verdict = probability  # asked while preparing: the pause acts on it
+            return out
         if probability >= self.settings.turn_threshold:
             self._end_turn("model", now, out)
         # Not finished: the pause goes on, up to turn_max_wait_ms (see _unvoiced).

@@ -85,9 +85,10 @@ class ProfileConfig(_Model):
     # (providers with interim results); the reply is spoken only if the final says the same.
     early_start: bool = False
     early_start_ms: int = Field(100, ge=20, le=2000)  # caller silence before thinking early
-    # Caller silence before a recogniser that gives finals by segment is asked for its final
-    # (at the latest at turn_pause_ms), so the words are in hand when the turn is decided over.
-    finalize_after_ms: int = Field(100, ge=20, le=2000)
+    # Caller silence after which the end of the turn is prepared (at the latest at
+    # turn_pause_ms): a recogniser that gives finals by segment is asked for its final and, with
+    # "model", the turn model for its verdict; both are acted on only at turn_pause_ms.
+    turn_prepare_ms: int = Field(100, ge=20, le=2000)
     min_speech_ms: int = Field(120, ge=20, le=2000)
     # Take the STT provider's own end-of-turn when it has one and it comes first.
     provider_endpointing: bool = True

@@ -73,17 +73,18 @@ TARGETS = {
 # Turn-taking modes compared on the timed profile: (label, profile lines, STT option lines).
 QUESTION = "tell me about your opening hours"
 # Each "(before)" mode is the same with the recogniser finalized only after the end of turn and
-# the early start at the pause, as before finals by segment; "(final at the pause)" finalizes
-# at turn_pause_ms as before finalize_after_ms: today's figures beside the new one.
+# the early start at the pause, as before finals by segment; "(prepared at the pause)" finalizes
+# the recogniser and asks the turn model only at turn_pause_ms, as before turn_prepare_ms:
+# today's figures beside the new one.
 MODEL = 'end_of_turn = "model"'
-AT_PAUSE = "finalize_after_ms = 200"
+AT_PAUSE = "turn_prepare_ms = 200"
 INTERIM = f'interim = "{QUESTION}"\ninterim_after_ms = 300'
 TURN_MODES: tuple[tuple[str, str, str], ...] = (
     ("silence (before)", "", "segments = false"),
-    ("silence (final at the pause)", AT_PAUSE, ""),
+    ("silence (prepared at the pause)", AT_PAUSE, ""),
     ("silence", "", ""),
     ("model (before)", MODEL, "segments = false"),
-    ("model (final at the pause)", f"{MODEL}\n{AT_PAUSE}", ""),
+    ("model (prepared at the pause)", f"{MODEL}\n{AT_PAUSE}", ""),
     ("model", MODEL, ""),
     (
         "model + early (before)",

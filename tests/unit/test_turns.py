@@ -426,7 +426,7 @@ def test_a_farewell_is_never_paused() -> None:
 
 def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> None:
     engine = TurnEngine(
-        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=200)
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, turn_prepare_ms=200)
     )
     clock = Clock(engine)
     clock.speech(800)
@@ -446,7 +446,7 @@ def test_a_segment_recogniser_is_finalized_at_the_pause_beside_the_model() -> No
 
 def test_a_final_already_in_hand_ends_the_turn_at_the_verdict() -> None:
     engine = TurnEngine(
-        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=200)
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, turn_prepare_ms=200)
     )
     clock = Clock(engine)
     clock.speech(800)
@@ -476,27 +476,74 @@ def test_segments_of_a_turn_the_caller_went_on_with_are_joined() -> None:
     assert turn.text == "my number is five five five one two one two"
 
 
-def test_a_segment_recogniser_is_finalized_after_a_short_silence_before_the_pause() -> None:
+def test_the_end_is_prepared_after_a_short_silence_and_decided_at_the_pause() -> None:
     engine = TurnEngine(
-        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=100)
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, turn_prepare_ms=100)
     )
     clock = Clock(engine)
     clock.speech(800)
     acts = clock.silence(100)
-    assert _of(acts, Finalize) and not _of(acts, PredictTurn)
-    finalized_at = clock.now
-    acts = clock.silence(100)
-    assert _of(acts, PredictTurn) and not _of(acts, Finalize)  # the pause asks the model only
+    assert [type(a) for a in acts if not isinstance(a, PushAudio)] == [Finalize, PredictTurn]
     ask = _of(acts, PredictTurn)[0]
     assert isinstance(ask, PredictTurn)
-    assert not engine.final("what time do you open", finalized_at + 0.15)  # not decided yet
-    turn = _turn(engine.prediction(ask.ticket, 0.9, clock.now + 0.06))
-    assert turn.text == "what time do you open" and turn.stt_ms == pytest.approx(150)
+    finalized_at = clock.now
+    # Both answers come before the pause: nothing is decided on 100 ms of silence.
+    assert not engine.prediction(ask.ticket, 0.9, clock.now + 0.05)
+    assert not engine.final("what time do you open", finalized_at + 0.08)
+    acts = clock.silence(80)
+    assert not _of(acts, TurnOver)
+    acts = clock.silence(20)  # the pause: the verdict in hand ends the turn, no second question
+    assert not _of(acts, PredictTurn) and not _of(acts, Finalize)
+    turn = _turn(acts)
+    assert turn.reason == "model" and turn.text == "what time do you open"
+    assert turn.stt_ms == pytest.approx(80)
+
+
+def test_a_verdict_not_in_hand_at_the_pause_is_waited_for() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_prepare_ms=100))
+    clock = Clock(engine)
+    clock.speech(800)
+    ask = _of(clock.silence(100), PredictTurn)[0]
+    assert isinstance(ask, PredictTurn)
+    acts = clock.silence(100)
+    assert not _of(acts, PredictTurn) and not _of(acts, TurnOver)  # one question in flight
+    acts = engine.prediction(ask.ticket, 0.9, clock.now + 0.03)
+    assert _of(acts, Finalize)  # a recogniser without segments is finalized at the end
+
+
+def test_not_finished_while_preparing_asks_again_at_the_pause() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_prepare_ms=100))
+    clock = Clock(engine)
+    clock.speech(800)
+    first = _of(clock.silence(100), PredictTurn)[0]
+    assert isinstance(first, PredictTurn)
+    engine.prediction(first.ticket, 0.1, clock.now + 0.02)
+    acts = clock.silence(100)
+    asks = _of(acts, PredictTurn)
+    assert len(asks) == 1 and not _of(acts, TurnOver)
+    second = asks[0]
+    assert isinstance(second, PredictTurn) and second.ticket != first.ticket
+    assert _of(engine.prediction(second.ticket, 0.8, clock.now + 0.02), Finalize)
+
+
+def test_words_after_preparing_make_the_verdict_stale() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_prepare_ms=100))
+    clock = Clock(engine)
+    clock.speech(600)
+    stale = _of(clock.silence(120), PredictTurn)[0]  # a breath: "my number is ..."
+    assert isinstance(stale, PredictTurn)
+    clock.speech(400)
+    assert not engine.prediction(stale.ticket, 0.95, clock.now)  # about words since gone on
+    acts = clock.silence(100)
+    fresh = _of(acts, PredictTurn)[0]
+    assert isinstance(fresh, PredictTurn) and fresh.ticket != stale.ticket
+    acts = clock.silence(100)
+    assert not _of(acts, TurnOver)  # the stale "finished" was not kept for this pause
 
 
 def test_words_after_an_early_finalize_are_finalized_again() -> None:
     engine = TurnEngine(
-        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, finalize_after_ms=100)
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, finalize_at_pause=True, turn_prepare_ms=100)
     )
     clock = Clock(engine)
     clock.speech(600)
@@ -534,7 +581,7 @@ def test_early_start_on_a_short_silence_and_cancelled_when_the_caller_goes_on() 
     clock.speech(400)
     acts = clock.silence(100)
     starts = _of(acts, StartEarly)
-    assert len(starts) == 1 and not _of(acts, PredictTurn)  # thinking before the pause is decided
+    assert len(starts) == 1 and not _of(acts, TurnOver)  # thinking before the pause is decided
     acts = clock.speech(100)  # "... do you open"
     assert _of(acts, CancelEarly) and engine.wasted_early_starts == 1
 
