@@ -19,4 +19,7 @@ class LocalOptions(ProviderOptions):
     min_coverage: float | None = Field(
         None, ge=0, le=1, description="STT: share of the loud audio the decoded words must cover"
     )
+    min_frames_per_phone: float | None = Field(
+        None, ge=0, description="STT: frames (10 ms) per phone below which a key phrase is too quick"
+    )
     rate: int | None = Field(None, ge=80, le=500, description="TTS: espeak-ng speed, words per minute")

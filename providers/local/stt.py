@@ -136,6 +136,7 @@ class _WorkerPool:
                     filler_exponent=r.filler_exponent,
                     min_score=r.min_score,
                     min_coverage=r.min_coverage,
+                    min_frames_per_phone=r.min_frames_per_phone,
                 )
                 if plan.dropped_words:
                     log.warning(
@@ -245,6 +246,7 @@ class PocketsphinxSTT(STT):
         filler_exponent: float = sphinx.DEFAULT_FILLER_EXPONENT,
         min_score: float = sphinx.DEFAULT_MIN_SCORE,
         min_coverage: float = sphinx.DEFAULT_MIN_COVERAGE,
+        min_frames_per_phone: float = sphinx.DEFAULT_MIN_FRAMES_PER_PHONE,
         prewarm: int = 2,
         max_decoders: int | None = None,
     ) -> None:
@@ -258,6 +260,7 @@ class PocketsphinxSTT(STT):
             filler_exponent,
             min_score,
             min_coverage=min_coverage,
+            min_frames_per_phone=min_frames_per_phone,
         )
         if not self.spec.phrases:
             raise ProviderError("no phrases for the grammar", provider=self.name, retryable=False)
@@ -279,6 +282,7 @@ class PocketsphinxSTT(STT):
             filler_exponent=float(opts.get("filler_exponent", sphinx.DEFAULT_FILLER_EXPONENT)),
             min_score=float(opts.get("min_score", sphinx.DEFAULT_MIN_SCORE)),
             min_coverage=float(opts.get("min_coverage", sphinx.DEFAULT_MIN_COVERAGE)),
+            min_frames_per_phone=float(opts.get("min_frames_per_phone", sphinx.DEFAULT_MIN_FRAMES_PER_PHONE)),
             prewarm=int(opts.get("prewarm", 2)),
             max_decoders=int(opts["max_decoders"]) if "max_decoders" in opts else None,
         )

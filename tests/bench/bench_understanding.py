@@ -70,6 +70,7 @@ def after(ctx: ProviderContext) -> Understand:
         filler_exponent=wanted.filler_exponent,
         min_score=wanted.min_score,
         min_coverage=wanted.min_coverage,
+        min_frames_per_phone=wanted.min_frames_per_phone,
     ).spec
     decoder = sphinx.build_decoder(spec)
     llm = ScriptedLLM.create(ctx)
@@ -79,7 +80,8 @@ def after(ctx: ProviderContext) -> Understand:
         intent = llm.match(result.text)
         score = "-" if result.score is None else f"{result.score:.1f}"
         coverage = "-" if result.coverage is None else f"{result.coverage:.2f}"
-        return f"{result.heard} [{score} cov {coverage}]", intent.name if intent else None
+        pace = "-" if result.frames_per_phone is None else f"{result.frames_per_phone:.1f}"
+        return f"{result.heard} [{score} cov {coverage} fpp {pace}]", intent.name if intent else None
 
     return understand
 
@@ -138,13 +140,14 @@ def main() -> None:
     parser.add_argument("--misses", action="store_true", help="list every miss")
     parser.add_argument(
         "--set",
-        choices=("paraphrases", "dev"),
+        choices=("paraphrases", "dev", "dev-fast"),
         default="paraphrases",
-        help="the paraphrase set (the figures of issue 16) or the development set (tests/bench/dev_set.py)",
+        help="the paraphrase set (the figures of issue 16) or the development set (tests/bench/dev_set.py), "
+        "at its normal or its fast renderings",
     )
     args = parser.parse_args()
     ctx = frontdesk()
-    chosen = samples() if args.set == "paraphrases" else dev_set.samples()
+    chosen = {"paraphrases": samples, "dev": dev_set.samples, "dev-fast": dev_set.fast_samples}[args.set]()
     audio = [(s, telephone(s.text, voice=s.voice, wpm=s.wpm).tobytes()) for s in chosen]
     reports: dict[str, dict[str, Any]] = {}
     for name, make in MATCHERS.items():
@@ -160,11 +163,11 @@ def main() -> None:
 
 
 def print_table(reports: dict[str, dict[str, Any]], *, show_misses: bool, title: str = "paraphrases") -> None:
-    where = (
-        "paraphrase set (tests/unit/paraphrases.py)"
-        if title == "paraphrases"
-        else "dev set (tests/bench/dev_set.py)"
-    )
+    where = {
+        "paraphrases": "paraphrase set (tests/unit/paraphrases.py)",
+        "dev": "dev set (tests/bench/dev_set.py)",
+        "dev-fast": "dev set at fast renderings (tests/bench/dev_set.py)",
+    }[title]
     print(f"offline understanding, {where} through µ-law")
     print(
         f"{'matcher':8} {'in-scope':>16} {'rejection':>16} {'decode ms p50/p95':>18} "

@@ -63,7 +63,7 @@ def test_fillers_with_unknown_words_are_dropped_whole() -> None:
 
 
 def test_the_spec_reaches_the_worker_whole() -> None:
-    spec = sphinx.GrammarSpec(("good morning",), 1e-9, ("hi", "thanks"), 0.3, -5.5, 0.01)
+    spec = sphinx.GrammarSpec(("good morning",), 1e-9, ("hi", "thanks"), 0.3, -5.5, 0.01, 0.4, 5.0)
     assert sphinx.spec_from_message(sphinx.spec_message(spec)) == spec
 
 

@@ -51,11 +51,17 @@ VOICES = ("en-us", "en-gb")
 # Measured misses, kept visible rather than dropped from the list. Since the
 # key-phrase spotter (issue 16) a poor acoustic fit is rejected rather than
 # forced into the nearest phrase: fewer wrong answers, a few more fallbacks.
+# Since the duration check, a key phrase heard in less time than its phones
+# need is rejected too: questions that are no key phrase ("where is the
+# clinic", "on sunday") no longer reach their intent through a look-alike.
 KNOWN_MISSES = {
+    ("en-us", "what are your hours"): "rejected: heard as 'what are your opening hours', too quick to be it",
+    ("en-us", "where is the clinic"): "rejected: 'where are you located' found, too quick to be it",
     ("en-us", "reception please"): "rejected: 'reception' over µ-law is not recognised for this voice",
+    ("en-gb", "are you open on sunday"): "rejected: 'are you open on saturday' found, too quick to be it",
+    ("en-gb", "where is the clinic"): "rejected: 'where are you' found, too quick to be it",
     ("en-gb", "reception please"): "rejected: heard as 'thank you bye', whose fit is below the bar",
     ("en-gb", "can i talk to a receptionist"): "rejected: 'talk to a person' found, fit below the bar",
-    ("en-gb", "that's all thank you"): "rejected: the phrase is found but its fit is below the bar",
 }
 
 

@@ -17,9 +17,10 @@ from providers.scripted.llm import ScriptedLLM
 from tests.unit.paraphrases import IN_SCOPE, OUT_OF_SCOPE, samples
 from tests.unit.speech import RATE, frontdesk_context, telephone
 
-# Regression floors a little under what the matcher measures (89.3 %, 83.3 %
-# at the time of writing, since the coverage check). The in-scope
-# target, 90 %, is not met yet: `make bench` prints the figures against them.
+# Regression floors a little under what the matcher measures (90.5 %, 80.6 %
+# since the duration check; 89.3 %, 83.3 % before it). The targets,
+# 90 % and 80 %, are met by one sample each, within the set's noise: `make
+# bench` prints the figures against them.
 IN_SCOPE_FLOOR = 0.85
 REJECTION_FLOOR = 0.77
 
