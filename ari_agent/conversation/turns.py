@@ -251,6 +251,7 @@ class TurnEngine:
         self._ticket = 0
         self._asked: int | None = None  # ticket of the question in flight
         self._verdict: float | None = None  # the model's answer while preparing, for the pause
+        self._prepare_ticket = 0  # the question asked before the pause (on a shorter silence)
         # Early start.
         self._interim = ""
         self._early: tuple[int, str] | None = None
@@ -357,11 +358,12 @@ class TurnEngine:
         s = self.settings
         if self.state is Caller.SPEAKING:
             pause_ms = s.turn_pause_ms if s.end_of_turn == "model" else min(s.turn_pause_ms, s.end_of_turn_ms)
-            if self._silence_ms >= min(s.turn_prepare_ms, pause_ms):
-                self._prepare(f.now, out)
             if self._silence_ms >= pause_ms:
                 self._pause(f, out)
-            elif self._pushing:
+                return
+            if self._silence_ms >= s.turn_prepare_ms:
+                self._prepare(f.now, out)
+            if self._pushing:
                 self._maybe_start_early(out)
             return
         # PAUSED
@@ -398,6 +400,8 @@ class TurnEngine:
             out.append(Finalize())
         if self.settings.end_of_turn == "model" and self._asked is None and self._verdict is None:
             self._ask_model(out)
+            if self.state is Caller.SPEAKING:
+                self._prepare_ticket = self._ticket
 
     def _ask_model(self, out: list[Action]) -> None:
         self._ticket += 1
@@ -590,6 +594,8 @@ class TurnEngine:
             return out
         if probability >= self.settings.turn_threshold:
             self._end_turn("model", now, out)
+        elif ticket == self._prepare_ticket:
+            self._ask_model(out)  # "not finished" on the shorter silence: ask again on this pause
         # Not finished: the pause goes on, up to turn_max_wait_ms (see _unvoiced).
         return out
 

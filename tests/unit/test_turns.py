@@ -112,7 +112,9 @@ def test_model_says_finished_turn_ends_after_the_short_pause() -> None:
 
 
 def test_model_says_not_finished_waits_and_the_caller_goes_on() -> None:
-    settings = TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_max_wait_ms=2500)
+    settings = TurnSettings(
+        end_of_turn="model", turn_pause_ms=200, turn_prepare_ms=200, turn_max_wait_ms=2500
+    )
     engine = TurnEngine(settings)
     clock = Clock(engine)
     clock.speech(1000)  # "my number is five five five"
@@ -509,6 +511,21 @@ def test_a_verdict_not_in_hand_at_the_pause_is_waited_for() -> None:
     assert not _of(acts, PredictTurn) and not _of(acts, TurnOver)  # one question in flight
     acts = engine.prediction(ask.ticket, 0.9, clock.now + 0.03)
     assert _of(acts, Finalize)  # a recogniser without segments is finalized at the end
+
+
+def test_not_finished_on_the_shorter_silence_arriving_after_the_pause_asks_again() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="model", turn_pause_ms=200, turn_prepare_ms=100))
+    clock = Clock(engine)
+    clock.speech(800)
+    first = _of(clock.silence(100), PredictTurn)[0]
+    assert isinstance(first, PredictTurn)
+    assert not _of(clock.silence(100), PredictTurn)  # paused, the first answer not in yet
+    acts = engine.prediction(first.ticket, 0.2, clock.now + 0.04)
+    second = _of(acts, PredictTurn)[0]
+    assert isinstance(second, PredictTurn) and second.ticket != first.ticket
+    # Asked once more only.
+    assert not _of(engine.prediction(second.ticket, 0.2, clock.now + 0.1), PredictTurn)
+    assert not _of(clock.silence(500), TurnOver)  # and the pause goes on to the maximum wait
 
 
 def test_not_finished_while_preparing_asks_again_at_the_pause() -> None:
