@@ -49,12 +49,15 @@ test: install rootfs lint
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=12 tests/unit tests/integration tests/faults
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
+# bench_faults: dead air under provider faults, talkers under a flood, each beside the same figure
+# without (BENCH_FAULTS_ARGS="--samples 3" or "--only flood" for a quick look).
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
 	$(PYTHON) -m tests.bench.bench_media
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
 # (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.

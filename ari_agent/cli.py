@@ -157,6 +157,21 @@ def _load_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--no-hangup-check", action="store_true", help="do not require the agent to hang up after goodbye"
     )
     load.add_argument("--keep", metavar="DIR", help="keep SIPp's scenario, audio and logs in DIR")
+    load.add_argument(
+        "--auth-user",
+        metavar="USER",
+        help="SIP digest authentication: the endpoint's user name, for an Asterisk that challenges calls",
+    )
+    load.add_argument(
+        "--auth-password",
+        metavar="PASS",
+        help="its password (default: $LOAD_AUTH_PASSWORD; SIPp gets it as -ap, visible to ps on this host)",
+    )
+    load.add_argument(
+        "--local-ip",
+        metavar="IP",
+        help="the address SIPp sends SIP and RTP from (default: the one routed towards the target)",
+    )
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -238,6 +253,11 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
         plan=plan,
         require_hangup=not args.no_hangup_check,
         keep_dir=Path(args.keep) if args.keep else None,
+        auth_user=args.auth_user,
+        # The environment's password only with a user: a password alone is refused (run_load says why).
+        auth_password=args.auth_password
+        or (os.environ.get("LOAD_AUTH_PASSWORD") if args.auth_user else None),
+        local_ip=args.local_ip,
     )
     _ops_logging()
     return commands.load(settings, opts, args.json)

@@ -15,6 +15,7 @@ answered.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import re
 import shutil
@@ -58,6 +59,10 @@ class LoadOptions:
     plan: CallPlan = field(default_factory=CallPlan)
     require_hangup: bool = True  # the agent must hang up after goodbye
     keep_dir: Path | None = None  # keep SIPp's files (scenario, audio, logs) here
+    # SIP digest authentication, for endpoints with ``auth =`` (an operator's Asterisk asks for it).
+    auth_user: str | None = None
+    auth_password: str | None = None
+    local_ip: str | None = None  # SIPp's SIP and RTP address; None: the one routed towards the target
 
 
 # ---------------------------------------------------------------- audio
@@ -186,6 +191,9 @@ def sipp_command(
     ]  # fmt: skip
     # Always a limit: without -l SIPp makes up its own (3 calls here) and the rate silently drops.
     cmd += ["-l", str(opts.max_concurrent or opts.calls)]
+    if opts.auth_user is not None:
+        # SIPp answers the challenge with these ([authentication] in the scenario).
+        cmd += ["-au", opts.auth_user, "-ap", opts.auth_password or ""]
     return cmd
 
 
@@ -260,6 +268,13 @@ def run_load(
         raise LoadError("--calls must be at least 1")
     if opts.rate <= 0:
         raise LoadError("--rate must be above 0")
+    if (opts.auth_user is None) != (opts.auth_password is None):
+        raise LoadError("SIP authentication needs both --auth-user and --auth-password")
+    if opts.local_ip is not None:
+        try:
+            ipaddress.ip_address(opts.local_ip)
+        except ValueError:
+            raise LoadError(f"--local-ip {opts.local_ip!r} is not an IP address") from None
     sipp = _need("sipp", "sip-tester")
     try:
         call_source(settings, transcripts=True)
@@ -289,12 +304,16 @@ def run_load(
         tag = f"9{random.randrange(10**6):06d}"
         scenario_path = work / "load.xml"
         scenario_path.write_text(
-            scenario(opts.plan, tag=tag, question_s=q_s, goodbye_s=g_s, **files), encoding="utf-8"
+            scenario(
+                opts.plan, tag=tag, question_s=q_s, goodbye_s=g_s, auth=opts.auth_user is not None, **files
+            ),
+            encoding="utf-8",
         )
         per_call = sum(s for _, s in segments) + 10.0
         timeout_s = opts.calls / opts.rate + per_call * 2 + 30
         log_path = work / "calls.log"
-        cmd = sipp_command(sipp, opts, scenario_path, log_path, local_ip_towards(opts.target.host), timeout_s)
+        local_ip = opts.local_ip or local_ip_towards(opts.target.host)
+        cmd = sipp_command(sipp, opts, scenario_path, log_path, local_ip, timeout_s)
 
         cpu_before = agent_cpu_seconds(settings)
         # The records' timestamps are the agent's clock (this host's, or a synchronised one): a

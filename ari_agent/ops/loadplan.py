@@ -16,6 +16,11 @@ Every event a test or the report needs is a ``<log>`` line
 ``<call_number> <event>`` (``answered``, ``agent-bye``, ``our-bye``); the
 call's caller number is ``<tag><call_number>``, which is how the agent's
 call records are matched to SIPp's calls.
+
+With ``auth=True`` the INVITE expects a digest challenge (401 or 407, as an
+Asterisk endpoint with ``auth =`` sends), acknowledges it and sends the
+INVITE again with SIPp's ``[authentication]`` header, computed from the
+user and password given to SIPp (``-au`` / ``-ap``).
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ _INVITE = """\
       From: "ari-agent load" <sip:{tag}[call_number]@[local_ip]:[local_port]>;tag=[pid]L[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
-      CSeq: 1 INVITE
+      CSeq: {cseq} INVITE{auth}
       Contact: <sip:{tag}[call_number]@[local_ip]:[local_port]>
       Max-Forwards: 70
       User-Agent: ari-agent load
@@ -135,6 +140,18 @@ _ACK = """\
       From: "ari-agent load" <sip:{tag}[call_number]@[local_ip]:[local_port]>;tag=[pid]L[call_number]
       [last_To:]
       Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+"""
+
+# The ACK of a challenge (a non-2xx answer) belongs to the INVITE's transaction: same Via branch.
+_ACK_CHALLENGE = """\
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: "ari-agent load" <sip:{tag}[call_number]@[local_ip]:[local_port]>;tag=[pid]L[call_number]
+      [last_To:]
+      Call-ID: [call_id]
       CSeq: 1 ACK
       Max-Forwards: 70
       Content-Length: 0
@@ -146,7 +163,7 @@ _BYE = """\
       From: "ari-agent load" <sip:{tag}[call_number]@[local_ip]:[local_port]>;tag=[pid]L[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: {cseq} BYE
       Max-Forwards: 70
       Content-Length: 0
 """
@@ -160,6 +177,10 @@ _OK = """\
       [last_CSeq:]
       Content-Length: 0
 """
+
+
+# SIPp fills [authentication] with the digest answer to the last challenge (-au / -ap).
+_AUTH_HEADER = "\n      [authentication]"
 
 
 def _cdata(text: str) -> str:
@@ -184,23 +205,40 @@ def scenario(
     call_wav: str,
     question_s: float,
     goodbye_s: float,
+    auth: bool = False,
 ) -> str:
     """The SIPp scenario XML.
 
     ``call_wav`` is the whole timeline as one file (streaming callers);
     ``question_wav`` / ``goodbye_wav`` are the utterances alone (silent callers).
+    ``auth``: answer a digest challenge to the INVITE (SIPp needs ``-au`` and ``-ap``).
     """
     if not tag.isdigit():
         raise ValueError("the tag must be digits: it starts every caller number")
     parts = [
         '<?xml version="1.0" encoding="ISO-8859-1" ?>',
         '<scenario name="ari-agent load">',
-        f'  <send retrans="500">\n    {_cdata(_INVITE.format(tag=tag))}\n  </send>',
+        f'  <send retrans="500">\n    {_cdata(_INVITE.format(tag=tag, cseq=1, auth=""))}\n  </send>',
         '  <recv response="100" optional="true"/>',
+    ]
+    cseq = 1
+    if auth:
+        # Asterisk challenges with 401 (407 from a proxy): either will do, one must come.
+        cseq = 2
+        parts += [
+            '  <recv response="401" auth="true" optional="true" next="3"/>',
+            '  <recv response="407" auth="true"/>',
+            '  <label id="3"/>',
+            f"  <send>\n    {_cdata(_ACK_CHALLENGE.format(tag=tag))}\n  </send>",
+            '  <send retrans="500">\n'
+            f"    {_cdata(_INVITE.format(tag=tag, cseq=cseq, auth=_AUTH_HEADER))}\n  </send>",
+            '  <recv response="100" optional="true"/>',
+        ]
+    parts += [
         '  <recv response="180" optional="true"/>',
         '  <recv response="183" optional="true"/>',
         '  <recv response="200" rrs="true"/>',
-        f"  <send>\n    {_cdata(_ACK.format(tag=tag))}\n  </send>",
+        f"  <send>\n    {_cdata(_ACK.format(tag=tag, cseq=cseq))}\n  </send>",
     ]
     if plan.silent_between:
         parts += [
@@ -222,7 +260,7 @@ def scenario(
         f'  <nop next="2"><action>{_log("agent-bye")}</action></nop>',
         '  <label id="1"/>',
         f"  <nop><action>{_log('our-bye')}</action></nop>",
-        f'  <send retrans="500">\n    {_cdata(_BYE.format(tag=tag))}\n  </send>',
+        f'  <send retrans="500">\n    {_cdata(_BYE.format(tag=tag, cseq=cseq + 1))}\n  </send>',
         '  <recv response="200"/>',
         '  <label id="2"/>',
         "</scenario>",

@@ -58,6 +58,11 @@ from tests.integration.testpki import LabPki, make_pki
 REPO = Path(__file__).resolve().parents[2]
 ASTERISK_CONFIG = REPO / "asterisk"
 CALLER_CONFIG = Path(__file__).resolve().parent / "asterisk-caller"
+# The agent instance's endpoint that demands digest auth (asterisk-caller/agent_pjsip_overlay.conf):
+# SIP from this address is challenged for these credentials.
+LOAD_AUTH_IP = "127.0.0.2"
+LOAD_AUTH_USER = "lab-load"
+LOAD_AUTH_PASSWORD = "lab-load-Secret-7"
 ROOTFS_SCRIPT = ASTERISK_CONFIG / "rootfs.sh"
 DEFAULT_ROOT = Path(os.environ.get("ARI_AGENT_ROOTFS", "/var/cache/ari-agent/rootfs"))
 LOCK_DIR = Path(os.environ.get("ARI_AGENT_LAB_LOCKS", "/var/cache/ari-agent"))
@@ -676,6 +681,11 @@ class Lab:
         )
         agent_files["pjsip.conf"] = _replace_once(
             shipped["pjsip.conf"], "bind = 127.0.0.1:5060", f"bind = 127.0.0.1:{p.agent_sip}", "pjsip.conf"
+        )
+        auth_overlay = (CALLER_CONFIG / "agent_pjsip_overlay.conf").read_text(encoding="utf-8")
+        auth_overlay = auth_overlay.replace("@LAB_LOAD_AUTH_USER@", LOAD_AUTH_USER)
+        agent_files["pjsip.conf"] += "\n" + auth_overlay.replace(
+            "@LAB_LOAD_AUTH_PASSWORD@", LOAD_AUTH_PASSWORD
         )
         agent_files["rtp.conf"] = self._rtp_conf(shipped["rtp.conf"], p.agent_rtp)
         agent_files["ari.conf"] = _replace_once(

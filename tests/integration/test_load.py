@@ -9,7 +9,15 @@ import sys
 import time
 from typing import Any
 
-from tests.integration.lab import REPO, AgentFactory, AgentProcess, Lab
+from tests.integration.lab import (
+    LOAD_AUTH_IP,
+    LOAD_AUTH_PASSWORD,
+    LOAD_AUTH_USER,
+    REPO,
+    AgentFactory,
+    AgentProcess,
+    Lab,
+)
 
 _LOAD = [sys.executable, "-m", "ari_agent.cli", "load"]
 
@@ -121,3 +129,37 @@ def test_load_fails_with_the_reasons_when_the_agent_dies_mid_run(
     problems = " | ".join(report["problems"])
     assert "the agent stopped answering its health check during the run" in problems
     assert "have no record from the agent" in problems
+
+
+def test_load_answers_the_digest_challenge_of_an_endpoint_that_requires_auth(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # The lab's endpoint for 127.0.0.2 challenges every INVITE (asterisk-caller/agent_pjsip_overlay.conf).
+    agent = agent_factory.start()
+    env = agent_factory.base_env(agent.records_dir)
+    since = time.time()
+    code, out, err = _load(
+        {**env, "LOAD_AUTH_PASSWORD": "wrong-password"},
+        lab,
+        *("--calls", "1", "--local-ip", LOAD_AUTH_IP, "--auth-user", LOAD_AUTH_USER, "--json"),
+        timeout=120,
+    )
+    # A wrong password: Asterisk refuses the call; nothing reached the agent or the dialplan.
+    assert code == 1, f"exit {code}\n{out}\n{err}"
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["answered"] == 0, report
+    assert not [e for e in lab.dialplan_events() if e.kind == "stasis-enter" and e.at >= since]
+    assert not _mine(agent, 0)
+
+    code, out, err = _load(
+        {**env, "LOAD_AUTH_PASSWORD": LOAD_AUTH_PASSWORD},
+        lab,
+        *("--calls", "2", "--rate", "1", "--local-ip", LOAD_AUTH_IP, "--auth-user", LOAD_AUTH_USER, "--json"),
+    )
+    assert code == 0, f"exit {code}\n{out}\n{err}\n{agent.log_tail()}"
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["answered"] == 2 and report["right_answers"] == 2, report
+    records = _mine(agent, 0)
+    assert len(records) == 2
+    # The callers' own numbers reached the agent (the endpoint sets no callerid of its own).
+    assert all(r["caller"]["number"].startswith("9") for r in records), [r["caller"] for r in records]

@@ -11,7 +11,12 @@ default: RTP sequence numbers wrap after 65 536 packets, 21.8 minutes of
 20 ms packets), then asks a question and says goodbye: it must still be
 answered right.
 
+Last, the kill phase (tests/soak/kill.py): ``kill -9`` of an agent with
+``--kill-callers`` (20) callers in conversation, a restart, and every caller
+back in the dialplan ``FAILED`` within 10 s with nothing left behind.
+
     python -m tests.soak.run [--minutes 10] [--limit 10] [--factors 1,1.5,2] [--long-call-minutes 22]
+    python -m tests.soak.run --only kill          (the kill phase alone, about a minute)
 
 Prints a table, writes JSON under tests/bench/results/, exits 1 on a failure.
 """
@@ -37,6 +42,7 @@ from ari_agent.ops.load import LoadOptions, run_load
 from ari_agent.ops.loadplan import Target
 from ari_agent.ops.loadreport import CallVerdict, LoadReport, percentile
 from tests.integration.lab import AgentFactory, AgentProcess, CallHandle, Lab, LabError, running_lab
+from tests.soak.kill import KillResult, print_kill, run_kill
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 CALL_SECONDS = 19.5  # one load caller from answer to the agent's hang-up (seen: 19.2-19.3 s)
@@ -229,8 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--factors", default="1,1.5,2", help="multiples of the limit (default 1,1.5,2)")
     parser.add_argument("--long-call-minutes", type=float, default=22.0, help="0: no long call")
+    parser.add_argument(
+        "--kill-callers", type=int, default=20, help="callers up when the agent is killed (0: no kill phase)"
+    )
+    parser.add_argument(
+        "--only", choices=("load", "kill"), help="the load phases (and long call), or the kill"
+    )
     args = parser.parse_args(argv)
-    factors = [float(f) for f in args.factors.split(",")]
+    if args.only == "kill" and args.kill_callers < 1:
+        parser.error("--only kill needs --kill-callers of at least 1")
     workdir = Path(f"/tmp/ari-agent-soak-{int(time.time())}")
     workdir.mkdir(parents=True)
     config = workdir / "soak.toml"
@@ -241,45 +254,67 @@ def main(argv: list[str] | None = None) -> int:
         encoding="utf-8",
     )
     started = time.monotonic()
+    phases: list[Phase] = []
+    long_result = None
+    kill_result = None
     try:
         with running_lab() as lab:
             factory = AgentFactory(lab, workdir)
             try:
-                agent = factory.start(
-                    {"AGENT_CALLS__MAX_CONCURRENT": str(args.limit), "AGENT_CONFIG": str(config)}
-                )
-                env = factory.base_env(agent.records_dir) | {"AGENT_CONFIG": str(config)}
-                long_call = None
-                if args.long_call_minutes > 0:
-                    long_call = lab.place_call(
-                        [_silence(lab, long_s), "what time do you open", "goodbye"],
-                        via="sip",
-                        max_duration=long_s + 300,
-                        turn_timeout=30,
-                    )
-                    lab.wait_dialplan_event(long_call.number, "caller-say-start", timeout=60)
-                phases = [run_phase(lab, agent, env, f, args.limit, args.minutes) for f in factors]
-                long_result = None
-                if long_call is not None:
-                    print("waiting for the long call to end", flush=True)
-                    lab.wait_call_ended(long_call, timeout=long_s + 400)
-                    long_result = long_call_verdict(agent, long_call, args.long_call_minutes)
+                if args.only != "kill":
+                    phases, long_result = _load_phases(lab, factory, args, config)
+                if args.only != "load" and args.kill_callers > 0:
+                    print(f"kill phase: {args.kill_callers} callers", flush=True)
+                    kill_result = run_kill(lab, factory, {"AGENT_CONFIG": str(config)}, args.kill_callers)
             finally:
                 factory.stop_all()
     except LabError as exc:
         print(f"soak failed: {exc}", file=sys.stderr)
         return 1
-    return _report(args, phases, long_result, time.monotonic() - started)
+    return _report(args, phases, long_result, kill_result, time.monotonic() - started)
+
+
+def _load_phases(
+    lab: Lab, factory: AgentFactory, args: argparse.Namespace, config: Path
+) -> tuple[list[Phase], dict[str, Any] | None]:
+    long_s = args.long_call_minutes * 60
+    factors = [float(f) for f in args.factors.split(",")]
+    agent = factory.start({"AGENT_CALLS__MAX_CONCURRENT": str(args.limit), "AGENT_CONFIG": str(config)})
+    env = factory.base_env(agent.records_dir) | {"AGENT_CONFIG": str(config)}
+    long_call = None
+    if args.long_call_minutes > 0:
+        long_call = lab.place_call(
+            [_silence(lab, long_s), "what time do you open", "goodbye"],
+            via="sip",
+            max_duration=long_s + 300,
+            turn_timeout=30,
+        )
+        lab.wait_dialplan_event(long_call.number, "caller-say-start", timeout=60)
+    phases = [run_phase(lab, agent, env, f, args.limit, args.minutes) for f in factors]
+    long_result = None
+    if long_call is not None:
+        print("waiting for the long call to end", flush=True)
+        lab.wait_call_ended(long_call, timeout=long_s + 400)
+        long_result = long_call_verdict(agent, long_call, args.long_call_minutes)
+    agent.stop()
+    return phases, long_result
 
 
 def _report(
-    args: argparse.Namespace, phases: list[Phase], long_result: dict[str, Any] | None, wall: float
+    args: argparse.Namespace,
+    phases: list[Phase],
+    long_result: dict[str, Any] | None,
+    kill_result: KillResult | None,
+    wall: float,
 ) -> int:
-    print(f"\nsoak: limit {args.limit}, {args.minutes:g} min per phase, {wall / 60:.1f} min in all")
-    print(
-        f"{'phase':>6} {'held':>4} {'calls':>5} {'busy':>4} {'failed':>6} {'peak':>4} {'lag p99':>8} "
-        f"{'RSS start/end/peak MB':>22} {'CPU s/call':>10} {'latency p50/p95 ms':>18}"
-    )
+    if phases:
+        print(f"\nsoak: limit {args.limit}, {args.minutes:g} min per phase, {wall / 60:.1f} min in all")
+        print(
+            f"{'phase':>6} {'held':>4} {'calls':>5} {'busy':>4} {'failed':>6} {'peak':>4} {'lag p99':>8} "
+            f"{'RSS start/end/peak MB':>22} {'CPU s/call':>10} {'latency p50/p95 ms':>18}"
+        )
+    else:
+        print(f"\nsoak: {wall / 60:.1f} min in all")
     for p in phases:
         lat = p.report.latencies_ms
         lat_text = f"{percentile(lat, 50):.0f}/{percentile(lat, 95):.0f}" if lat else "-"
@@ -294,16 +329,28 @@ def _report(
         received = long_result["media"].get("received")
         problems = long_result["problems"] or "none"
         print(f"long call: {long_result['minutes']} min, received {received} packets, problems: {problems}")
+    if kill_result is not None:
+        print_kill(kill_result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"args": vars(args), "phases": [p.to_json() for p in phases], "long_call": long_result}, indent=2
+            {
+                "args": vars(args),
+                "phases": [p.to_json() for p in phases],
+                "long_call": long_result,
+                "kill": kill_result.to_json() if kill_result is not None else None,
+            },
+            indent=2,
         ),
         encoding="utf-8",
     )
     print(f"written: {out}")
-    ok = all(not p.failed for p in phases) and (long_result is None or not long_result["problems"])
+    ok = (
+        all(not p.failed for p in phases)
+        and (long_result is None or not long_result["problems"])
+        and (kill_result is None or not kill_result.problems)
+    )
     print("soak passed." if ok else "soak FAILED.")
     return 0 if ok else 1
 

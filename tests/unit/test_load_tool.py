@@ -16,10 +16,10 @@ from ari_agent.profiles import builtin_profiles
 REPLY = "We are open Monday to Friday, from nine in the morning to five in the evening."
 
 
-def _scenario(plan: CallPlan) -> ET.Element:
+def _scenario(plan: CallPlan, *, auth: bool = False) -> ET.Element:
     text = scenario(
         plan, tag="9123", question_wav="/w/q.wav", goodbye_wav="/w/g.wav", call_wav="/w/c.wav",
-        question_s=1.5, goodbye_s=0.5,
+        question_s=1.5, goodbye_s=0.5, auth=auth,
     )  # fmt: skip
     return ET.fromstring(text)
 
@@ -199,3 +199,65 @@ def test_a_right_reply_cut_short_by_the_caller_is_not_a_wrong_answer() -> None:
     other = _record(reply="We are at 12 Harbour")
     other["turns"][2]["interrupted"] = True
     assert [v.answer for v in _verdict({1: {"answered"}}, {1: other}).verdicts] == ["wrong"]
+
+
+def _requests(root: ET.Element) -> list[str]:
+    """The first line and CSeq of every message the scenario sends."""
+    out = []
+    for send in root.iter("send"):
+        lines = [ln.strip() for ln in (send.text or "").strip().splitlines()]
+        cseq = next((ln for ln in lines if ln.startswith("CSeq:")), "")
+        out.append(f"{lines[0].split()[0]} {cseq} {'auth' if '[authentication]' in lines else ''}".strip())
+    return out
+
+
+def test_without_auth_the_invite_goes_once() -> None:
+    root = _scenario(CallPlan())
+    assert _requests(root) == ["INVITE CSeq: 1 INVITE", "ACK CSeq: 1 ACK", "SIP/2.0", "BYE CSeq: 2 BYE"]
+    assert not [r for r in root.iter("recv") if r.attrib.get("auth")]
+
+
+def test_with_auth_the_challenge_is_acked_and_the_invite_sent_again_with_the_digest() -> None:
+    root = _scenario(CallPlan(), auth=True)
+    assert _requests(root) == [
+        "INVITE CSeq: 1 INVITE",
+        "ACK CSeq: 1 ACK",  # the challenge's ACK: the first INVITE's transaction
+        "INVITE CSeq: 2 INVITE auth",
+        "ACK CSeq: 2 ACK",
+        "SIP/2.0",
+        "BYE CSeq: 3 BYE",
+    ]
+    challenges = [r for r in root.iter("recv") if r.attrib.get("auth") == "true"]
+    assert [r.attrib["response"] for r in challenges] == ["401", "407"]
+    # A 401 jumps past the 407; one of the two must come (the 407 is not optional).
+    assert challenges[0].attrib["optional"] == "true" and "optional" not in challenges[1].attrib
+    labels = [e.attrib["id"] for e in root.iter("label")]
+    assert challenges[0].attrib["next"] in labels
+    # The challenge's ACK carries the INVITE's Via (its branch), not a new one.
+    ack = list(root.iter("send"))[1].text or ""
+    assert "[last_Via:]" in ack and "[branch]" not in ack
+
+
+def test_sipp_gets_the_credentials_and_the_local_address() -> None:
+    def cmd(**kw: Any) -> list[str]:
+        opts = LoadOptions(Target("100", "127.0.0.1"), **kw)
+        return sipp_command("sipp", opts, Path("s.xml"), Path("l"), "127.0.0.2", 60)
+
+    plain = cmd()
+    assert "-au" not in plain and "-ap" not in plain
+    assert plain[plain.index("-i") + 1] == plain[plain.index("-mi") + 1] == "127.0.0.2"
+    authed = cmd(auth_user="1001", auth_password="s3cret")
+    assert authed[authed.index("-au") + 1] == "1001" and authed[authed.index("-ap") + 1] == "s3cret"
+
+
+def test_a_password_without_a_user_or_a_bad_local_address_is_refused_before_any_call() -> None:
+    from ari_agent.config import Settings
+    from ari_agent.ops.load import LoadError, run_load
+
+    for kw, said in (
+        ({"auth_password": "x"}, "both --auth-user and --auth-password"),
+        ({"auth_user": "1001"}, "both --auth-user and --auth-password"),
+        ({"local_ip": "my-host"}, "is not an IP address"),
+    ):
+        with pytest.raises(LoadError, match=said):
+            run_load(Settings(), LoadOptions(Target("100", "127.0.0.1"), **kw))
