@@ -51,6 +51,7 @@ test: install rootfs lint
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
+	$(PYTHON) -m tests.bench.bench_knowledge
 	$(PYTHON) -m tests.bench.bench_media
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions

@@ -1,4 +1,4 @@
-"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|test|calls|load``."""
+"""Command line: ``ari-agent [--config FILE] [--env-file FILE] COMMAND`` (run, check, doctor, call, ...)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,30 @@ def _parser() -> argparse.ArgumentParser:
         "(http://127.0.0.1:8090-8093); which agent has which call",
     )
     _load_parser(sub, [after, as_json])
+    _knowledge_parser(sub, [after, as_json])
     return parser
+
+
+def _knowledge_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    knowledge = sub.add_parser(
+        "knowledge", help="a profile's documents, searched by its LLM: add, list, remove, search"
+    )
+    actions = knowledge.add_subparsers(dest="knowledge_action", required=True)
+    add = actions.add_parser(
+        "add", parents=parents, help="index Markdown or text files (a file of the same name is replaced)"
+    )
+    add.add_argument("profile")
+    add.add_argument("files", nargs="+", metavar="FILE")
+    listing = actions.add_parser("list", parents=parents, help="the profile's documents")
+    listing.add_argument("profile")
+    remove = actions.add_parser("remove", parents=parents, help="forget a document (by its file name)")
+    remove.add_argument("profile")
+    remove.add_argument("file", metavar="FILE")
+    search = actions.add_parser(
+        "search", parents=parents, help="the passages a call would get for a question, with scores"
+    )
+    search.add_argument("profile")
+    search.add_argument("question")
 
 
 def _load_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -243,6 +266,19 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     return commands.load(settings, opts, args.json)
 
 
+def _knowledge(settings: Settings, args: argparse.Namespace) -> int:
+    from ari_agent.ops import knowledge
+
+    action = args.knowledge_action
+    if action == "add":
+        return knowledge.add(settings, args.profile, args.files, args.json)
+    if action == "list":
+        return knowledge.list_documents(settings, args.profile, args.json)
+    if action == "remove":
+        return knowledge.remove(settings, args.profile, args.file, args.json)
+    return knowledge.search(settings, args.profile, args.question, args.json)
+
+
 def _ops_logging() -> None:
     # The operator commands print their own output; only library trouble goes to stderr.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -281,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(settings)
     if args.command == "load":
         return _load(settings, args)
+    if args.command == "knowledge":
+        return _knowledge(settings, args)
     if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 
