@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from ari_agent.config import Settings, load_settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
+from ari_agent.knowledge.answer import knowledge_search
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
@@ -287,7 +289,12 @@ class AgentApp:
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
         # The catalogue `check` reads: run builds exactly what check judged.
-        return await build_providers(plan_profile(name, profile))
+        providers = await build_providers(plan_profile(name, profile))
+        if profile.realtime:
+            return providers  # the search tool is offered to pipeline LLMs (realtime: not yet)
+        # Documents added later are seen on the next reload (SIGHUP) or start.
+        knowledge = await asyncio.to_thread(knowledge_search, self.settings, name)
+        return dataclasses.replace(providers, knowledge=knowledge)
 
     # ------------------------------------------------------------------
     # ARI events

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,8 @@ class Turn:
     # after how much caller silence, in 20 ms audio frames.
     ended_by: str | None = None
     silence_frames: int | None = None
+    # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
+    sources: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
@@ -91,7 +94,14 @@ class Turn:
         if self.ended_by is not None:
             data["ended_by"] = self.ended_by
             data["silence_frames"] = self.silence_frames
+        if self.sources:
+            data["sources"] = sources_json(self.sources)
         return data
+
+
+def sources_json(sources: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Passages as the record shows them (and the store gives back)."""
+    return [{"source": source, "heading": heading} for source, heading in sources]
 
 
 @dataclass

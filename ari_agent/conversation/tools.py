@@ -1,4 +1,4 @@
-"""The tools a profile gives its dialog or LLM: hang up, transfer, capture, set a variable.
+"""The tools a profile gives its dialog or LLM: hang up, transfer, capture, set a variable, search.
 
 Terminal tools (hang up, transfer) end the conversation after the reply has
 been heard; the others act at once and report back to the model.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ari_agent.conversation.records import EndReason
+from ari_agent.knowledge.answer import SEARCH_SPEC, TOOL_NAME, Found
 from ari_agent.profiles import DestinationConfig, ProfileConfig
 from providers.base import ToolCall, ToolSpec
 
@@ -35,8 +36,9 @@ def field_variable(field: str) -> str:
     return "AI_FIELD_" + _FIELD_NAME.sub("_", field).strip("_").upper()
 
 
-def tool_specs(profile: ProfileConfig) -> tuple[ToolSpec, ...]:
-    specs: list[ToolSpec] = []
+def tool_specs(profile: ProfileConfig, *, knowledge: bool = False) -> tuple[ToolSpec, ...]:
+    """The tools offered; ``knowledge``: the profile has documents, so its LLM may search them."""
+    specs: list[ToolSpec] = [SEARCH_SPEC] if knowledge else []
     for name in profile.tools:
         if name == "hangup":
             specs.append(ToolSpec("hangup", "End the call after saying goodbye."))
@@ -85,6 +87,13 @@ def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
 class ToolOutcome:
     output: str  # what the model is told
     finish: Finish | None = None
+    # (source, heading) of the knowledge passages the model was given: the reply names them.
+    passages: tuple[tuple[str, str], ...] = ()
+    # The model must read this result and answer from it, even if it already spoke this round.
+    answer_from: bool = False
+
+
+Search = Callable[[str], Awaitable[Found]]
 
 
 class ToolRunner:
@@ -96,15 +105,28 @@ class ToolRunner:
         set_variable: Callable[[str, str], Awaitable[None]],
         fields: dict[str, str],
         variables: dict[str, str],
+        search: Search | None = None,
     ) -> None:
         self.profile = profile
         self._set_variable = set_variable
         self.fields = fields
         self.variables = variables
+        self._search = search
+
+    @property
+    def searches(self) -> bool:
+        """Whether the profile's knowledge base is searchable (the LLM is offered the tool)."""
+        return self._search is not None
 
     async def run(self, call: ToolCall) -> ToolOutcome:
         allowed = set(self.profile.tools)
         args = call.arguments
+        if call.name == TOOL_NAME and self._search is not None:
+            query = str(args.get("query", "")).strip()
+            if not query:
+                return ToolOutcome("error: give the caller's question as query", answer_from=True)
+            found = await self._search(query)
+            return ToolOutcome(found.output, passages=found.passages, answer_from=True)
         if call.name not in allowed:
             log.warning("tool %r is not enabled for this profile", call.name)
             return ToolOutcome(f"error: tool {call.name} is not available")

@@ -7,11 +7,18 @@ text, whatever adapter carries them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ari_agent.knowledge.base import Hit, KnowledgeBase
+from ari_agent.knowledge.base import Hit, KnowledgeBase, KnowledgeError
 from providers.base import ToolSpec
+
+if TYPE_CHECKING:
+    from ari_agent.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Measured on the question set (bench_knowledge): at 2.0 about 80 % of answerable questions keep
 # their passage in the top 3 and about half the no-answer ones get nothing. Lower keeps more
@@ -66,3 +73,18 @@ class KnowledgeSearch:
             self.base.search, self.profile, question, top=self.top, min_score=self.min_score
         )
         return tool_output(hits)
+
+
+def knowledge_search(settings: Settings, profile: str) -> KnowledgeSearch | None:
+    """The profile's search when it has documents (reads the file: call it off the event loop)."""
+    base = KnowledgeBase(settings.knowledge_path)
+    try:
+        documents = base.documents(profile)
+    except KnowledgeError as exc:
+        # A broken knowledge file costs the profile its search tool, not its calls.
+        log.error("profile %s: knowledge base unusable, no search tool: %s", profile, exc)
+        return None
+    if not documents:
+        return None
+    log.info("profile %s: search tool over %d document(s)", profile, len(documents))
+    return KnowledgeSearch(base, profile, top=settings.knowledge.top, min_score=settings.knowledge.min_score)

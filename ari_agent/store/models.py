@@ -43,6 +43,8 @@ class StoredTurn:
     # Caller turns: what ended the turn and after how many 20 ms frames of silence.
     ended_by: str | None = None
     silence_frames: int | None = None
+    # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
+    sources: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ("user", "agent"):
@@ -114,6 +116,7 @@ class StoredCall:
                     **{name: getattr(t.timings, name) for name in TIMINGS},
                     ended_by=t.ended_by,
                     silence_frames=t.silence_frames,
+                    sources=tuple(t.sources),
                 )
                 for t in record.turns
             ),
@@ -124,7 +127,7 @@ class StoredCall:
 
     def to_json(self) -> dict[str, Any]:
         """The call in the record's shape (``CallRecord.to_json()``): what ``calls show`` prints."""
-        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc
+        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc, sources_json
 
         turns = []
         for t in self.turns:
@@ -138,6 +141,8 @@ class StoredCall:
             if t.ended_by is not None:
                 turn["ended_by"] = t.ended_by
                 turn["silence_frames"] = t.silence_frames
+            if t.sources:
+                turn["sources"] = sources_json(t.sources)
             turns.append(turn)
         return {
             "call_id": self.call_id,

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ari_agent.conversation.records import sources_json
 from ari_agent.errors import AgentError
 from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
@@ -84,6 +85,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN instance TEXT;
     """,
+    # 3 -> 4: the knowledge passages an agent reply was thought with, a JSON list of
+    # {"source", "heading"}: document names, not the caller's words, so kept with or without text.
+    """
+    ALTER TABLE turns ADD COLUMN sources TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -93,7 +99,7 @@ _CALL_COLUMNS = (
 )
 _TURN_COLUMNS = (
     "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
-    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames"
+    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames, sources"
 )
 
 
@@ -135,6 +141,11 @@ def _call_columns(row: Sequence[Any]) -> dict[str, Any]:
         "result": row[9],
         "store_text": bool(row[10]),
     }
+
+
+def _sources(text: str | None) -> tuple[tuple[str, str], ...]:
+    items = json.loads(text) if text else []
+    return tuple((str(i["source"]), str(i["heading"])) for i in items if isinstance(i, dict))
 
 
 def _media(text: str | None) -> dict[str, Any]:
@@ -388,7 +399,7 @@ class CallStore:
                 ),
             )
             conn.executemany(
-                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                 [
                     (
                         call.call_id,
@@ -406,6 +417,7 @@ class CallStore:
                         t.llm_start_to_audio_ms,
                         t.ended_by,
                         t.silence_frames,
+                        json.dumps(sources_json(t.sources)) if t.sources else None,
                     )
                     for seq, t in enumerate(call.turns)
                 ],
@@ -455,6 +467,7 @@ class CallStore:
                     llm_start_to_audio_ms=t[10],
                     ended_by=t[11],
                     silence_frames=t[12],
+                    sources=_sources(t[13]),
                 )
                 for t in turns
             ),

@@ -78,7 +78,8 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "knowledge.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     met = top3 / n >= TARGET_TOP3 and rejected == m
-    print(f"  targets (top-3 >= {TARGET_TOP3:.0%}, every no-answer question rejected): {'met' if met else 'NOT met'}")
+    verdict = "met" if met else "NOT met"
+    print(f"  targets (top-3 >= {TARGET_TOP3:.0%}, every no-answer question rejected): {verdict}")
     return 0 if met or not args.strict else 1
 
 

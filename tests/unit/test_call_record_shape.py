@@ -47,6 +47,8 @@ def full_record() -> CallRecord:
                 at="2026-01-02T03:04:10.250Z",
                 interrupted=True,
                 timings=TurnTimings(**{name: 10.5 + i for i, name in enumerate(TIMINGS)}),
+                # Kept without the text opt-in too: they name documents, not what the caller said.
+                sources=[("riverside_vet.md", "Parking"), ("riverside_vet.md", "Opening hours")],
             ),
         ],
         fields={"reason": "booking"},

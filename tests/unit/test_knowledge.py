@@ -186,6 +186,36 @@ async def test_the_tool_result_carries_the_passages_and_names_them(base: Knowled
     assert tool_output([]).output == NOTHING_FOUND
 
 
+async def test_the_search_tool_is_offered_only_with_documents_and_names_its_passages(
+    base: KnowledgeBase,
+) -> None:
+    from ari_agent.conversation.tools import ToolRunner, tool_specs
+    from ari_agent.profiles import ProfileConfig
+    from providers.base import ToolCall
+
+    profile = ProfileConfig(llm=["openai"])
+    assert "search_knowledge" not in [s.name for s in tool_specs(profile)]
+    assert tool_specs(profile, knowledge=True)[0].name == "search_knowledge"
+
+    async def set_variable(name: str, value: str) -> None:
+        raise AssertionError("a search sets no channel variable")
+
+    base.add("shop", "guide.md", GUIDE)
+    runner = ToolRunner(profile, set_variable, {}, {}, search=KnowledgeSearch(base, "shop", min_score=0.0))
+    assert runner.searches
+    outcome = await runner.run(ToolCall("search_knowledge", {"query": "refund on a gift card"}))
+    assert outcome.answer_from and outcome.finish is None
+    assert outcome.passages[0] == ("guide.md", "Refunds for gift cards")
+    assert "Gift cards are not refundable." in outcome.output
+    empty = await runner.run(ToolCall("search_knowledge", {"query": " "}))
+    assert empty.output.startswith("error:") and empty.passages == ()
+    # Without documents the tool is not there: a model that calls it anyway is told so.
+    plain = ToolRunner(profile, set_variable, {}, {})
+    assert not plain.searches
+    refused = await plain.run(ToolCall("search_knowledge", {"query": "refund"}))
+    assert refused.output == "error: tool search_knowledge is not available"
+
+
 # ------------------------------------------------------------------ the CLI
 
 
