@@ -44,6 +44,7 @@ from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
 from ari_agent.store.crypto import data_cipher
+from ari_agent.toolservers import ToolHub
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class AgentApp:
         self.settings = settings
         self.sleep = sleep  # the drain timer; tests pass one that needs no waiting
         self.clock = clock
+        self.tool_hub = ToolHub()  # MCP servers, each connected once for the process
         self.config_file = config_file
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
@@ -190,6 +192,7 @@ class AgentApp:
             self._lag_task.cancel()
         if self.store is not None:
             await self.store.close()
+        await self.tool_hub.close()
 
     async def _open_store(self) -> None:
         conf = self.settings.store
@@ -294,7 +297,9 @@ class AgentApp:
             return providers  # the search tool is offered to pipeline LLMs (realtime: not yet)
         # Documents added later are seen on the next reload (SIGHUP) or start.
         knowledge = await asyncio.to_thread(knowledge_search, self.settings, name)
-        return dataclasses.replace(providers, knowledge=knowledge)
+        # Tool servers start once for the process; a reload reuses those configured alike.
+        remote = await self.tool_hub.tools_for(name, profile)
+        return dataclasses.replace(providers, knowledge=knowledge, remote_tools=remote)
 
     # ------------------------------------------------------------------
     # ARI events

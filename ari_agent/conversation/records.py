@@ -83,6 +83,9 @@ class Turn:
     silence_frames: int | None = None
     # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
     sources: list[tuple[str, str]] = field(default_factory=list)
+    # Agent turns: the tool server calls behind the reply, (tool, "ok" | "timeout" | "error");
+    # never their arguments or results (the caller's data).
+    tools: list[tuple[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
@@ -96,7 +99,13 @@ class Turn:
             data["silence_frames"] = self.silence_frames
         if self.sources:
             data["sources"] = sources_json(self.sources)
+        if self.tools:
+            data["tools"] = tools_json(self.tools)
         return data
+
+
+def tools_json(tools: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"tool": tool, "status": status} for tool, status in tools]
 
 
 def sources_json(sources: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

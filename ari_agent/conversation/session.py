@@ -43,6 +43,7 @@ from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
 from ari_agent.profiles.template import render
+from ari_agent.toolservers import RemoteTools
 from providers.base import LLM, STT, TTS, Realtime
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class ProfileProviders:
     canned: Mapping[str, bytes] = field(default_factory=dict)
     # The profile's knowledge base, when it has documents: its LLM is offered the search tool.
     knowledge: Search | None = None
+    # The profile's allowed tools from its tool servers (MCP), connected once for the process.
+    remote_tools: RemoteTools | None = None
 
 
 class Conversation(Protocol):
@@ -287,6 +290,7 @@ class CallSession:
                 self.record.fields,
                 self.record.variables,
                 search=None if providers.realtime is not None else providers.knowledge,
+                remote=None if providers.realtime is not None else providers.remote_tools,
             ),
             record=self.record,
             metrics=self.deps.metrics,

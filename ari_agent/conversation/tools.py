@@ -6,6 +6,7 @@ been heard; the others act at once and report back to the model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any
 from ari_agent.conversation.records import EndReason
 from ari_agent.knowledge.answer import SEARCH_SPEC, TOOL_NAME, Found
 from ari_agent.profiles import DestinationConfig, ProfileConfig
+from ari_agent.toolservers import RemoteTools, ToolServerError
 from providers.base import ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,10 @@ class ToolOutcome:
     passages: tuple[tuple[str, str], ...] = ()
     # The model must read this result and answer from it, even if it already spoke this round.
     answer_from: bool = False
+    # Said to the caller instead of the model's answer (a tool that failed or timed out).
+    fallback: str | None = None
+    # A tool server's tool: (offered name, "ok" | "timeout" | "error") for the record.
+    remote: tuple[str, str] | None = None
 
 
 Search = Callable[[str], Awaitable[Found]]
@@ -106,12 +112,19 @@ class ToolRunner:
         fields: dict[str, str],
         variables: dict[str, str],
         search: Search | None = None,
+        remote: RemoteTools | None = None,
     ) -> None:
         self.profile = profile
         self._set_variable = set_variable
         self.fields = fields
         self.variables = variables
         self._search = search
+        self._remote = remote
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """Every tool offered to the LLM: the profile's own, the search, the allowed remote ones."""
+        own = tool_specs(self.profile, knowledge=self.searches)
+        return own + (self._remote.specs if self._remote is not None else ())
 
     @property
     def searches(self) -> bool:
@@ -121,6 +134,8 @@ class ToolRunner:
     async def run(self, call: ToolCall) -> ToolOutcome:
         allowed = set(self.profile.tools)
         args = call.arguments
+        if self._remote is not None and call.name in self._remote.routes:
+            return await self._run_remote(call)
         if call.name == TOOL_NAME and self._search is not None:
             query = str(args.get("query", "")).strip()
             if not query:
@@ -152,6 +167,24 @@ class ToolRunner:
             await self._set(name, value)
             return ToolOutcome("ok")
         return ToolOutcome(f"error: unknown tool {call.name}")
+
+    async def _run_remote(self, call: ToolCall) -> ToolOutcome:
+        assert self._remote is not None
+        timeout = self.profile.tool_timeout_ms / 1000
+        try:
+            text = await asyncio.wait_for(self._remote.call(call.name, dict(call.arguments)), timeout)
+        except TimeoutError:
+            # Arguments and results are the caller's business: the log names the tool only.
+            log.warning("tool %s timed out after %g s", call.name, timeout)
+            return ToolOutcome(
+                "error: timed out", fallback=self.profile.tool_fallback, remote=(call.name, "timeout")
+            )
+        except ToolServerError as exc:
+            log.warning("tool %s failed: %s", call.name, exc)
+            return ToolOutcome(
+                "error: failed", fallback=self.profile.tool_fallback, remote=(call.name, "error")
+            )
+        return ToolOutcome(text, answer_from=True, remote=(call.name, "ok"))
 
     async def _set(self, name: str, value: str) -> None:
         self.variables[name] = value

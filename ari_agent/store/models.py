@@ -45,6 +45,7 @@ class StoredTurn:
     silence_frames: int | None = None
     # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
     sources: tuple[tuple[str, str], ...] = ()
+    tools: tuple[tuple[str, str], ...] = ()  # tool server calls: (tool, ok | timeout | error)
 
     def __post_init__(self) -> None:
         if self.role not in ("user", "agent"):
@@ -117,6 +118,7 @@ class StoredCall:
                     ended_by=t.ended_by,
                     silence_frames=t.silence_frames,
                     sources=tuple(t.sources),
+                    tools=tuple(t.tools),
                 )
                 for t in record.turns
             ),
@@ -127,7 +129,7 @@ class StoredCall:
 
     def to_json(self) -> dict[str, Any]:
         """The call in the record's shape (``CallRecord.to_json()``): what ``calls show`` prints."""
-        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc, sources_json
+        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc, sources_json, tools_json
 
         turns = []
         for t in self.turns:
@@ -143,6 +145,8 @@ class StoredCall:
                 turn["silence_frames"] = t.silence_frames
             if t.sources:
                 turn["sources"] = sources_json(t.sources)
+            if t.tools:
+                turn["tools"] = tools_json(t.tools)
             turns.append(turn)
         return {
             "call_id": self.call_id,

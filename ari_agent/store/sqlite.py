@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ari_agent.conversation.records import sources_json
+from ari_agent.conversation.records import sources_json, tools_json
 from ari_agent.errors import AgentError
 from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
@@ -90,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE turns ADD COLUMN sources TEXT;
     """,
+    # 4 -> 5: the tool server calls behind an agent reply, a JSON list of {"tool", "status"}
+    # (ok, timeout, error); their arguments and results are never stored.
+    """
+    ALTER TABLE turns ADD COLUMN tools TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -99,7 +104,7 @@ _CALL_COLUMNS = (
 )
 _TURN_COLUMNS = (
     "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
-    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames, sources"
+    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames, sources, tools"
 )
 
 
@@ -146,6 +151,11 @@ def _call_columns(row: Sequence[Any]) -> dict[str, Any]:
 def _sources(text: str | None) -> tuple[tuple[str, str], ...]:
     items = json.loads(text) if text else []
     return tuple((str(i["source"]), str(i["heading"])) for i in items if isinstance(i, dict))
+
+
+def _tools(text: str | None) -> tuple[tuple[str, str], ...]:
+    items = json.loads(text) if text else []
+    return tuple((str(i["tool"]), str(i["status"])) for i in items if isinstance(i, dict))
 
 
 def _media(text: str | None) -> dict[str, Any]:
@@ -399,7 +409,7 @@ class CallStore:
                 ),
             )
             conn.executemany(
-                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 [
                     (
                         call.call_id,
@@ -418,6 +428,7 @@ class CallStore:
                         t.ended_by,
                         t.silence_frames,
                         json.dumps(sources_json(t.sources)) if t.sources else None,
+                        json.dumps(tools_json(t.tools)) if t.tools else None,
                     )
                     for seq, t in enumerate(call.turns)
                 ],
@@ -468,6 +479,7 @@ class CallStore:
                     ended_by=t[11],
                     silence_frames=t[12],
                     sources=_sources(t[13]),
+                    tools=_tools(t[14]),
                 )
                 for t in turns
             ),

@@ -49,6 +49,7 @@ def full_record() -> CallRecord:
                 timings=TurnTimings(**{name: 10.5 + i for i, name in enumerate(TIMINGS)}),
                 # Kept without the text opt-in too: they name documents, not what the caller said.
                 sources=[("riverside_vet.md", "Parking"), ("riverside_vet.md", "Opening hours")],
+                tools=[("clinic__book", "ok"), ("clinic__slow", "timeout")],
             ),
         ],
         fields={"reason": "booking"},
