@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_agent.config import Settings, load_settings, masked
-from ari_agent.errors import ConfigError
+from ari_agent.errors import AgentError, ConfigError
 from ari_agent.observability.logs import setup_logging
 from ari_agent.ops.loadplan import CallPlan
 from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
@@ -190,11 +190,50 @@ def print_problems(problems: list[Problem]) -> None:
 def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
     problems = all_problems(plan_all(settings))
+    if not any(p.severity == "error" for p in problems):
+        problems += asyncio.run(_tool_server_check(settings))
     print_problems(problems)
     if any(p.severity != "warning" for p in problems):
         return EXIT_CONFIG
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+async def _tool_server_check(settings: Settings) -> list[Problem]:
+    """Start each profile's tool servers once, as run would, and say which tools they would offer."""
+    profiles = {n: p for n, p in settings.all_profiles().items() if p.tool_servers and not p.realtime}
+    if not profiles:
+        return []
+    from ari_agent.toolservers import ToolHub
+    from ari_agent.toolservers.hub import mcp_missing
+
+    if mcp_missing() is not None:
+        return []  # the catalogue has said so
+    hub = ToolHub()
+    problems: list[Problem] = []
+    try:
+        for name, profile in sorted(profiles.items()):
+            try:
+                remote = await hub.tools_for(name, profile)
+            except AgentError as exc:
+                problems.append(Problem(f"profiles.{name}.tool_servers", f"{exc}.", "", "unready"))
+                continue
+            offered = [s.name for s in remote.specs] if remote is not None else []
+            listed = ", ".join(offered) or "none"
+            print(f"profile {name}: tools offered from its servers: {listed}", file=sys.stderr)
+            wanted = [f"{server}__{tool}" for server, c in profile.tool_servers.items() for tool in c.tools]
+            for missing in [w for w in wanted if w not in offered]:
+                problems.append(
+                    Problem(
+                        f"profiles.{name}.tool_servers",
+                        f"{missing} is allowed but its server has no such tool.",
+                        "correct the name in tools, or remove it",
+                        "warning",
+                    )
+                )
+    finally:
+        await hub.close()
+    return problems
 
 
 def config_errors(settings: Settings) -> list[Problem]:

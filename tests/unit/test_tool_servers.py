@@ -157,3 +157,30 @@ def test_a_server_is_a_command_or_a_url() -> None:
         ProfileConfig.model_validate({"tool_servers": {"a__b": {"command": ["a"], "tools": ["a"]}}})
     with pytest.raises(ValueError):
         ProfileConfig.model_validate({"tool_servers": {"x": {"command": ["a"], "tools": []}}})
+
+
+def test_check_starts_the_servers_and_lists_the_tools_offered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ari_agent.cli import main
+
+    config = tmp_path / "tools.toml"
+    config.write_text(
+        f"""
+[profiles.tools]
+llm = ["scripted"]
+[[profiles.tools.intents]]
+name = "hours"
+examples = ["what time do you open"]
+reply = "Nine to five."
+[profiles.tools.tool_servers.clinic]
+command = ["{sys.executable}", "{SERVER}", "--starts", "{tmp_path / "starts"}"]
+tools = ["next_free_slot", "not_there"]
+""",
+        encoding="utf-8",
+    )
+    assert main(["--config", str(config), "check"]) == 0
+    err = capsys.readouterr().err
+    assert "profile tools: tools offered from its servers: clinic__next_free_slot" in err
+    assert "clinic__not_there is allowed but its server has no such tool" in err
+    assert len((tmp_path / "starts").read_text().split()) == 1
