@@ -191,12 +191,49 @@ def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
     problems = all_problems(plan_all(settings))
     if not any(p.severity == "error" for p in problems):
+        problems += _knowledge_check(settings)
         problems += asyncio.run(_tool_server_check(settings))
     print_problems(problems)
     if any(p.severity != "warning" for p in problems):
         return EXIT_CONFIG
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def _knowledge_check(settings: Settings) -> list[Problem]:
+    """Which profiles' LLMs get the search tool, and documents no profile can use."""
+    from ari_agent.knowledge import KnowledgeBase, KnowledgeError
+
+    path = settings.knowledge_path
+    try:
+        with_documents = KnowledgeBase(path).profiles()
+    except KnowledgeError as exc:
+        return [Problem("knowledge.path", f"{exc}.", "", "unready")]
+    profiles = settings.all_profiles()
+    problems = []
+    for name in with_documents:
+        profile = profiles.get(name)
+        if profile is None:
+            problems.append(
+                Problem(
+                    "knowledge",
+                    f"{path} has documents for '{name}', which is not a profile; no call uses them.",
+                    f"ari-agent knowledge remove {name} FILE, or add the profile",
+                    "warning",
+                )
+            )
+        elif profile.realtime:
+            problems.append(
+                Problem(
+                    f"profiles.{name}",
+                    "has documents, but a realtime profile is not offered the search tool yet.",
+                    "use stt/llm/tts for this profile, or remove its documents",
+                    "warning",
+                )
+            )
+        else:
+            print(f"profile {name}: search_knowledge offered ({path})", file=sys.stderr)
+    return problems
 
 
 async def _tool_server_check(settings: Settings) -> list[Problem]:

@@ -262,3 +262,16 @@ def test_the_cli_refuses_unknown_profiles_and_bad_files(
     assert "not a Markdown or text file" in capsys.readouterr().err
     assert main(["knowledge", "list", "frontdesk", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["documents"] == []
+
+
+def test_check_says_which_profiles_search_and_warns_about_unused_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_KNOWLEDGE__PATH", str(tmp_path / "knowledge.db"))
+    base = KnowledgeBase(tmp_path / "knowledge.db")
+    base.add("frontdesk", "guide.md", GUIDE)
+    base.add("gone", "guide.md", GUIDE)
+    assert main(["check"]) == 0
+    err = capsys.readouterr().err
+    assert "profile frontdesk: search_knowledge offered" in err
+    assert "has documents for 'gone', which is not a profile" in err
