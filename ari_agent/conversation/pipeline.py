@@ -26,7 +26,7 @@ from ari_agent.audio.vad import VoiceActivityDetector
 from ari_agent.conversation.backchannel import Backchannels
 from ari_agent.conversation.chunker import SentenceChunker
 from ari_agent.conversation.engine import CallParts, ConversationBase
-from ari_agent.conversation.records import Turn, TurnTimings, utc_now
+from ari_agent.conversation.records import ToolUse, Turn, TurnTimings, utc_now
 from ari_agent.conversation.speech import (
     Apology,
     Farewell,
@@ -118,7 +118,7 @@ class _Round:
     notes: list[str] = field(default_factory=list)
     passages: list[tuple[str, str]] = field(default_factory=list)  # found by searches this round
     answer_from: bool = False  # a tool result the model must answer from (a search)
-    remote: list[tuple[str, str]] = field(default_factory=list)  # tool server calls: (name, status)
+    remote: list[ToolUse] = field(default_factory=list)  # tool server calls
     finish: Finish | None = None
     spoken: Spoken | None = None
     first_piece_at: float | None = None
@@ -456,7 +456,7 @@ class PipelineConversation(ConversationBase):
     ) -> None:
         """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
         found: list[tuple[str, str]] = []  # passages given to the model, for the reply that follows
-        remote: list[tuple[str, str]] = []  # tool server calls, for the next reply spoken
+        remote: list[ToolUse] = []  # tool server calls, for the next reply spoken
         for _ in range(MAX_TOOL_ROUNDS):
             started = early.started_at if early is not None else time.monotonic()
             round_ = _Round(speech_end_at, ended_at, started, TurnTimings(stt_ms=stt_ms))

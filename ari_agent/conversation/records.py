@@ -70,6 +70,35 @@ class TurnTimings:
 TIMINGS = tuple(f.name for f in dataclasses.fields(TurnTimings))
 
 
+@dataclass(frozen=True)
+class ToolUse:
+    """One tool server call. Its arguments (JSON text) and result are the caller's business: they
+    go where the transcript goes (calls.jsonl, the store with the text opt-in), sealed alike."""
+
+    tool: str
+    status: Literal["ok", "timeout", "error"]
+    arguments: str | None = None
+    result: str | None = None  # ok calls only
+
+    def to_json(self) -> dict[str, str]:
+        data = {"tool": self.tool, "status": self.status}
+        if self.arguments is not None:
+            data["arguments"] = self.arguments
+        if self.result is not None:
+            data["result"] = self.result
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ToolUse:
+        status = data.get("status")
+        return cls(
+            str(data.get("tool", "")),
+            status if status in ("ok", "timeout", "error") else "error",
+            data.get("arguments"),
+            data.get("result"),
+        )
+
+
 @dataclass
 class Turn:
     role: Literal["user", "agent"]
@@ -83,9 +112,8 @@ class Turn:
     silence_frames: int | None = None
     # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
     sources: list[tuple[str, str]] = field(default_factory=list)
-    # Agent turns: the tool server calls behind the reply, (tool, "ok" | "timeout" | "error");
-    # never their arguments or results (the caller's data).
-    tools: list[tuple[str, str]] = field(default_factory=list)
+    # Agent turns: the tool server calls behind the reply.
+    tools: list[ToolUse] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
@@ -104,8 +132,8 @@ class Turn:
         return data
 
 
-def tools_json(tools: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"tool": tool, "status": status} for tool, status in tools]
+def tools_json(tools: Sequence[ToolUse]) -> list[dict[str, str]]:
+    return [t.to_json() for t in tools]
 
 
 def sources_json(sources: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

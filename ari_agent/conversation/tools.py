@@ -7,13 +7,14 @@ been heard; the others act at once and report back to the model.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ari_agent.conversation.records import EndReason
+from ari_agent.conversation.records import EndReason, ToolUse
 from ari_agent.knowledge.answer import SEARCH_SPEC, TOOL_NAME, Found
 from ari_agent.profiles import DestinationConfig, ProfileConfig
 from ari_agent.toolservers import RemoteTools, ToolServerError
@@ -95,8 +96,8 @@ class ToolOutcome:
     answer_from: bool = False
     # Said to the caller instead of the model's answer (a tool that failed or timed out).
     fallback: str | None = None
-    # A tool server's tool: (offered name, "ok" | "timeout" | "error") for the record.
-    remote: tuple[str, str] | None = None
+    # A tool server's call, for the record.
+    remote: ToolUse | None = None
 
 
 Search = Callable[[str], Awaitable[Found]]
@@ -171,20 +172,19 @@ class ToolRunner:
     async def _run_remote(self, call: ToolCall) -> ToolOutcome:
         assert self._remote is not None
         timeout = self.profile.tool_timeout_ms / 1000
+        arguments = json.dumps(dict(call.arguments), ensure_ascii=False)
         try:
             text = await asyncio.wait_for(self._remote.call(call.name, dict(call.arguments)), timeout)
         except TimeoutError:
             # Arguments and results are the caller's business: the log names the tool only.
             log.warning("tool %s timed out after %g s", call.name, timeout)
-            return ToolOutcome(
-                "error: timed out", fallback=self.profile.tool_fallback, remote=(call.name, "timeout")
-            )
+            use = ToolUse(call.name, "timeout", arguments)
+            return ToolOutcome("error: timed out", fallback=self.profile.tool_fallback, remote=use)
         except ToolServerError as exc:
             log.warning("tool %s failed: %s", call.name, exc)
-            return ToolOutcome(
-                "error: failed", fallback=self.profile.tool_fallback, remote=(call.name, "error")
-            )
-        return ToolOutcome(text, answer_from=True, remote=(call.name, "ok"))
+            use = ToolUse(call.name, "error", arguments)
+            return ToolOutcome("error: failed", fallback=self.profile.tool_fallback, remote=use)
+        return ToolOutcome(text, answer_from=True, remote=ToolUse(call.name, "ok", arguments, text))
 
     async def _set(self, name: str, value: str) -> None:
         self.variables[name] = value

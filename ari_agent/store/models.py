@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ari_agent.conversation.records import ToolUse
+
 if TYPE_CHECKING:
     from ari_agent.conversation.records import CallRecord
 
@@ -45,7 +47,8 @@ class StoredTurn:
     silence_frames: int | None = None
     # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
     sources: tuple[tuple[str, str], ...] = ()
-    tools: tuple[tuple[str, str], ...] = ()  # tool server calls: (tool, ok | timeout | error)
+    # Tool server calls; their arguments and results only where the text is stored.
+    tools: tuple[ToolUse, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ("user", "agent"):

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ari_agent.conversation.records import sources_json, tools_json
+from ari_agent.conversation.records import ToolUse, sources_json
 from ari_agent.errors import AgentError
 from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
@@ -153,9 +153,9 @@ def _sources(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(i["source"]), str(i["heading"])) for i in items if isinstance(i, dict))
 
 
-def _tools(text: str | None) -> tuple[tuple[str, str], ...]:
+def _tools(text: str | None) -> list[dict[str, Any]]:
     items = json.loads(text) if text else []
-    return tuple((str(i["tool"]), str(i["status"])) for i in items if isinstance(i, dict))
+    return [i for i in items if isinstance(i, dict)]
 
 
 def _media(text: str | None) -> dict[str, Any]:
@@ -322,6 +322,29 @@ class CallStore:
             return text
         return self.cipher.seal(text, call_id)
 
+    def _tools_column(self, tools: Sequence[ToolUse], call_id: str, store_text: bool) -> str | None:
+        """Tool calls as stored: arguments and results only with the text opt-in, sealed like it."""
+        if not tools:
+            return None
+        items = []
+        for use in tools:
+            item = {"tool": use.tool, "status": use.status}
+            if store_text:
+                for key, value in (("arguments", use.arguments), ("result", use.result)):
+                    sealed = self._seal(value, call_id)
+                    if sealed is not None:
+                        item[key] = sealed
+            items.append(item)
+        return json.dumps(items, ensure_ascii=False)
+
+    def _open_tool(self, item: dict[str, Any], call_id: str) -> ToolUse:
+        opened = {
+            key: open_value(value, self.cipher, call_id) if key in ("arguments", "result") else value
+            for key, value in item.items()
+            if isinstance(value, str)
+        }
+        return ToolUse.from_json(opened)
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError(self.path, "the store is not open.", "await store.open() first")
@@ -428,7 +451,7 @@ class CallStore:
                         t.ended_by,
                         t.silence_frames,
                         json.dumps(sources_json(t.sources)) if t.sources else None,
-                        json.dumps(tools_json(t.tools)) if t.tools else None,
+                        self._tools_column(t.tools, call.call_id, call.store_text),
                     )
                     for seq, t in enumerate(call.turns)
                 ],
@@ -479,7 +502,7 @@ class CallStore:
                     ended_by=t[11],
                     silence_frames=t[12],
                     sources=_sources(t[13]),
-                    tools=_tools(t[14]),
+                    tools=tuple(self._open_tool(i, call_id) for i in _tools(t[14])),
                 )
                 for t in turns
             ),

@@ -120,7 +120,17 @@ tools = ["next_free_slot"]
     answer = "The next free appointment on Monday is at half past ten."
     # The hung tool: the filler while waiting, then the fallback; the next question: its answer.
     assert texts == ["Hello, how can I help?", FILLER, FALLBACK, answer], texts
-    assert replies[2]["tools"] == [{"tool": "clinic__hang", "status": "timeout"}]
-    assert replies[3]["tools"] == [{"tool": "clinic_http__next_free_slot", "status": "ok"}]
+    # The records directory is the transcript opt-in: the calls' arguments and results are there.
+    assert replies[2]["tools"] == [
+        {"tool": "clinic__hang", "status": "timeout", "arguments": '{"question": "opening hours"}'}
+    ]
+    assert replies[3]["tools"] == [
+        {
+            "tool": "clinic_http__next_free_slot",
+            "status": "ok",
+            "arguments": '{"day": "Monday"}',
+            "result": answer,
+        }
+    ]
     log = agent.log_path.read_text(encoding="utf-8", errors="replace")
     assert "tok-SECRET" not in log

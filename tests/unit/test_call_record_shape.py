@@ -15,7 +15,7 @@ import pytest
 from ari_agent.app import AgentApp
 from ari_agent.ari.events import Caller, Channel
 from ari_agent.config import load_settings
-from ari_agent.conversation.records import TIMINGS, CallRecord, Turn, TurnTimings
+from ari_agent.conversation.records import TIMINGS, CallRecord, ToolUse, Turn, TurnTimings
 from ari_agent.store import CallStore, StoredCall
 from ari_agent.store.crypto import new_key, open_record
 
@@ -49,7 +49,10 @@ def full_record() -> CallRecord:
                 timings=TurnTimings(**{name: 10.5 + i for i, name in enumerate(TIMINGS)}),
                 # Kept without the text opt-in too: they name documents, not what the caller said.
                 sources=[("riverside_vet.md", "Parking"), ("riverside_vet.md", "Opening hours")],
-                tools=[("clinic__book", "ok"), ("clinic__slow", "timeout")],
+                tools=[
+                    ToolUse("clinic__book", "ok", '{"day": "Monday"}', "Monday at ten."),
+                    ToolUse("clinic__slow", "timeout", '{"q": "x"}'),
+                ],
             ),
         ],
         fields={"reason": "booking"},
@@ -79,6 +82,10 @@ async def test_without_the_text_opt_in_only_the_texts_are_missing(tmp_path: Path
     expected = record.to_json()
     for turn in expected["turns"]:
         turn["text"] = None
+        # A tool call's arguments and result go with the text; which tool and how it went stay.
+        for use in turn.get("tools", []):
+            use.pop("arguments", None)
+            use.pop("result", None)
     assert stored.to_json() == expected
 
 

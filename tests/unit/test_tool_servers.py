@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_agent.conversation.records import ToolUse
 from ari_agent.conversation.tools import ToolRunner
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.catalogue import plan_profile
@@ -83,14 +84,16 @@ async def test_stdio_offers_only_allowed_tools_and_runs_them(tmp_path: Path) -> 
 
         ok = await runner.run(ToolCall("clinic__next_free_slot", {"day": "Monday"}))
         assert ok.output == "The next free appointment on Monday is at half past ten."
-        assert (ok.remote, ok.fallback, ok.answer_from) == (("clinic__next_free_slot", "ok"), None, True)
+        assert ok.remote == ToolUse("clinic__next_free_slot", "ok", '{"day": "Monday"}', ok.output)
+        assert (ok.fallback, ok.answer_from) == (None, True)
 
         hung = await runner.run(ToolCall("clinic__hang", {"question": "anything"}))
-        assert hung.remote == ("clinic__hang", "timeout")
+        assert hung.remote == ToolUse("clinic__hang", "timeout", '{"question": "anything"}')
         assert hung.fallback == profile.tool_fallback and not hung.answer_from
 
         failed = await runner.run(ToolCall("clinic__broken", {"question": "x"}))
-        assert failed.remote == ("clinic__broken", "error") and failed.fallback == profile.tool_fallback
+        assert failed.remote is not None and failed.remote.status == "error"
+        assert failed.fallback == profile.tool_fallback
 
         # The hung call did not take the server down: the next question is answered.
         again = await runner.run(ToolCall("clinic__next_free_slot", {"day": "Friday"}))
