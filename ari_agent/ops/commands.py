@@ -104,6 +104,11 @@ def print_transcript(out: Out, turns: object, where: str) -> None:
                 # The passages the reply was thought with: where to look when it was wrong.
                 passage = f"{clean(source.get('source', ''))} / {clean(source.get('heading', ''))}"
                 out.line(out.paint(f"         from {passage}", "dim"))
+        tools = turn.get("tools")
+        for use in tools if isinstance(tools, list) else []:
+            if isinstance(use, dict):
+                called = f"{clean(use.get('tool', ''))}: {clean(use.get('status', ''))}"
+                out.line(out.paint(f"         tool {called}", "dim"))
 
 
 async def call(

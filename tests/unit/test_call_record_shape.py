@@ -144,6 +144,8 @@ async def test_calls_show_from_the_store_prints_what_calls_jsonl_holds(app: Agen
     text = _cli("calls", "show", record.call_id[:8], env=env).stdout
     assert "status      TRANSFERRED" in text and "result      transferred_to_reception" in text
     assert "media in    received 812, lost 3, jitter_ms 1.25, mos 4.38" in text
+    # The passages and tool calls behind a reply, under it.
+    assert "from riverside_vet.md / Parking" in text and "tool clinic__slow: timeout" in text
 
 
 async def test_a_call_handed_back_without_a_session_reaches_every_sink_once(
