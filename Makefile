@@ -25,7 +25,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps
@@ -53,6 +53,7 @@ test: install rootfs lint
 # without (BENCH_FAULTS_ARGS="--samples 3" or "--only flood" for a quick look).
 bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_understanding
+	$(PYTHON) -m tests.bench.bench_knowledge
 	$(PYTHON) -m tests.bench.bench_media
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from ari_agent.config import Settings, load_settings
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
+from ari_agent.knowledge.answer import knowledge_search
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
@@ -42,6 +44,7 @@ from ari_agent.profiles.build import ProfileUnavailable, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
 from ari_agent.store.crypto import data_cipher
+from ari_agent.toolservers import ToolHub
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class AgentApp:
         self.settings = settings
         self.sleep = sleep  # the drain timer; tests pass one that needs no waiting
         self.clock = clock
+        self.tool_hub = ToolHub()  # MCP servers, each connected once for the process
         self.config_file = config_file
         self.metrics = Metrics()
         self.metrics.jitter_buffer_depth.set(settings.media.jitter_buffer_ms / 1000)
@@ -188,6 +192,7 @@ class AgentApp:
             self._lag_task.cancel()
         if self.store is not None:
             await self.store.close()
+        await self.tool_hub.close()
 
     async def _open_store(self) -> None:
         conf = self.settings.store
@@ -287,7 +292,14 @@ class AgentApp:
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
         # The catalogue `check` reads: run builds exactly what check judged.
-        return await build_providers(plan_profile(name, profile))
+        providers = await build_providers(plan_profile(name, profile))
+        if profile.realtime:
+            return providers  # the search tool is offered to pipeline LLMs (realtime: not yet)
+        # Documents added later are seen on the next reload (SIGHUP) or start.
+        knowledge = await asyncio.to_thread(knowledge_search, self.settings, name)
+        # Tool servers start once for the process; a reload reuses those configured alike.
+        remote = await self.tool_hub.tools_for(name, profile)
+        return dataclasses.replace(providers, knowledge=knowledge, remote_tools=remote)
 
     # ------------------------------------------------------------------
     # ARI events

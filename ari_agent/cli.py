@@ -1,4 +1,4 @@
-"""Command line: ``ari-agent [--config FILE] [--env-file FILE] run|check|doctor|call|test|calls|load``."""
+"""Command line: ``ari-agent [--config FILE] [--env-file FILE] COMMAND`` (run, check, doctor, call, ...)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_agent.config import Settings, load_settings, masked
-from ari_agent.errors import ConfigError
+from ari_agent.errors import AgentError, ConfigError
 from ari_agent.observability.logs import setup_logging
 from ari_agent.ops.loadplan import CallPlan
 from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
@@ -114,7 +114,30 @@ def _parser() -> argparse.ArgumentParser:
         "(http://127.0.0.1:8090-8093); which agent has which call",
     )
     _load_parser(sub, [after, as_json])
+    _knowledge_parser(sub, [after, as_json])
     return parser
+
+
+def _knowledge_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    knowledge = sub.add_parser(
+        "knowledge", help="a profile's documents, searched by its LLM: add, list, remove, search"
+    )
+    actions = knowledge.add_subparsers(dest="knowledge_action", required=True)
+    add = actions.add_parser(
+        "add", parents=parents, help="index Markdown or text files (a file of the same name is replaced)"
+    )
+    add.add_argument("profile")
+    add.add_argument("files", nargs="+", metavar="FILE")
+    listing = actions.add_parser("list", parents=parents, help="the profile's documents")
+    listing.add_argument("profile")
+    remove = actions.add_parser("remove", parents=parents, help="forget a document (by its file name)")
+    remove.add_argument("profile")
+    remove.add_argument("file", metavar="FILE")
+    search = actions.add_parser(
+        "search", parents=parents, help="the passages a call would get for a question, with scores"
+    )
+    search.add_argument("profile")
+    search.add_argument("question")
 
 
 def _load_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -182,11 +205,87 @@ def print_problems(problems: list[Problem]) -> None:
 def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
     problems = all_problems(plan_all(settings))
+    if not any(p.severity == "error" for p in problems):
+        problems += _knowledge_check(settings)
+        problems += asyncio.run(_tool_server_check(settings))
     print_problems(problems)
     if any(p.severity != "warning" for p in problems):
         return EXIT_CONFIG
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def _knowledge_check(settings: Settings) -> list[Problem]:
+    """Which profiles' LLMs get the search tool, and documents no profile can use."""
+    from ari_agent.knowledge import KnowledgeBase, KnowledgeError
+
+    path = settings.knowledge_path
+    try:
+        with_documents = KnowledgeBase(path).profiles()
+    except KnowledgeError as exc:
+        return [Problem("knowledge.path", f"{exc}.", "", "unready")]
+    profiles = settings.all_profiles()
+    problems = []
+    for name in with_documents:
+        profile = profiles.get(name)
+        if profile is None:
+            problems.append(
+                Problem(
+                    "knowledge",
+                    f"{path} has documents for '{name}', which is not a profile; no call uses them.",
+                    f"ari-agent knowledge remove {name} FILE, or add the profile",
+                    "warning",
+                )
+            )
+        elif profile.realtime:
+            problems.append(
+                Problem(
+                    f"profiles.{name}",
+                    "has documents, but a realtime profile is not offered the search tool yet.",
+                    "use stt/llm/tts for this profile, or remove its documents",
+                    "warning",
+                )
+            )
+        else:
+            print(f"profile {name}: search_knowledge offered ({path})", file=sys.stderr)
+    return problems
+
+
+async def _tool_server_check(settings: Settings) -> list[Problem]:
+    """Start each profile's tool servers once, as run would, and say which tools they would offer."""
+    profiles = {n: p for n, p in settings.all_profiles().items() if p.tool_servers and not p.realtime}
+    if not profiles:
+        return []
+    from ari_agent.toolservers import ToolHub
+    from ari_agent.toolservers.hub import mcp_missing
+
+    if mcp_missing() is not None:
+        return []  # the catalogue has said so
+    hub = ToolHub()
+    problems: list[Problem] = []
+    try:
+        for name, profile in sorted(profiles.items()):
+            try:
+                remote = await hub.tools_for(name, profile)
+            except AgentError as exc:
+                problems.append(Problem(f"profiles.{name}.tool_servers", f"{exc}.", "", "unready"))
+                continue
+            offered = [s.name for s in remote.specs] if remote is not None else []
+            listed = ", ".join(offered) or "none"
+            print(f"profile {name}: tools offered from its servers: {listed}", file=sys.stderr)
+            wanted = [f"{server}__{tool}" for server, c in profile.tool_servers.items() for tool in c.tools]
+            for missing in [w for w in wanted if w not in offered]:
+                problems.append(
+                    Problem(
+                        f"profiles.{name}.tool_servers",
+                        f"{missing} is allowed but its server has no such tool.",
+                        "correct the name in tools, or remove it",
+                        "warning",
+                    )
+                )
+    finally:
+        await hub.close()
+    return problems
 
 
 def config_errors(settings: Settings) -> list[Problem]:
@@ -263,6 +362,19 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     return commands.load(settings, opts, args.json)
 
 
+def _knowledge(settings: Settings, args: argparse.Namespace) -> int:
+    from ari_agent.ops import knowledge
+
+    action = args.knowledge_action
+    if action == "add":
+        return knowledge.add(settings, args.profile, args.files, args.json)
+    if action == "list":
+        return knowledge.list_documents(settings, args.profile, args.json)
+    if action == "remove":
+        return knowledge.remove(settings, args.profile, args.file, args.json)
+    return knowledge.search(settings, args.profile, args.question, args.json)
+
+
 def _ops_logging() -> None:
     # The operator commands print their own output; only library trouble goes to stderr.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -301,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(settings)
     if args.command == "load":
         return _load(settings, args)
+    if args.command == "knowledge":
+        return _knowledge(settings, args)
     if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 

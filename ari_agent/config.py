@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from ari_agent.errors import ConfigError, ConfigErrors
+from ari_agent.knowledge.answer import MIN_SCORE
 from ari_agent.pool import pool_app
 from ari_agent.profiles import ProfileConfig, builtin_profiles
 
@@ -206,6 +207,14 @@ class AuditSettings(_Section):
     path: Path | None = None
 
 
+class KnowledgeSettings(_Section):
+    # None: knowledge.db beside the call store.
+    path: Path | None = None
+    # BM25 below this is no answer (tests/bench/bench_knowledge.py measures the trade-off).
+    min_score: float = Field(MIN_SCORE, ge=0)
+    top: int = Field(3, ge=1, le=10)  # passages handed to the LLM per search
+
+
 def default_instance_id() -> str:
     """Stable across restarts on one host, so a restarted agent finds its own leftovers."""
     host = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")
@@ -228,6 +237,7 @@ class Settings(BaseSettings):
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.
@@ -259,6 +269,10 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         return self.audit.path or self.store.path.parent / "audit.jsonl"
+
+    @property
+    def knowledge_path(self) -> Path:
+        return self.knowledge.path or self.store.path.parent / "knowledge.db"
 
     def all_profiles(self) -> dict[str, ProfileConfig]:
         """Built-in profiles with the file's merged over them, field by field (the file wins)."""

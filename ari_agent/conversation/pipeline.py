@@ -26,7 +26,7 @@ from ari_agent.audio.vad import VoiceActivityDetector
 from ari_agent.conversation.backchannel import Backchannels
 from ari_agent.conversation.chunker import SentenceChunker
 from ari_agent.conversation.engine import CallParts, ConversationBase
-from ari_agent.conversation.records import Turn, TurnTimings, utc_now
+from ari_agent.conversation.records import ToolUse, Turn, TurnTimings, utc_now
 from ari_agent.conversation.speech import (
     Apology,
     Farewell,
@@ -37,7 +37,7 @@ from ari_agent.conversation.speech import (
     Spoken,
     Utterance,
 )
-from ari_agent.conversation.tools import Finish, tool_specs
+from ari_agent.conversation.tools import Finish
 from ari_agent.conversation.turns import (
     Action,
     BargeIn,
@@ -116,6 +116,9 @@ class _Round:
     llm_started: float
     timings: TurnTimings
     notes: list[str] = field(default_factory=list)
+    passages: list[tuple[str, str]] = field(default_factory=list)  # found by searches this round
+    answer_from: bool = False  # a tool result the model must answer from (a search)
+    remote: list[ToolUse] = field(default_factory=list)  # tool server calls
     finish: Finish | None = None
     spoken: Spoken | None = None
     first_piece_at: float | None = None
@@ -154,7 +157,7 @@ class PipelineConversation(ConversationBase):
         self.stt = stt
         self.llm = llm
         profile = parts.profile
-        self._specs = tool_specs(profile)
+        self._specs = parts.tools.specs()
         self._history: list[Message] = [Message("system", self.instructions)] if self.instructions else []
         # Only its per-frame verdict is used: onset, hangover and the rest are the engine's.
         self._vad = VoiceActivityDetector(sample_rate=SESSION_RATE, aggressiveness=profile.vad_aggressiveness)
@@ -452,6 +455,8 @@ class PipelineConversation(ConversationBase):
         self, speech_end_at: float, ended_at: float, stt_ms: float | None, early: _Early | None
     ) -> None:
         """Answer one caller turn: stream LLM -> sentences -> TTS -> pacer; then act."""
+        found: list[tuple[str, str]] = []  # passages given to the model, for the reply that follows
+        remote: list[ToolUse] = []  # tool server calls, for the next reply spoken
         for _ in range(MAX_TOOL_ROUNDS):
             started = early.started_at if early is not None else time.monotonic()
             round_ = _Round(speech_end_at, ended_at, started, TurnTimings(stt_ms=stt_ms))
@@ -459,12 +464,23 @@ class PipelineConversation(ConversationBase):
             early = None  # later rounds answer tool results, thought of now
             stt_ms = None
             spoken = round_.spoken
+            remote.extend(round_.remote)
             if spoken is not None and spoken.turn.text:
                 self._history.append(Message("assistant", spoken.turn.text))
+                if remote:
+                    spoken.turn.tools = remote
+                    remote = []
+                if found:
+                    # This reply was thought with those passages in hand: the record names them.
+                    spoken.turn.sources = list(dict.fromkeys(found))
+                    found = []
+            found.extend(round_.passages)
             if round_.finish is not None:
                 await self._act_delay()
                 raise round_.finish
-            if not round_.notes or (spoken is not None and spoken.turn.text):
+            said = spoken is not None and bool(spoken.turn.text)
+            # "Let me check" said with a search: the model still has to answer from what it found.
+            if not round_.notes or (said and not round_.answer_from):
                 return
             # Tools ran but nothing was said: let the model answer with their results.
             self._history.append(Message("tool", "; ".join(round_.notes)))
@@ -499,6 +515,14 @@ class PipelineConversation(ConversationBase):
                     elif isinstance(event, ToolCall):
                         outcome = await self.tools.run(event)
                         r.notes.append(f"{event.name}: {outcome.output}")
+                        r.passages.extend(outcome.passages)
+                        r.answer_from = r.answer_from or outcome.answer_from
+                        if outcome.remote is not None:
+                            r.remote.append(outcome.remote)
+                        if outcome.fallback:
+                            # Never dead air: the caller hears why there is no answer.
+                            r.first_piece_at = r.first_piece_at or time.monotonic()
+                            pieces.put_nowait(outcome.fallback)
                         if outcome.finish is not None:
                             r.finish = outcome.finish
                             if r.spoken is not None:

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +70,35 @@ class TurnTimings:
 TIMINGS = tuple(f.name for f in dataclasses.fields(TurnTimings))
 
 
+@dataclass(frozen=True)
+class ToolUse:
+    """One tool server call. Its arguments (JSON text) and result are the caller's business: they
+    go where the transcript goes (calls.jsonl, the store with the text opt-in), sealed alike."""
+
+    tool: str
+    status: Literal["ok", "timeout", "error"]
+    arguments: str | None = None
+    result: str | None = None  # ok calls only
+
+    def to_json(self) -> dict[str, str]:
+        data = {"tool": self.tool, "status": self.status}
+        if self.arguments is not None:
+            data["arguments"] = self.arguments
+        if self.result is not None:
+            data["result"] = self.result
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ToolUse:
+        status = data.get("status")
+        return cls(
+            str(data.get("tool", "")),
+            status if status in ("ok", "timeout", "error") else "error",
+            data.get("arguments"),
+            data.get("result"),
+        )
+
+
 @dataclass
 class Turn:
     role: Literal["user", "agent"]
@@ -80,6 +110,10 @@ class Turn:
     # after how much caller silence, in 20 ms audio frames.
     ended_by: str | None = None
     silence_frames: int | None = None
+    # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    # Agent turns: the tool server calls behind the reply.
+    tools: list[ToolUse] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
@@ -91,7 +125,20 @@ class Turn:
         if self.ended_by is not None:
             data["ended_by"] = self.ended_by
             data["silence_frames"] = self.silence_frames
+        if self.sources:
+            data["sources"] = sources_json(self.sources)
+        if self.tools:
+            data["tools"] = tools_json(self.tools)
         return data
+
+
+def tools_json(tools: Sequence[ToolUse]) -> list[dict[str, str]]:
+    return [t.to_json() for t in tools]
+
+
+def sources_json(sources: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Passages as the record shows them (and the store gives back)."""
+    return [{"source": source, "heading": heading} for source, heading in sources]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ari_agent.conversation.pipeline import PipelineConversation
 from ari_agent.conversation.realtime import RealtimeConversation
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, utc_now
 from ari_agent.conversation.speech import Speaker
-from ari_agent.conversation.tools import Finish, ToolRunner
+from ari_agent.conversation.tools import Finish, Search, ToolRunner
 from ari_agent.errors import MediaError
 from ari_agent.media import inbound
 from ari_agent.media.codecs import wire_format
@@ -43,6 +43,7 @@ from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
 from ari_agent.profiles.template import render
+from ari_agent.toolservers import RemoteTools
 from providers.base import LLM, STT, TTS, Realtime
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class ProfileProviders:
     realtime: Realtime | None = None
     # Phrases spoken without any provider (apology, turn error), PCM16 at 16 kHz.
     canned: Mapping[str, bytes] = field(default_factory=dict)
+    # The profile's knowledge base, when it has documents: its LLM is offered the search tool.
+    knowledge: Search | None = None
+    # The profile's allowed tools from its tool servers (MCP), connected once for the process.
+    remote_tools: RemoteTools | None = None
 
 
 class Conversation(Protocol):
@@ -279,7 +284,14 @@ class CallSession:
             profile_name=self.profile_name,
             profile=self.profile,
             speaker=Speaker(pacer, providers.tts, self.record.turns),
-            tools=ToolRunner(self.profile, self._set_variable, self.record.fields, self.record.variables),
+            tools=ToolRunner(
+                self.profile,
+                self._set_variable,
+                self.record.fields,
+                self.record.variables,
+                search=None if providers.realtime is not None else providers.knowledge,
+                remote=None if providers.realtime is not None else providers.remote_tools,
+            ),
             record=self.record,
             metrics=self.deps.metrics,
             instructions=instructions,

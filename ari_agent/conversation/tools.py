@@ -1,4 +1,4 @@
-"""The tools a profile gives its dialog or LLM: hang up, transfer, capture, set a variable.
+"""The tools a profile gives its dialog or LLM: hang up, transfer, capture, set a variable, search.
 
 Terminal tools (hang up, transfer) end the conversation after the reply has
 been heard; the others act at once and report back to the model.
@@ -6,14 +6,18 @@ been heard; the others act at once and report back to the model.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ari_agent.conversation.records import EndReason
+from ari_agent.conversation.records import EndReason, ToolUse
+from ari_agent.knowledge.answer import SEARCH_SPEC, TOOL_NAME, Found
 from ari_agent.profiles import DestinationConfig, ProfileConfig
+from ari_agent.toolservers import RemoteTools, ToolServerError
 from providers.base import ToolCall, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -35,8 +39,9 @@ def field_variable(field: str) -> str:
     return "AI_FIELD_" + _FIELD_NAME.sub("_", field).strip("_").upper()
 
 
-def tool_specs(profile: ProfileConfig) -> tuple[ToolSpec, ...]:
-    specs: list[ToolSpec] = []
+def tool_specs(profile: ProfileConfig, *, knowledge: bool = False) -> tuple[ToolSpec, ...]:
+    """The tools offered; ``knowledge``: the profile has documents, so its LLM may search them."""
+    specs: list[ToolSpec] = [SEARCH_SPEC] if knowledge else []
     for name in profile.tools:
         if name == "hangup":
             specs.append(ToolSpec("hangup", "End the call after saying goodbye."))
@@ -85,6 +90,17 @@ def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
 class ToolOutcome:
     output: str  # what the model is told
     finish: Finish | None = None
+    # (source, heading) of the knowledge passages the model was given: the reply names them.
+    passages: tuple[tuple[str, str], ...] = ()
+    # The model must read this result and answer from it, even if it already spoke this round.
+    answer_from: bool = False
+    # Said to the caller instead of the model's answer (a tool that failed or timed out).
+    fallback: str | None = None
+    # A tool server's call, for the record.
+    remote: ToolUse | None = None
+
+
+Search = Callable[[str], Awaitable[Found]]
 
 
 class ToolRunner:
@@ -96,15 +112,37 @@ class ToolRunner:
         set_variable: Callable[[str, str], Awaitable[None]],
         fields: dict[str, str],
         variables: dict[str, str],
+        search: Search | None = None,
+        remote: RemoteTools | None = None,
     ) -> None:
         self.profile = profile
         self._set_variable = set_variable
         self.fields = fields
         self.variables = variables
+        self._search = search
+        self._remote = remote
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """Every tool offered to the LLM: the profile's own, the search, the allowed remote ones."""
+        own = tool_specs(self.profile, knowledge=self.searches)
+        return own + (self._remote.specs if self._remote is not None else ())
+
+    @property
+    def searches(self) -> bool:
+        """Whether the profile's knowledge base is searchable (the LLM is offered the tool)."""
+        return self._search is not None
 
     async def run(self, call: ToolCall) -> ToolOutcome:
         allowed = set(self.profile.tools)
         args = call.arguments
+        if self._remote is not None and call.name in self._remote.routes:
+            return await self._run_remote(call)
+        if call.name == TOOL_NAME and self._search is not None:
+            query = str(args.get("query", "")).strip()
+            if not query:
+                return ToolOutcome("error: give the caller's question as query", answer_from=True)
+            found = await self._search(query)
+            return ToolOutcome(found.output, passages=found.passages, answer_from=True)
         if call.name not in allowed:
             log.warning("tool %r is not enabled for this profile", call.name)
             return ToolOutcome(f"error: tool {call.name} is not available")
@@ -130,6 +168,23 @@ class ToolRunner:
             await self._set(name, value)
             return ToolOutcome("ok")
         return ToolOutcome(f"error: unknown tool {call.name}")
+
+    async def _run_remote(self, call: ToolCall) -> ToolOutcome:
+        assert self._remote is not None
+        timeout = self.profile.tool_timeout_ms / 1000
+        arguments = json.dumps(dict(call.arguments), ensure_ascii=False)
+        try:
+            text = await asyncio.wait_for(self._remote.call(call.name, dict(call.arguments)), timeout)
+        except TimeoutError:
+            # Arguments and results are the caller's business: the log names the tool only.
+            log.warning("tool %s timed out after %g s", call.name, timeout)
+            use = ToolUse(call.name, "timeout", arguments)
+            return ToolOutcome("error: timed out", fallback=self.profile.tool_fallback, remote=use)
+        except ToolServerError as exc:
+            log.warning("tool %s failed: %s", call.name, exc)
+            use = ToolUse(call.name, "error", arguments)
+            return ToolOutcome("error: failed", fallback=self.profile.tool_fallback, remote=use)
+        return ToolOutcome(text, answer_from=True, remote=ToolUse(call.name, "ok", arguments, text))
 
     async def _set(self, name: str, value: str) -> None:
         self.variables[name] = value

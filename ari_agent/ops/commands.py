@@ -98,6 +98,17 @@ def print_transcript(out: Out, turns: object, where: str) -> None:
             notes.append("interrupted")
         suffix = out.paint(f"  [{', '.join(notes)}]", "dim") if notes else ""
         out.line(f"  {out.paint(label, 'cyan' if role == 'agent' else 'bold')}  {text}{suffix}")
+        sources = turn.get("sources")
+        for source in sources if isinstance(sources, list) else []:
+            if isinstance(source, dict):
+                # The passages the reply was thought with: where to look when it was wrong.
+                passage = f"{clean(source.get('source', ''))} / {clean(source.get('heading', ''))}"
+                out.line(out.paint(f"         from {passage}", "dim"))
+        tools = turn.get("tools")
+        for use in tools if isinstance(tools, list) else []:
+            if isinstance(use, dict):
+                called = f"{clean(use.get('tool', ''))}: {clean(use.get('status', ''))}"
+                out.line(out.paint(f"         tool {called}", "dim"))
 
 
 async def call(

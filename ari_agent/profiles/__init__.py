@@ -45,6 +45,28 @@ class DestinationConfig(_Model):
     priority: int = Field(1, ge=1)
 
 
+class ToolServerConfig(_Model):
+    """An MCP server whose tools a profile's LLM may call: a local command (stdio) or a URL.
+
+    A stdio server is started once per agent process and shared by the calls (and by the
+    profiles naming the same one); only the tools in ``tools`` are offered.
+    """
+
+    command: list[str] = []  # e.g. ["python", "-m", "clinic_tools"]: spoken to over stdin/stdout
+    url: str | None = None  # streamable HTTP, e.g. "https://tools.example.com/mcp"
+    # HTTP headers; ${NAME} in a value is the secret NAME (environment, NAME_FILE, /run/secrets).
+    headers: dict[str, str] = {}
+    tools: list[str] = Field(min_length=1)  # the allow-list: nothing else is offered
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> ToolServerConfig:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("give either command (a stdio server) or url (streamable HTTP), not both")
+        if self.headers and not self.url:
+            raise ValueError("headers are sent to an HTTP server only; this one is a command")
+        return self
+
+
 class ProfileConfig(_Model):
     greeting: str = ""
     instructions: str = ""
@@ -68,6 +90,12 @@ class ProfileConfig(_Model):
     tools: list[Literal["hangup", "transfer", "capture", "set_variable"]] = ["hangup", "transfer"]
     capture_fields: list[str] = []  # names the capture tool accepts, e.g. name, callback_number
     variables: list[str] = ["AI_AGENT_RESULT"]  # channel variables set_variable may set
+    # MCP servers by name (letters, digits, _ and -): their allowed tools are offered to the LLM
+    # as <server>__<tool>. A call to one that takes longer than tool_timeout_ms is abandoned
+    # and tool_fallback is said instead (the filler covers the wait before that).
+    tool_servers: dict[str, ToolServerConfig] = {}
+    tool_timeout_ms: int = Field(4000, ge=100, le=60000)
+    tool_fallback: str = "Sorry, I could not check that just now."
     # Channel variables templated into the instructions as {NAME} (besides
     # {caller_number}, {caller_name}, {extension}, {context}).
     template_variables: list[str] = []
@@ -127,6 +155,16 @@ class ProfileConfig(_Model):
     # Speaks the apology and error replies, synthesised at start-up, so they
     # never depend on the TTS that failed.
     apology_tts: str = "local"
+
+    @model_validator(mode="after")
+    def _tool_server_names(self) -> ProfileConfig:
+        for name in self.tool_servers:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,24}", name) or "__" in name:
+                raise ValueError(
+                    f"tool server name '{name}': use 1-24 letters, digits, '_' or '-' (no '__'), "
+                    "it prefixes the tool names the LLM sees"
+                )
+        return self
 
     @model_validator(mode="after")
     def _captures_known(self) -> ProfileConfig:
@@ -204,6 +242,7 @@ class ProfileConfig(_Model):
             self.idle_reprompt,
             self.idle_goodbye,
             self.max_duration_goodbye,
+            self.tool_fallback if self.tool_servers else "",
             *(i.reply for i in self.intents),
         ]
         return [p for p in dict.fromkeys(phrases) if p]

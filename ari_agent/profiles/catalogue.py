@@ -189,6 +189,7 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
                 )
             )
     plan.problems.extend(_frontend_problems(name, profile))
+    plan.problems.extend(_tool_server_problems(name, profile))
     plan.problems.extend(
         Problem(f"profiles.{name}", text, "", "warning") for text in profile.shared_phrases(name)
     )
@@ -221,6 +222,33 @@ def _frontend_problems(name: str, profile: ProfileConfig) -> list[Problem]:
     if missing is None:
         return []
     return [Problem(f"profiles.{name}.{stages[0]}", missing, fix_for(stages))]
+
+
+def _tool_server_problems(name: str, profile: ProfileConfig) -> list[Problem]:
+    if not profile.tool_servers:
+        return []
+    from ari_agent.toolservers.hub import ToolServerError, mcp_missing, resolve_headers
+
+    where = f"profiles.{name}.tool_servers"
+    if profile.realtime:
+        return [
+            Problem(
+                where,
+                "tool servers serve pipeline profiles only; a realtime profile ignores them.",
+                "remove them, or use stt/llm/tts",
+                "warning",
+            )
+        ]
+    missing = mcp_missing()
+    if missing is not None:
+        return [Problem(where, f"{missing}.", "install it, or remove the tool servers")]
+    problems = []
+    for server, config in profile.tool_servers.items():
+        try:
+            resolve_headers(config.headers)
+        except ToolServerError as exc:
+            problems.append(Problem(f"{where}.{server}.headers", f"{exc}.", "", "unready"))
+    return problems
 
 
 def plan_all(settings: Settings) -> dict[str, ProfilePlan]:

@@ -123,6 +123,12 @@ def _map_record(record: dict[str, Any], fn: Any) -> dict[str, Any]:
     for turn in turns if isinstance(turns, list) else []:
         if isinstance(turn, dict) and isinstance(turn.get("text"), str):
             turn["text"] = fn(turn["text"], call_id)
+        # A tool call's arguments and result are the caller's data, like the turn's text.
+        tools = turn.get("tools") if isinstance(turn, dict) else None
+        for use in tools if isinstance(tools, list) else []:
+            for key in ("arguments", "result"):
+                if isinstance(use, dict) and isinstance(use.get(key), str):
+                    use[key] = fn(use[key], call_id)
     fields = out.get("fields")
     if isinstance(fields, dict):
         for name, value in fields.items():

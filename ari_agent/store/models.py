@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ari_agent.conversation.records import ToolUse
+
 if TYPE_CHECKING:
     from ari_agent.conversation.records import CallRecord
 
@@ -43,6 +45,10 @@ class StoredTurn:
     # Caller turns: what ended the turn and after how many 20 ms frames of silence.
     ended_by: str | None = None
     silence_frames: int | None = None
+    # Agent turns: the knowledge passages (source file, heading) the reply was thought with.
+    sources: tuple[tuple[str, str], ...] = ()
+    # Tool server calls; their arguments and results only where the text is stored.
+    tools: tuple[ToolUse, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ("user", "agent"):
@@ -114,6 +120,8 @@ class StoredCall:
                     **{name: getattr(t.timings, name) for name in TIMINGS},
                     ended_by=t.ended_by,
                     silence_frames=t.silence_frames,
+                    sources=tuple(t.sources),
+                    tools=tuple(t.tools),
                 )
                 for t in record.turns
             ),
@@ -124,7 +132,7 @@ class StoredCall:
 
     def to_json(self) -> dict[str, Any]:
         """The call in the record's shape (``CallRecord.to_json()``): what ``calls show`` prints."""
-        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc
+        from ari_agent.conversation.records import TIMINGS, TurnTimings, format_utc, sources_json, tools_json
 
         turns = []
         for t in self.turns:
@@ -138,6 +146,10 @@ class StoredCall:
             if t.ended_by is not None:
                 turn["ended_by"] = t.ended_by
                 turn["silence_frames"] = t.silence_frames
+            if t.sources:
+                turn["sources"] = sources_json(t.sources)
+            if t.tools:
+                turn["tools"] = tools_json(t.tools)
             turns.append(turn)
         return {
             "call_id": self.call_id,

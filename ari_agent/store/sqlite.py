@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ari_agent.conversation.records import ToolUse, sources_json
 from ari_agent.errors import AgentError
 from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
@@ -84,6 +85,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN instance TEXT;
     """,
+    # 3 -> 4: the knowledge passages an agent reply was thought with, a JSON list of
+    # {"source", "heading"}: document names, not the caller's words, so kept with or without text.
+    """
+    ALTER TABLE turns ADD COLUMN sources TEXT;
+    """,
+    # 4 -> 5: the tool server calls behind an agent reply, a JSON list of {"tool", "status"}
+    # (ok, timeout, error); their arguments and results are never stored.
+    """
+    ALTER TABLE turns ADD COLUMN tools TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -93,7 +104,7 @@ _CALL_COLUMNS = (
 )
 _TURN_COLUMNS = (
     "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
-    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames"
+    "llm_total_ms, end_to_audio_ms, llm_start_to_audio_ms, ended_by, silence_frames, sources, tools"
 )
 
 
@@ -135,6 +146,16 @@ def _call_columns(row: Sequence[Any]) -> dict[str, Any]:
         "result": row[9],
         "store_text": bool(row[10]),
     }
+
+
+def _sources(text: str | None) -> tuple[tuple[str, str], ...]:
+    items = json.loads(text) if text else []
+    return tuple((str(i["source"]), str(i["heading"])) for i in items if isinstance(i, dict))
+
+
+def _tools(text: str | None) -> list[dict[str, Any]]:
+    items = json.loads(text) if text else []
+    return [i for i in items if isinstance(i, dict)]
 
 
 def _media(text: str | None) -> dict[str, Any]:
@@ -301,6 +322,29 @@ class CallStore:
             return text
         return self.cipher.seal(text, call_id)
 
+    def _tools_column(self, tools: Sequence[ToolUse], call_id: str, store_text: bool) -> str | None:
+        """Tool calls as stored: arguments and results only with the text opt-in, sealed like it."""
+        if not tools:
+            return None
+        items = []
+        for use in tools:
+            item = {"tool": use.tool, "status": use.status}
+            if store_text:
+                for key, value in (("arguments", use.arguments), ("result", use.result)):
+                    sealed = self._seal(value, call_id)
+                    if sealed is not None:
+                        item[key] = sealed
+            items.append(item)
+        return json.dumps(items, ensure_ascii=False)
+
+    def _open_tool(self, item: dict[str, Any], call_id: str) -> ToolUse:
+        opened = {
+            key: open_value(value, self.cipher, call_id) if key in ("arguments", "result") else value
+            for key, value in item.items()
+            if isinstance(value, str)
+        }
+        return ToolUse.from_json(opened)
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError(self.path, "the store is not open.", "await store.open() first")
@@ -388,7 +432,7 @@ class CallStore:
                 ),
             )
             conn.executemany(
-                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT INTO turns (call_id, seq, {_TURN_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 [
                     (
                         call.call_id,
@@ -406,6 +450,8 @@ class CallStore:
                         t.llm_start_to_audio_ms,
                         t.ended_by,
                         t.silence_frames,
+                        json.dumps(sources_json(t.sources)) if t.sources else None,
+                        self._tools_column(t.tools, call.call_id, call.store_text),
                     )
                     for seq, t in enumerate(call.turns)
                 ],
@@ -455,6 +501,8 @@ class CallStore:
                     llm_start_to_audio_ms=t[10],
                     ended_by=t[11],
                     silence_frames=t[12],
+                    sources=_sources(t[13]),
+                    tools=tuple(self._open_tool(i, call_id) for i in _tools(t[14])),
                 )
                 for t in turns
             ),

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -31,7 +32,7 @@ import struct
 import subprocess
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ class ChatReply:
     first_token_delay: float = 0.0
     chunk_delay: float = 0.0
     fault: Fault = field(default_factory=Fault)
+    # Writes the text from the request it answers (e.g. repeats a sentence of a tool result),
+    # so a test hears whether what the agent sent reached the model.
+    respond: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -236,6 +240,8 @@ class FakeOpenAI:
         if self._auth_error(request):
             return self._auth_failure(request)
         reply = self.chat_replies.popleft() if self.chat_replies else self.default_chat
+        if reply.respond is not None:
+            reply = dataclasses.replace(reply, text=reply.respond(body), respond=None)
         if reply.fault.status:
             return self._error(reply.fault.status)
         if not body.get("stream"):

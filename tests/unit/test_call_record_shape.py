@@ -15,7 +15,7 @@ import pytest
 from ari_agent.app import AgentApp
 from ari_agent.ari.events import Caller, Channel
 from ari_agent.config import load_settings
-from ari_agent.conversation.records import TIMINGS, CallRecord, Turn, TurnTimings
+from ari_agent.conversation.records import TIMINGS, CallRecord, ToolUse, Turn, TurnTimings
 from ari_agent.store import CallStore, StoredCall
 from ari_agent.store.crypto import new_key, open_record
 
@@ -47,6 +47,12 @@ def full_record() -> CallRecord:
                 at="2026-01-02T03:04:10.250Z",
                 interrupted=True,
                 timings=TurnTimings(**{name: 10.5 + i for i, name in enumerate(TIMINGS)}),
+                # Kept without the text opt-in too: they name documents, not what the caller said.
+                sources=[("riverside_vet.md", "Parking"), ("riverside_vet.md", "Opening hours")],
+                tools=[
+                    ToolUse("clinic__book", "ok", '{"day": "Monday"}', "Monday at ten."),
+                    ToolUse("clinic__slow", "timeout", '{"q": "x"}'),
+                ],
             ),
         ],
         fields={"reason": "booking"},
@@ -76,6 +82,10 @@ async def test_without_the_text_opt_in_only_the_texts_are_missing(tmp_path: Path
     expected = record.to_json()
     for turn in expected["turns"]:
         turn["text"] = None
+        # A tool call's arguments and result go with the text; which tool and how it went stay.
+        for use in turn.get("tools", []):
+            use.pop("arguments", None)
+            use.pop("result", None)
     assert stored.to_json() == expected
 
 
@@ -134,6 +144,8 @@ async def test_calls_show_from_the_store_prints_what_calls_jsonl_holds(app: Agen
     text = _cli("calls", "show", record.call_id[:8], env=env).stdout
     assert "status      TRANSFERRED" in text and "result      transferred_to_reception" in text
     assert "media in    received 812, lost 3, jitter_ms 1.25, mos 4.38" in text
+    # The passages and tool calls behind a reply, under it.
+    assert "from riverside_vet.md / Parking" in text and "tool clinic__slow: timeout" in text
 
 
 async def test_a_call_handed_back_without_a_session_reaches_every_sink_once(

@@ -12,7 +12,7 @@ import pytest
 
 from ari_agent.cli import main
 from ari_agent.config import StoreSettings
-from ari_agent.conversation.records import CallRecord, RecordWriter, Turn
+from ari_agent.conversation.records import CallRecord, RecordWriter, ToolUse, Turn
 from ari_agent.errors import ConfigError
 from ari_agent.ops.calls import CallsError, RecordsFile
 from ari_agent.store import CallStore, StoredCall
@@ -21,6 +21,8 @@ from ari_agent.store.crypto import DataCipher, DataKeyError, data_cipher, new_ke
 OLD, NEW = new_key(), new_key()
 SECRET_WORDS = "my card number is 4111 1111"
 FIELD = "allergic to penicillin"
+TOOL_ARGS = "account 99887766"
+TOOL_RESULT = "balance owed 1234 pounds"
 
 
 def _record() -> CallRecord:
@@ -32,7 +34,15 @@ def _record() -> CallRecord:
         started_at="2026-01-02T03:04:05.000Z",
         ended_at="2026-01-02T03:05:05.000Z",
         end_reason="hangup_by_caller",
-        turns=[Turn(role="user", text=SECRET_WORDS, at="2026-01-02T03:04:06.000Z")],
+        turns=[
+            Turn(role="user", text=SECRET_WORDS, at="2026-01-02T03:04:06.000Z"),
+            Turn(
+                role="agent",
+                text="Done.",
+                at="2026-01-02T03:04:08.000Z",
+                tools=[ToolUse("crm__lookup", "ok", json.dumps({"q": TOOL_ARGS}), TOOL_RESULT)],
+            ),
+        ],
         fields={"note": FIELD},
     )
 
@@ -76,6 +86,7 @@ async def test_the_store_keeps_transcripts_sealed(tmp_path: Path) -> None:
         await store.save_call(StoredCall.from_record(record, store_text=True))
     raw = _raw(tmp_path)
     assert SECRET_WORDS.encode() not in raw and FIELD.encode() not in raw
+    assert TOOL_ARGS.encode() not in raw and TOOL_RESULT.encode() not in raw and b"crm__lookup" in raw
     async with CallStore(path, retention_days=None) as store:
         with pytest.raises(DataKeyError):
             await store.get_call(record.call_id)
@@ -89,6 +100,7 @@ async def test_calls_jsonl_keeps_transcripts_sealed(tmp_path: Path) -> None:
     await RecordWriter(tmp_path, DataCipher.from_text(OLD)).write(record)
     raw = _raw(tmp_path)
     assert SECRET_WORDS.encode() not in raw and FIELD.encode() not in raw and b"5550123" in raw
+    assert TOOL_ARGS.encode() not in raw and TOOL_RESULT.encode() not in raw
     assert RecordsFile(tmp_path, DataCipher.from_text(f"{NEW},{OLD}")).get(record.call_id) == record.to_json()
     with pytest.raises(CallsError) as caught:
         RecordsFile(tmp_path).get(record.call_id)

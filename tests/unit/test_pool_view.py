@@ -147,7 +147,7 @@ def test_record_and_store_shape_carry_the_instance() -> None:
 
 
 async def test_a_version_2_store_gets_the_instance_column(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 5  # 4: turns.sources, 5: turns.tools (issue 18)
     path = tmp_path / "calls.db"
     with sqlite3.connect(path) as raw:
         for script in MIGRATIONS[:2]:
@@ -169,7 +169,7 @@ async def test_a_version_2_store_gets_the_instance_column(tmp_path: Path) -> Non
         listed = {c.call_id: c.instance for c in await store.list_calls(limit=10)}
         assert listed == {"old": None, "c1": "2"}
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
     raw.close()
 
 

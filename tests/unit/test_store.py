@@ -183,6 +183,31 @@ async def test_a_version_1_file_is_upgraded_and_keeps_its_calls(tmp_path: Path) 
     assert old is not None and old.end_reason == "busy" and dict(old.media) == {}
 
 
+async def test_a_version_3_file_gets_sources_and_tools_and_keeps_its_turns(tmp_path: Path) -> None:
+    from ari_agent.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "calls.db"
+    with sqlite3.connect(path) as raw:
+        for script in MIGRATIONS[:3]:
+            for statement in script.split(";"):
+                raw.execute(statement)
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version VALUES (3)")
+        raw.execute(
+            "INSERT INTO calls VALUES ('old', 'chan', 'frontdesk', NULL, NULL,"
+            " '2025-03-01T12:00:00.000000Z', NULL, 'busy', 'BUSY', NULL, 1, '{}', NULL)"
+        )
+        raw.execute(
+            "INSERT INTO turns (call_id, seq, role, text, at, interrupted)"
+            " VALUES ('old', 0, 'agent', 'Hello.', '2025-03-01T12:00:01.000000Z', 0)"
+        )
+    raw.close()
+    async with CallStore(path, retention_days=None) as s:
+        old = await s.get_call("old")
+    assert old is not None and [t.text for t in old.turns] == ["Hello."]
+    assert old.turns[0].sources == () and old.turns[0].tools == ()
+
+
 async def test_new_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     async with CallStore(path, retention_days=30):

@@ -1,0 +1,1 @@
+"""The knowledge base's sample document and its question set (issue 18)."""

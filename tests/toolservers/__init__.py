@@ -1,0 +1,1 @@
+"""Real MCP servers for the tests, written with the same SDK the agent uses."""
