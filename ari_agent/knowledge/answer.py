@@ -26,9 +26,7 @@ log = logging.getLogger(__name__)
 MIN_SCORE = 2.0
 
 TOOL_NAME = "search_knowledge"
-NOTHING_FOUND = (
-    "nothing in the knowledge base answers this. Tell the caller you do not know; do not guess."
-)
+NOTHING_FOUND = "nothing in the knowledge base answers this. Tell the caller you do not know; do not guess."
 
 SEARCH_SPEC = ToolSpec(
     TOOL_NAME,
