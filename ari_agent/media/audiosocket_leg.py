@@ -145,7 +145,7 @@ class AudioSocketLeg(ReceiveSide):
             self._audio(message)
         elif isinstance(message, wire_codec.Dtmf):
             # One digit reaches the call through ARI's ChannelDtmfReceived; this copy is only counted.
-            self._event(inbound.TELEPHONE_EVENT)
+            self.inbound.note(inbound.TELEPHONE_EVENT)
         elif isinstance(message, wire_codec.ErrorReport):
             self.asterisk_errors += 1
             if self.asterisk_errors == 1:
