@@ -4,7 +4,8 @@ Checks, in order; a failed check skips the ones that depend on it:
 
 1. ``ari``: ARI answers at the configured URL.
 2. ``credentials``: the configured user and password are accepted.
-3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis, chan_rtp loaded.
+3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis and the configured
+   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket) loaded.
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
 5. ``media``: two-way audio between Asterisk and the advertised RTP address.
@@ -42,6 +43,12 @@ from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_ins
 Status = Literal["ok", "warn", "fail", "skip"]
 
 REQUIRED_MODULES = ("res_ari.so", "res_http_websocket.so", "res_stasis.so", "app_stasis.so", "chan_rtp.so")
+# What each media.transport needs beside the ARI stack (chan_rtp is needed by every one:
+# doctor's own two-way check runs over RTP).
+TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
+    "rtp": (),
+    "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
+}
 HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"
 STASIS_WAIT = 5.0
@@ -235,7 +242,8 @@ class Doctor:
 
     async def _check_modules(self) -> bool:
         missing: list[str] = []
-        for module in REQUIRED_MODULES:
+        required = REQUIRED_MODULES + TRANSPORT_MODULES[self.settings.media.transport]
+        for module in required:
             try:
                 data = await self.ari.get_module(module)
             except AriNotFound:
@@ -243,13 +251,13 @@ class Doctor:
                 continue
             if str(data.get("status", "Running")) != "Running":
                 missing.append(module)
+        transport = self.settings.media.transport
         if missing:
             for module in missing:
-                self._add(Check("modules", "fail", f"module {module} is not loaded", module_fix(module)))
+                why = f" (media.transport is {transport})" if module in TRANSPORT_MODULES[transport] else ""
+                self._add(Check("modules", "fail", f"module {module} is not loaded{why}", module_fix(module)))
             return False
-        self._add(
-            Check("modules", "ok", "loaded: " + ", ".join(m.removesuffix(".so") for m in REQUIRED_MODULES))
-        )
+        self._add(Check("modules", "ok", "loaded: " + ", ".join(m.removesuffix(".so") for m in required)))
         return True
 
     async def _check_app(self) -> bool:

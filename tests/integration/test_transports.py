@@ -30,6 +30,7 @@ from tests.integration.test_calls import (
     heard_turns,
     status_after_stasis,
 )
+from tests.integration.test_ops import doctor
 
 
 def audiosocket_env(lab: Lab) -> dict[str, str]:
@@ -197,3 +198,23 @@ def test_audiosocket_kill_and_restart_hands_parked_callers_back(
     assert wait_leftovers_gone(lab) == ([], [])
     for handle in handles:
         assert second.record_for(handle.number)["end_reason"] == "failed"
+
+
+def test_doctor_checks_the_audiosocket_modules(lab: Lab, agent_factory: AgentFactory, tmp_path: Path) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **audiosocket_env(lab)}
+    code, checks = doctor(env)
+    assert checks["modules"][0]["status"] == "ok"
+    assert "chan_audiosocket" in checks["modules"][0]["detail"]
+    lab.agent.rx("module unload chan_audiosocket.so")
+    try:
+        code, checks = doctor(env)
+    finally:
+        lab.agent.rx("module load chan_audiosocket.so")
+    assert code == 1
+    failed = [c for c in checks["modules"] if c["status"] == "fail"]
+    assert [c["detail"] for c in failed] == [
+        "module chan_audiosocket.so is not loaded (media.transport is audiosocket)"
+    ]
+    assert "module load chan_audiosocket.so" in failed[0]["fix"]
+    # Loaded again (the next test's calls need it).
+    assert "chan_audiosocket.so" in lab.agent.rx("module show like audiosocket")
