@@ -157,7 +157,11 @@ class AudioSocketLeg(ReceiveSide):
             self.counters.add(DROP_GARBAGE)
 
     def _audio(self, message: wire_codec.Audio) -> None:
-        if message.sample_rate != self.wire.sample_rate:
+        # Before the per-rate kinds (Asterisk 20.17, 21.12, 22.7, 23.1) every rate came as
+        # kind 0x10: there, 0x10 carries the call's own format. Asterisk writes the channel's
+        # format, so 0x10 on a slin16 leg means such an Asterisk, not 8 kHz audio.
+        rate = message.sample_rate
+        if rate != self.wire.sample_rate and rate != wire_codec.AUDIO_KINDS[wire_codec.KIND_AUDIO]:
             self.counters.add(DROP_RATE)
             return
         data = self._pending + message.pcm if self._pending else message.pcm

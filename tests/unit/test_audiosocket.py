@@ -202,7 +202,7 @@ async def test_leg_takes_its_connection_by_uuid_and_hears_split_and_coalesced_au
             await asyncio.sleep(0.01)
         writer.write(a.encode_audio(bytes(960), 16000) + a.encode_audio(bytes(320), 16000))
         writer.write(DTMF_VECTOR + bytes.fromhex("420001ff") + bytes.fromhex("100003") + b"abc")
-        writer.write(a.encode_audio(bytes(320), 8000))  # another rate than the call's
+        writer.write(a.encode_audio(bytes(480), 24000))  # another rate than the call's
         await writer.drain()
         for _ in range(100):
             if leg.packets_in >= 5 and counters.counts.get(DROP_RATE):
@@ -289,3 +289,22 @@ async def test_pacer_sends_bare_frames_to_the_leg() -> None:
         await pacer.stop()
     # 20 ms of 8 kHz slin each, no RTP header.
     assert [len(f) for f in sent] == [320] * 5
+
+
+async def test_kind_0x10_carries_the_calls_format_for_asterisk_before_per_rate_kinds() -> None:
+    # Asterisk before 20.17 / 21.12 / 22.7 / 23.1 labels every slin rate 0x10.
+    server = await _server()
+    leg = server.expect(SLIN16, _Sink().audio, jitter_ms=0, clock=ReceiveClock())
+    _, writer = await _connect(server)
+    try:
+        writer.write(a.encode_uuid(leg.uuid) + a.encode_audio(bytes(640), 8000) * 2)
+        await writer.drain()
+        for _ in range(100):
+            if leg.packets_in == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert leg.packets_in == 2 and leg.counters.total == 0
+    finally:
+        leg.close()
+        writer.close()
+        await server.close()
