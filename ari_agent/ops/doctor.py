@@ -8,7 +8,8 @@ Checks, in order; a failed check skips the ones that depend on it:
    media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket) loaded.
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
-5. ``media``: two-way audio between Asterisk and the advertised RTP address.
+5. ``media``: two-way audio between Asterisk and the advertised RTP address
+   (on AudioSocket: the same over AudioSocket connections, see audiosocket_probe).
    Two ExternalMedia channels in one mixing bridge, each toward a UDP socket
    of ours bound like the agent's media: a prompt played into the bridge must
    reach us (Asterisk → advertised address), and a tone we send into one
@@ -37,14 +38,15 @@ from ari_agent.ari.tls import CA_SETTING, UNVERIFIED_WARNING, is_tls
 from ari_agent.config import Settings
 from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
+from ari_agent.ops.audiosocket_probe import audiosocket_loopback
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
 REQUIRED_MODULES = ("res_ari.so", "res_http_websocket.so", "res_stasis.so", "app_stasis.so", "chan_rtp.so")
-# What each media.transport needs beside the ARI stack (chan_rtp is needed by every one:
-# doctor's own two-way check runs over RTP).
+# What each media.transport needs beside the ARI stack (chan_rtp stays in the list for
+# every transport: the agent's `call` and `test` tools speak over RTP).
 TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
     "rtp": (),
     "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
@@ -292,6 +294,10 @@ class Doctor:
 
     async def _check_media(self, app: PrivateApp) -> None:
         media = self.settings.media
+        if media.transport == "audiosocket":
+            outcome = await audiosocket_loopback(self.ari, app, self.settings)
+            self._add(Check("media", "ok" if outcome.ok else "fail", outcome.detail, outcome.fix))
+            return
         advertised = media.advertised
         if _is_unspecified(advertised):
             self._add(

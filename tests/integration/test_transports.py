@@ -200,11 +200,26 @@ def test_audiosocket_kill_and_restart_hands_parked_callers_back(
         assert second.record_for(handle.number)["end_reason"] == "failed"
 
 
-def test_doctor_checks_the_audiosocket_modules(lab: Lab, agent_factory: AgentFactory, tmp_path: Path) -> None:
+def test_doctor_checks_audiosocket_modules_and_two_way_audio(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
     env = {**agent_factory.base_env(tmp_path / "records"), **audiosocket_env(lab)}
     code, checks = doctor(env)
     assert checks["modules"][0]["status"] == "ok"
     assert "chan_audiosocket" in checks["modules"][0]["detail"]
+    media = checks["media"][0]
+    assert media["status"] == "ok", media
+    port = lab.ports.agent_media[0]
+    assert f"two-way audio over AudioSocket via 127.0.0.1:{port} " in media["detail"]
+    # Asterisk told to connect where nothing listens: the fix names the setting.
+    code, checks = doctor({**env, "AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_PORT": "1"})
+    assert code == 1 and checks["media"][0]["status"] == "fail", checks
+    assert "AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_HOST" in checks["media"][0]["fix"]
+    # With the agent holding the port, doctor proves the address on a port of its own.
+    agent_factory.start(audiosocket_env(lab))
+    code, checks = doctor(env)
+    assert code == 0 and checks["media"][0]["status"] == "ok", checks
+    assert "the agent holds its own" in checks["media"][0]["detail"]
     lab.agent.rx("module unload chan_audiosocket.so")
     try:
         code, checks = doctor(env)
@@ -216,5 +231,6 @@ def test_doctor_checks_the_audiosocket_modules(lab: Lab, agent_factory: AgentFac
         "module chan_audiosocket.so is not loaded (media.transport is audiosocket)"
     ]
     assert "module load chan_audiosocket.so" in failed[0]["fix"]
+    assert checks["media"][0]["status"] == "skip"
     # Loaded again (the next test's calls need it).
     assert "chan_audiosocket.so" in lab.agent.rx("module show like audiosocket")
