@@ -20,7 +20,6 @@ from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric, voice
 from tests.integration.rtp_caller import RtpCaller
 from tests.integration.test_calls import (
     ADDRESS,
-    FALLBACK,
     GOODBYE,
     GREETING,
     HOURS,
@@ -58,9 +57,7 @@ def wait_leftovers_gone(lab: Lab, timeout: float = 10.0) -> tuple[list[str], lis
 
 
 def test_audiosocket_call_answers_each_intent_and_goodbye(lab: Lab, as_agent: AgentProcess) -> None:
-    handle = lab.place_call(
-        ["what time do you open", "where are you located", "is the parking free", "goodbye"], via="local"
-    )
+    handle = lab.place_call(["what time do you open", "where are you located", "goodbye"], via="local")
     # While the call runs, the agent's media channel is an AudioSocket one (not UnicastRTP).
     names: list[str] = []
     deadline = time.monotonic() + 30
@@ -71,10 +68,10 @@ def test_audiosocket_call_answers_each_intent_and_goodbye(lab: Lab, as_agent: Ag
     lab.wait_call_ended(handle, timeout=120)
     record = as_agent.record_for(handle.number)
 
-    assert agent_lines(record) == [GREETING, HOURS, ADDRESS, FALLBACK, GOODBYE]
+    assert agent_lines(record) == [GREETING, HOURS, ADDRESS, GOODBYE]
     assert record["end_reason"] == "hangup_by_agent"
     assert status_after_stasis(lab, handle.number) == "COMPLETED"
-    assert heard_turns(lab, handle) >= {0, 1, 2, 3}
+    assert heard_turns(lab, handle) >= {0, 1, 2}
     # Played at its true speed: Asterisk takes the 8 kHz frames as 8 kHz (espeak-ng speaks
     # the greeting in about 3.6 s; at the wrong rate it would be half or twice as long).
     segments = voiced_segments(handle.recording_path)
