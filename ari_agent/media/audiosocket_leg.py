@@ -24,8 +24,6 @@ import uuid
 from collections.abc import Callable
 from typing import cast
 
-import numpy as np
-
 from ari_agent.errors import MediaError
 from ari_agent.media import audiosocket as wire_codec
 from ari_agent.media import inbound
@@ -390,7 +388,3 @@ class AudioSocketServer:
     def connection_closed(self, conn: _Connection) -> None:
         self._connections.discard(conn)
 
-
-def silence(wire: WireFormat, ms: int) -> bytes:
-    """``ms`` of silence in the wire format (tests, probes)."""
-    return _le_encode(np.zeros(wire.sample_rate * ms // 1000, dtype=np.int16))
