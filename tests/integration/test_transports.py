@@ -107,6 +107,17 @@ async def test_audiosocket_caller_silent_between_words_gets_every_answer(
     assert metric(as_agent, "ari_agent_rtp_inbound_gaps_total", transport="audiosocket") >= 2
 
 
+def test_audiosocket_one_key_press_gives_one_digit(lab: Lab, as_agent: AgentProcess) -> None:
+    # The digit comes through ARI; the copy Asterisk also writes on the AudioSocket is only counted.
+    handle = lab.place_call(["dtmf:5", "goodbye"], via="local")
+    lab.wait_call_ended(handle, timeout=90)
+    record = as_agent.record_for(handle.number)
+    users = [t["text"] for t in record["turns"] if t["role"] == "user"]
+    assert [u for u in users if u.startswith("caller pressed")] == ["caller pressed 5"], users
+    assert record["end_reason"] == "hangup_by_agent"
+    assert record["media"]["telephone_events"] == 1
+
+
 def test_audiosocket_booking_transfers_and_strangers_are_refused(lab: Lab, as_agent: AgentProcess) -> None:
     # Someone who found the port but not a call's UUID gets nothing, and the calls go on.
     with socket.create_connection(("127.0.0.1", lab.ports.agent_media[0]), timeout=5) as stranger:
