@@ -118,7 +118,11 @@ def test_audiosocket_one_key_press_gives_one_digit(lab: Lab, as_agent: AgentProc
     assert record["media"]["telephone_events"] == 1
 
 
-def test_audiosocket_booking_transfers_and_strangers_are_refused(lab: Lab, as_agent: AgentProcess) -> None:
+def test_audiosocket_narrowband_booking_transfers_and_strangers_are_refused(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # media.format = ulaw: AudioSocket carries no µ-law, so the call is 8 kHz slin both ways.
+    as_agent = agent_factory.start({**audiosocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
     # Someone who found the port but not a call's UUID gets nothing, and the calls go on.
     with socket.create_connection(("127.0.0.1", lab.ports.agent_media[0]), timeout=5) as stranger:
         stranger.sendall(audiosocket.encode_uuid(uuid.uuid4()) + audiosocket.encode_audio(bytes(320)))
@@ -130,6 +134,9 @@ def test_audiosocket_booking_transfers_and_strangers_are_refused(lab: Lab, as_ag
     assert record["end_reason"] == "transferred"
     assert status_after_stasis(lab, handle.number) == "TRANSFERRED"
     assert heard_turns(lab, handle) >= {0, 1}
+    segments = voiced_segments(handle.recording_path)
+    assert segments and 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 50
     dropped = "ari_agent_rtp_packets_dropped_total"
     assert metric(as_agent, dropped, reason="unknown_uuid", transport="audiosocket") == 1
 
