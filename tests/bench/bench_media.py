@@ -3,12 +3,12 @@
     python -m tests.bench.bench_media     (from the repository root)
 
 Prints µs per 20 ms frame for inbound decode + resample to 16 kHz, outbound
-resample + encode, RTP parse and build, for each wire format; the whole
-receive leg and the send framing of RTP beside AudioSocket; then the
+resample + encode, RTP parse and build, for each wire format; then the
 receive jitter buffer on virtual time: the delay it adds (p50/p95) and the
 CPU per packet of the whole receive path, with it on and off, beside the
 path before the receive clock existed (parse + RFC 3550 statistics +
-decode + resample), in one run.
+decode + resample); then the whole receive leg and the send framing of RTP
+beside AudioSocket; in one run.
 """
 
 from __future__ import annotations
