@@ -31,6 +31,7 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, Re
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
 from ari_agent.knowledge.answer import knowledge_search
+from ari_agent.media.audiosocket_leg import AudioSocketServer
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
@@ -94,6 +95,14 @@ class AgentApp:
             ssl=tls,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
+        self.audiosocket: AudioSocketServer | None = None
+        if settings.media.transport == "audiosocket":
+            sock = settings.media.audiosocket
+            self.audiosocket = AudioSocketServer(
+                settings.media.audiosocket_listen_host, sock.listen_port, hello_timeout=sock.hello_timeout
+            )
+            refused = self.metrics.rtp_dropped
+            self.audiosocket.on_reject = lambda reason: refused.labels(reason, "audiosocket").inc()
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
         self.cipher = data_cipher(settings.store)
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
@@ -120,6 +129,10 @@ class AgentApp:
     # Start and stop
 
     async def start(self) -> None:
+        if self.audiosocket is not None:
+            # Before ARI: a call admitted now needs Asterisk able to connect (MediaError if not).
+            await self.audiosocket.start()
+            log.info("AudioSocket on %s:%d", self.audiosocket.host, self.audiosocket.port)
         await self._open_store()
         await self._prepare_profiles()
         conf = self.settings.http
@@ -182,6 +195,8 @@ class AgentApp:
             await asyncio.wait(pending, timeout=5)
         if self._pool_task is not None:
             self._pool_task.cancel()
+        if self.audiosocket is not None:
+            await self.audiosocket.close()
         await self.listener.stop()
         await self.ari.close()
         if self._http is not None:
@@ -410,6 +425,7 @@ class AgentApp:
                     resource_prefix=self.prefix,
                     on_done=self._session_done,
                     sink=self,
+                    audiosocket=self.audiosocket,
                 ),
             )
             if not self.calls.activate(channel.id, session, (session.media_channel_id, session.bridge_id)):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_agent.config import Settings, load_settings, masked
-from ari_agent.errors import AgentError, ConfigError
+from ari_agent.errors import AgentError, ConfigError, MediaError
 from ari_agent.observability.logs import setup_logging
 from ari_agent.ops.loadplan import CallPlan
 from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
@@ -301,7 +301,13 @@ async def _run(settings: Settings, config_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
-    await app.start()
+    try:
+        await app.start()
+    except MediaError as exc:
+        # The AudioSocket port taken: say which and stop, no traceback.
+        log.error("cannot start: %s", exc)
+        await app.stop()
+        return 1
     fatal = asyncio.create_task(app.fatal.wait())
     while True:
         next_signal = asyncio.create_task(received.get())

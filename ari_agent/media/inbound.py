@@ -184,6 +184,10 @@ class InboundStream:
         pcm = self.wire.decode(last)
         return self.wire.encode((pcm // 2).astype(np.int16))
 
+    def note(self, kind: str) -> None:
+        """Count an event that came outside the packets (AudioSocket's DTMF messages)."""
+        self._count(kind)
+
     def _count(self, kind: str) -> None:
         self.events[kind] = self.events.get(kind, 0) + 1
         if self.on_event is not None:

@@ -18,21 +18,37 @@ class Metrics:
         self.calls = Counter(
             "ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r
         )
-        self.rtp_in = Counter("ari_agent_rtp_packets_in", "RTP packets accepted from Asterisk", registry=r)
-        self.rtp_out = Counter("ari_agent_rtp_packets_out", "RTP packets sent to Asterisk", registry=r)
+        # The media metrics carry the call's transport (rtp, audiosocket); the names keep
+        # "rtp" for the dashboards that read them. On AudioSocket a "packet" is a 20 ms frame.
+        self.rtp_in = Counter(
+            "ari_agent_rtp_packets_in",
+            "Media packets (AudioSocket: 20 ms frames) accepted from Asterisk",
+            ["transport"],
+            registry=r,
+        )
+        self.rtp_out = Counter(
+            "ari_agent_rtp_packets_out",
+            "Media packets (AudioSocket: 20 ms frames) sent to Asterisk",
+            ["transport"],
+            registry=r,
+        )
         self.rtp_dropped = Counter(
-            "ari_agent_rtp_packets_dropped", "Inbound datagrams dropped, by reason", ["reason"], registry=r
+            "ari_agent_rtp_packets_dropped",
+            "Inbound media dropped, by reason",
+            ["reason", "transport"],
+            registry=r,
         )
         self.rtp_events = Counter(
             "ari_agent_rtp_inbound_events",
-            "Inbound RTP events that are not drops (comfort noise, telephone-events, SSRC changes, "
+            "Inbound media events that are not drops (comfort noise, telephone-events, SSRC changes, "
             "concealed frames, gaps)",
-            ["kind"],
+            ["kind", "transport"],
             registry=r,
         )
         self.rtp_gaps = Counter(
             "ari_agent_rtp_inbound_gaps",
-            "Inbound silences of 1 s or more with no RTP at all (silence suppression, DTX, a stalled leg)",
+            "Inbound silences of 1 s or more with no media at all (silence suppression, DTX, a stalled leg)",
+            ["transport"],
             registry=r,
         )
         self.jitter_buffer_depth = Gauge(

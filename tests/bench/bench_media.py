@@ -7,7 +7,8 @@ resample + encode, RTP parse and build, for each wire format; then the
 receive jitter buffer on virtual time: the delay it adds (p50/p95) and the
 CPU per packet of the whole receive path, with it on and off, beside the
 path before the receive clock existed (parse + RFC 3550 statistics +
-decode + resample), in one run.
+decode + resample); then the whole receive leg and the send framing of RTP
+beside AudioSocket; in one run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ari_agent.media import audiosocket
+from ari_agent.media.audiosocket_leg import SLIN16 as AS_SLIN16
+from ari_agent.media.audiosocket_leg import AudioSocketServer
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE, SLIN16, WIRE_FORMATS, WireFormat
 from ari_agent.media.inbound import InboundStream
 from ari_agent.media.resample import StreamResampler
@@ -46,6 +50,8 @@ def main() -> None:
     print(f"(one call = 50 frames/s each way; {N} iterations per row)")
     print()
     bench_jitter_buffer()
+    print()
+    bench_transports(session_frame)
 
 
 # Network conditions for the jitter buffer: (name, one-way jitter bound s, reorder share, loss share).
@@ -137,6 +143,49 @@ def bench_wire(wire: WireFormat, session_frame: np.ndarray) -> list[tuple[str, f
         ("resample from 16k + encode", bench(lambda: wire.encode(outbound.process(session_frame)))),
         ("RtpPacket(...).serialize()", bench(lambda: RtpPacket(11, 1, 160, 1234, payload).serialize())),
     ]
+
+
+def bench_transports(session_frame: np.ndarray) -> None:
+    """One inbound 20 ms slin16 frame through each transport's whole receive leg (no clock ticks),
+    and one outbound frame's framing."""
+    rtp_stream = InboundStream(SLIN16, 40, 0.0)
+    rtp_in = StreamResampler(SLIN16.sample_rate, SESSION_SAMPLE_RATE)
+    rtp_seq = [0]
+    rtp_payload = SLIN16.encode(session_frame)
+
+    def rtp_receive() -> None:
+        seq = rtp_seq[0] = rtp_seq[0] + 1
+        datagram = RtpPacket(118, seq & 0xFFFF, (seq * 320) & 0xFFFFFFFF, 7, rtp_payload).serialize()
+        for payload in rtp_stream.receive(parse_rtp(datagram), seq * 0.02)[1]:
+            rtp_in.process(SLIN16.decode(payload))
+
+    # The leg as the server hands it a connection's messages (decoder + frame cut + stream + decode).
+    leg = AudioSocketServer("127.0.0.1", 0).expect(AS_SLIN16, lambda pcm: None, jitter_ms=40)
+    decoder = audiosocket.Decoder()
+    message = audiosocket.encode_audio(AS_SLIN16.encode(session_frame), 16000)
+
+    def audiosocket_receive() -> None:
+        decoder.feed(message)
+        for item in decoder.messages():
+            leg.on_message(item)
+
+    out_frame = AS_SLIN16.outbound.encode(session_frame[::2].copy())
+
+    def rtp_send() -> bytes:
+        return RtpPacket(11, 1, 160, 1, out_frame).serialize()
+
+    def audiosocket_send() -> bytes:
+        return audiosocket.encode_audio(out_frame, 8000)
+
+    rows = [
+        ("rtp", "receive (parse, stream, decode, resample)", bench(rtp_receive)),
+        ("audiosocket", "receive (decode msg, cut, stream, ...)", bench(audiosocket_receive)),
+        ("rtp", "send framing (RtpPacket.serialize)", bench(rtp_send)),
+        ("audiosocket", "send framing (encode_audio)", bench(audiosocket_send)),
+    ]
+    print(f"{'transport':12} {'stage':42} {'µs/frame':>9}")
+    for transport, stage, us in rows:
+        print(f"{transport:12} {stage:42} {us:9.2f}")
 
 
 if __name__ == "__main__":
