@@ -26,7 +26,7 @@ class Metrics:
         self.rtp_events = Counter(
             "ari_agent_rtp_inbound_events",
             "Inbound RTP events that are not drops (comfort noise, telephone-events, SSRC changes, "
-            "concealed frames, gaps)",
+            "concealed frames, gaps, late fills: silence filled for packets that were only late)",
             ["kind"],
             registry=r,
         )
