@@ -41,7 +41,7 @@ class Metrics:
         self.rtp_events = Counter(
             "ari_agent_rtp_inbound_events",
             "Inbound media events that are not drops (comfort noise, telephone-events, SSRC changes, "
-            "concealed frames, gaps)",
+            "concealed frames, gaps, late fills: silence filled for packets that were only late)",
             ["kind", "transport"],
             registry=r,
         )
