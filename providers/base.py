@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from ari_agent.errors import AgentError
+from ari_agent.leads.dialog import LeadSpec
 from providers.options import ProviderOptions
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class ProviderContext:
     hints: tuple[str, ...] = ()
     intents: tuple[Intent, ...] = ()
     fallback_reply: str = ""
+    lead: LeadSpec | None = None  # lead capture to completion (a dialog provider drives it)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
