@@ -43,13 +43,26 @@ class LeadSpec:
 
     def phrases(self) -> list[str]:
         """Words callers say in a lead: choices, yes/no, digits, field names (the offline grammar)."""
-        said = ["yes", "no", "that is right", "that is correct"]
+        # Whole answers, not only "yes": the offline recogniser rejects a word that short.
+        said = [
+            "yes",
+            "no",
+            "yes please",
+            "no thank you",
+            "yes that is right",
+            "yes that is correct",
+            "yes i am",
+            "no i am not",
+            "yes i do",
+            "no i do not",
+        ]
         for f in self.fields:
             said.append(f.spoken_label)
             said.append(f"change the {f.spoken_label}")
             said.extend(f.options)
             if f.type in ("digits", "phone"):
-                said.extend("zero oh one two three four five six seven eight nine".split())
+                # Not "oh": two phones that noise and key tones were heard as.
+                said.extend("zero one two three four five six seven eight nine".split())
         return list(dict.fromkeys(said))
 
 
