@@ -87,17 +87,20 @@ def tool_specs(profile: ProfileConfig, *, knowledge: bool = False) -> tuple[Tool
 
 def _field_guide(profile: ProfileConfig) -> str:
     """The typed fields, so the model asks for each in turn and knows what is valid."""
-    typed = [f for f in profile.fields if f.type != "text" or f.required or f.question]
-    if not typed:
-        return ""
+    if all(isinstance(entry, str) for entry in profile.capture_fields):
+        return ""  # names only: free text, described as before
     lines = []
-    for f in typed:
+    for f in profile.fields:
         kind = f.type + (f" ({', '.join(f.options)})" if f.options else "")
         need = "required" if f.required else "optional"
         lines.append(f"- {f.name}: {kind}, {need}; ask: {f.prompt}")
+    done = ""
+    if profile.lead is not None and profile.lead.result and "set_variable" in profile.tools:
+        # The core takes a call that ends with this result as a completed lead (hand-off).
+        done = f" Once the caller confirmed, call set_variable AI_AGENT_RESULT={profile.lead.result}."
     return (
         " Ask for each required field until it is valid, read them back and have the caller "
-        "confirm before finishing. Fields:\n" + "\n".join(lines)
+        f"confirm before finishing.{done} Fields:\n" + "\n".join(lines)
     )
 
 

@@ -176,3 +176,12 @@ def test_the_offline_grammar_hears_the_lead_words() -> None:
     hints = ProfileConfig.model_validate(PROFILE).provider_context("p").hints
     for word in ("yes", "no", "yes i am", "friday", "day", "change the day", "seven"):
         assert word in hints
+
+
+def test_the_llm_capture_tool_describes_the_typed_fields() -> None:
+    from ari_agent.conversation.tools import tool_specs
+
+    spec = next(s for s in tool_specs(ProfileConfig.model_validate(PROFILE)) if s.name == "capture")
+    assert "- day: one_of (monday, tuesday, friday), required; ask: Which day?" in spec.description
+    assert "- note: text, optional; ask: What is your note?" in spec.description
+    assert "set_variable AI_AGENT_RESULT=lead" in spec.description
