@@ -59,10 +59,12 @@ class LeadSpec:
         for f in self.fields:
             said.append(f.spoken_label)
             said.append(f"change the {f.spoken_label}")
-            said.extend(f.options)
-            if f.type in ("digits", "phone"):
-                # Not "oh": two phones that noise and key tones were heard as.
-                said.extend("zero one two three four five six seven eight nine".split())
+            for option in f.options:
+                # A lone weekday was rejected over a phone line; with a word around it, heard.
+                said.extend((option, f"on {option}", f"{option} please"))
+        # No digit words: a grammar spots one key phrase, so a spoken number is not heard
+        # whole, and lone digits took the place of other answers ("monday" -> "one",
+        # "day" -> "eight"). Offline, numbers are keyed; a cloud recogniser hears them.
         return list(dict.fromkeys(said))
 
 

@@ -111,7 +111,8 @@ def test_a_lead_is_completed_over_several_turns_with_keys_and_a_correction(
         "AGENT_LEADS__BACKOFF_S": "0.2",  # the test's own: seconds, not the default's minutes
     }
     agent = agent_factory.start(env)
-    said = ["dtmf:5551234#", "monday", "yes i am", "change the day", "friday", "yes that is right"]
+    # Whole phrases where a lone word is rejected offline ("on monday", "friday please").
+    said = ["dtmf:5551234#", "on monday", "yes i am", "no", "day", "friday please", "yes that is right"]
     handle = lab.place_call(said, context="lab-lead")
     event = lab.wait_dialplan_event(handle.number, "hangup", timeout=150)
     record = agent.record_for(handle.number)
