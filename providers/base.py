@@ -180,6 +180,9 @@ class STTCapabilities:
     # is decided, instead of after it. A recogniser that decodes whole utterances must not.
     segments: bool = False
     input_specs: tuple[AudioSpec, ...] = (PCM16_16K,)  # what stream() accepts, preferred first
+    # Hears only the phrases it was given (the profile's hints), not free speech: a lead's
+    # free-text, email or date answers, or a spoken number, cannot reach it (`check` warns).
+    grammar_only: bool = False
 
 
 # Events of a live recognition stream.

@@ -51,6 +51,8 @@ class LeadSpec:
             "no thank you",
             "yes that is right",
             "yes that is correct",
+            "no that is wrong",
+            "no that is not right",
             "yes i am",
             "no i am not",
             "yes i do",

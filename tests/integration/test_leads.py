@@ -111,8 +111,11 @@ def test_a_lead_is_completed_over_several_turns_with_keys_and_a_correction(
         "AGENT_LEADS__BACKOFF_S": "0.2",  # the test's own: seconds, not the default's minutes
     }
     agent = agent_factory.start(env)
-    # Whole phrases where a lone word is rejected offline ("on monday", "friday please").
-    said = ["dtmf:5551234#", "on monday", "yes i am", "no", "day", "friday please", "yes that is right"]
+    # The offline recogniser over this path heard "friday please", "yes that is right" and
+    # "no that is wrong" but not always "on monday", "no" or "day": those are keyed here
+    # (2: the second field, day; 1: its first option, monday).
+    said = ["dtmf:5551234#", "friday please", "yes that is right", "no that is wrong", "dtmf:2", "dtmf:1"]
+    said.append("yes that is right")
     handle = lab.place_call(said, context="lab-lead")
     event = lab.wait_dialplan_event(handle.number, "hangup", timeout=150)
     record = agent.record_for(handle.number)
@@ -122,14 +125,14 @@ def test_a_lead_is_completed_over_several_turns_with_keys_and_a_correction(
     )
     assert event.fields["AI_AGENT_RESULT"] == "lead"
     assert event.fields["AI_FIELD_CALLBACK_NUMBER"] == "5551234"
-    assert event.fields["AI_FIELD_DAY"] == "friday"  # the correction, not the first answer
+    assert event.fields["AI_FIELD_DAY"] == "monday"  # the correction, not the first answer
     assert event.fields["AI_FIELD_NEW_PATIENT"] == "yes"
-    assert record["fields"] == {"callback_number": "5551234", "day": "friday", "new_patient": "yes"}
+    assert record["fields"] == {"callback_number": "5551234", "day": "monday", "new_patient": "yes"}
     agent_said = [t["text"] for t in record["turns"] if t["role"] == "agent"]
     read_backs = [t for t in agent_said if t.startswith("I have")]
     assert read_backs == [
-        "I have callback number 5 5 5 1 2 3 4, day monday and new patient yes. Is that right?",
         "I have callback number 5 5 5 1 2 3 4, day friday and new patient yes. Is that right?",
+        "I have callback number 5 5 5 1 2 3 4, day monday and new patient yes. Is that right?",
     ]
     assert agent_said[-1] == "Thank you, we will call you back. Goodbye."
     assert record["end_reason"] == "hangup_by_agent"
@@ -142,13 +145,13 @@ def test_a_lead_is_completed_over_several_turns_with_keys_and_a_correction(
         assert verify(SECRET, headers[SIGNATURE_HEADER], body, now=time.time())
         lead = json.loads(body)
         assert lead["id"] in keys and lead["call_id"] == record["call_id"]
-        assert lead["fields"] == {"callback_number": "5551234", "day": "friday", "new_patient": "yes"}
+        assert lead["fields"] == {"callback_number": "5551234", "day": "monday", "new_patient": "yes"}
     # The store has it, delivered on the second attempt.
     leads = _stored_leads(
         agent.records_dir / "calls.db", until=lambda ls: bool(ls) and ls[0].status != "pending"
     )
     assert [(x.lead_id, x.status, x.attempts, x.fields["day"]) for x in leads] == [
-        (keys.pop(), "delivered", 2, "friday")
+        (keys.pop(), "delivered", 2, "monday")
     ]
     assert SECRET not in agent.log_path.read_text(errors="replace")
 

@@ -186,3 +186,18 @@ def test_the_llm_capture_tool_describes_the_typed_fields() -> None:
     assert "- day: one_of (monday, tuesday, friday), required; ask: Which day?" in spec.description
     assert "- note: text, optional; ask: What is your note?" in spec.description
     assert "set_variable AI_AGENT_RESULT=lead" in spec.description
+
+
+def test_check_warns_about_answers_the_offline_recogniser_cannot_hear() -> None:
+    from ari_agent.profiles.catalogue import plan_profile
+
+    data = {
+        **PROFILE,
+        "capture_fields": [*PROFILE["capture_fields"], {"name": "email", "type": "email"}],  # type: ignore[list-item]
+    }
+    texts = [p.problem for p in plan_profile("p", ProfileConfig.model_validate(data)).problems]
+    assert any("answers to note, email (free text, email, date) cannot be heard" in t for t in texts), texts
+    assert any("does not hear spoken numbers: callback_number must be keyed" in t for t in texts), texts
+    keyed = {**data, "capture_fields": [{**NUMBER.model_dump(), "question": "Key in your number."}]}
+    texts = [p.problem for p in plan_profile("p", ProfileConfig.model_validate(keyed)).problems]
+    assert not any("spoken numbers" in t for t in texts)
