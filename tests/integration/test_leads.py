@@ -111,10 +111,11 @@ def test_a_lead_is_completed_over_several_turns_with_keys_and_a_correction(
         "AGENT_LEADS__BACKOFF_S": "0.2",  # the test's own: seconds, not the default's minutes
     }
     agent = agent_factory.start(env)
-    # The offline recogniser over this path heard "friday please", "yes that is right" and
-    # "no that is wrong" but not always "on monday", "no" or "day": those are keyed here
-    # (2: the second field, day; 1: its first option, monday).
-    said = ["dtmf:5551234#", "friday please", "yes that is right", "no that is wrong", "dtmf:2", "dtmf:1"]
+    # Spoken: the yes/no answers. The day is keyed (3: friday; after "no", 2: the second
+    # field, day, and 1: its first option, monday): over this path the offline recogniser
+    # heard "friday please" in one run and rejected it in the next, and "on monday", "no"
+    # and "day" were rejected, while "yes that is right" and "no that is wrong" were heard.
+    said = ["dtmf:5551234#", "dtmf:3", "yes that is right", "no that is wrong", "dtmf:2", "dtmf:1"]
     said.append("yes that is right")
     handle = lab.place_call(said, context="lab-lead")
     event = lab.wait_dialplan_event(handle.number, "hangup", timeout=150)
