@@ -125,6 +125,7 @@ class AgentApp:
     async def start(self) -> None:
         await self._open_store()
         self.leads = LeadHandoff(self.settings.leads, self.store)
+        await self.leads.resume()
         await self._prepare_profiles()
         conf = self.settings.http
         http_app = make_http_app(

@@ -96,10 +96,31 @@ class LeadHandoff:
             except StoreError as exc:
                 log.error("lead %s: could not store it: %s", lead.lead_id, exc)
         if self.conf.webhook_url:
-            task = asyncio.create_task(send(self.conf, self.secret, lead, self.store), name="lead-webhook")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(lead)
         return lead
+
+    async def resume(self) -> int:
+        """Deliver again the leads left pending (an agent stopped mid-delivery): at least once.
+
+        Agents sharing a store may both send one: the receiver deduplicates on the key.
+        """
+        if not self.conf.webhook_url or self.store is None:
+            return 0
+        try:
+            pending = await self.store.list_leads(status="pending", limit=10_000)
+        except StoreError as exc:
+            log.error("could not read pending leads: %s", exc)
+            return 0
+        for lead in pending:
+            self._spawn(lead)
+        if pending:
+            log.info("delivering %d lead(s) left pending", len(pending))
+        return len(pending)
+
+    def _spawn(self, lead: Lead) -> None:
+        task = asyncio.create_task(send(self.conf, self.secret, lead, self.store), name="lead-webhook")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Give deliveries in flight a moment; one cut short stays pending for ``leads redeliver``."""

@@ -254,3 +254,19 @@ async def test_leads_cli_lists_shows_and_redelivers_with_an_audit_entry(
     assert SECRET not in out and SECRET not in audit.read_text() and "5551234" not in audit.read_text()
     code, out = await _cli(env, "list", "--json")
     assert [(x["status"], x["attempts"]) for x in json.loads(out)] == [("delivered", 2)]
+
+
+async def test_leads_left_pending_are_delivered_when_the_agent_starts_again(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    rx, url = receiver
+    pending = Lead("b" * 32, "d" * 32, "lead", NOW, {"day": "monday"}, "5550100", status="pending")
+    async with CallStore(tmp_path / "calls.db", retention_days=None) as store:
+        await store.save_lead(pending)
+        await store.save_lead(Lead("e" * 32, "d" * 32, "lead", NOW, {"day": "friday"}, status="failed"))
+        handoff = LeadHandoff(LeadsSettings(webhook_url=url), store)
+        assert await handoff.resume() == 1  # the failed one waits for leads redeliver
+        await handoff.close()
+        assert [h[KEY_HEADER] for h, _ in rx.seen] == [pending.lead_id]
+        again = await store.find_lead(pending.lead_id)
+        assert again is not None and (again.status, again.attempts) == ("delivered", 1)
