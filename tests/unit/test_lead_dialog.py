@@ -201,3 +201,15 @@ def test_check_warns_about_answers_the_offline_recogniser_cannot_hear() -> None:
     keyed = {**data, "capture_fields": [{**NUMBER.model_dump(), "question": "Key in your number."}]}
     texts = [p.problem for p in plan_profile("p", ProfileConfig.model_validate(keyed)).problems]
     assert not any("spoken numbers" in t for t in texts)
+
+
+async def test_a_lead_given_up_ends_with_the_failed_result() -> None:
+    data = {**PROFILE, "lead": {"max_attempts": 2, "on_failed": "hangup"}}
+    llm = ScriptedLLM.create(ProfileConfig.model_validate(data).provider_context("p", "scripted"))
+    turns = await run(llm, ["hello", "banana"])
+    assert turns[0] == [TextDelta("Sorry, I need that as digits. What number?")]
+    assert turns[1][0] == TextDelta("Sorry, I could not get those details.")
+    assert [(e.name, e.arguments) for e in turns[1] if isinstance(e, ToolCall)] == [
+        ("set_variable", {"name": "AI_AGENT_RESULT", "value": "lead_incomplete"}),
+        ("hangup", {}),
+    ]
