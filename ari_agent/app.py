@@ -31,6 +31,7 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, Re
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
 from ari_agent.knowledge.answer import knowledge_search
+from ari_agent.leads.handoff import LeadHandoff
 from ari_agent.media.audiosocket_leg import AudioSocketServer
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
@@ -110,6 +111,8 @@ class AgentApp:
         self._purge_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
+        # Completed leads: the store and the webhook (made at start, once the store is open).
+        self.leads: LeadHandoff | None = None
         self._providers: dict[str, ProfileProviders] = {}
         self._unavailable: dict[str, str] = {}
         # Every caller from StasisStart to hand-back; routes events to its session.
@@ -134,6 +137,8 @@ class AgentApp:
             await self.audiosocket.start()
             log.info("AudioSocket on %s:%d", self.audiosocket.host, self.audiosocket.port)
         await self._open_store()
+        self.leads = LeadHandoff(self.settings.leads, self.store)
+        await self.leads.resume()
         await self._prepare_profiles()
         conf = self.settings.http
         http_app = make_http_app(
@@ -205,6 +210,8 @@ class AgentApp:
             self._purge_task.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.leads is not None:
+            await self.leads.close()
         if self.store is not None:
             await self.store.close()
         await self.tool_hub.close()
@@ -234,13 +241,14 @@ class AgentApp:
         self.metrics.calls.labels(record.end_reason).inc()
         if self.records is not None:
             await self.records.write(record)
-        if self.store is None:
-            return
-        store_text = self.settings.store.text if profile_text is None else profile_text
-        try:
-            await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
-        except StoreError as exc:
-            log.error("could not store call %s: %s", record.call_id, exc)
+        if self.store is not None:
+            store_text = self.settings.store.text if profile_text is None else profile_text
+            try:
+                await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
+            except StoreError as exc:
+                log.error("could not store call %s: %s", record.call_id, exc)
+        if self.leads is not None:
+            await self.leads.call_ended(self.profiles.get(record.profile), record)
 
     async def reload(self) -> None:
         """SIGHUP: read the profiles again; calls in progress keep the ones they started with."""

@@ -113,6 +113,17 @@ def _parser() -> argparse.ArgumentParser:
         help="a pool's live calls: each agent's HTTP address, comma-separated, or a port range "
         "(http://127.0.0.1:8090-8093); which agent has which call",
     )
+    leads = sub.add_parser(
+        "leads",
+        parents=[after, as_json],
+        help="completed leads: list, show ID, redeliver ID... (or --failed) to the webhook",
+    )
+    leads.add_argument("action", choices=["list", "show", "redeliver"])
+    leads.add_argument("lead_ids", nargs="*", metavar="ID", help="lead id (or a unique prefix)")
+    leads.add_argument(
+        "--status", choices=["stored", "pending", "delivered", "failed"], help="list: only these"
+    )
+    leads.add_argument("--failed", action="store_true", help="redeliver: every failed or pending lead")
     _load_parser(sub, [after, as_json])
     _knowledge_parser(sub, [after, as_json])
     return parser
@@ -421,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(settings, args)
     if args.command == "knowledge":
         return _knowledge(settings, args)
+    if args.command == "leads":
+        from ari_agent.ops import leads as leads_ops
+
+        _ops_logging()
+        return leads_ops.run(settings, args.action, args.lead_ids, args.status, args.failed, args.json)
     if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 

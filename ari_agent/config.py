@@ -278,6 +278,19 @@ class StoreSettings(_Section):
     keys_file: Path | None = None
 
 
+class LeadsSettings(_Section):
+    """Where completed leads go besides the store: an optional webhook (README: Leads)."""
+
+    webhook_url: str | None = None
+    # HMAC-SHA256 key of the X-Ari-Agent-Signature header; also *_FILE or /run/secrets.
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    attempts: int = Field(6, ge=1, le=50)  # in all, the first included
+    backoff_s: float = Field(2.0, gt=0, le=3600)  # before the second attempt, doubled each time
+    max_backoff_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, le=120)  # per attempt
+
+
 class AuditSettings(_Section):
     enabled: bool = True
     # None: audit.jsonl beside the call store.
@@ -314,6 +327,7 @@ class Settings(BaseSettings):
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
+    leads: LeadsSettings = LeadsSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
