@@ -5,6 +5,9 @@ ROOTFS ?= /var/cache/ari-agent/rootfs
 # make test's pytest workers; each through-Asterisk worker starts its own lab.
 TEST_WORKERS ?= 2
 APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
+# Installed without recommends: only promtool is used (make test checks the alert rules with it);
+# nothing needs Debian's prometheus service running, leave it stopped where it starts.
+APT_BARE_PACKAGES := prometheus
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean
@@ -22,6 +25,11 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@missing=""; for p in $(APT_BARE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing (no recommends):$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 install: deps

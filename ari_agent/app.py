@@ -76,6 +76,8 @@ class AgentApp:
         self.metrics.instance_info.labels(
             instance=settings.instance_id, app=settings.stasis_app, pool=str(settings.pool.enabled).lower()
         ).set(1)
+        # Read at scrape time, so the readiness alert sees what /readyz would answer.
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
         if tls is False:
@@ -265,6 +267,9 @@ class AgentApp:
                 unavailable[name] = str(exc)
                 self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
+        self.metrics.turn_latency_threshold.clear()
+        for name, profile in profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
         await self._audit(
             "reload",
@@ -293,6 +298,7 @@ class AgentApp:
     async def _prepare_profiles(self) -> None:
         """Build each profile's providers and warm them (models, voices) before any call."""
         for name, profile in self.profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
             try:
                 self._providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
@@ -459,6 +465,7 @@ class AgentApp:
         call_id = call_id or uuid.uuid4().hex
         call_id_var.set(call_id)
         log.warning("handing channel %s back (%s): %s", channel.id, reason, why)
+        self.metrics.call_setups.labels("busy" if reason in ("busy", "drained") else "failed").inc()
         status = STATUS_FOR[reason] or "FAILED"
         try:
             try:

@@ -203,16 +203,23 @@ class CallSession:
 
     async def _run(self) -> None:
         call_id_var.set(self.call_id)
+        setups = self.deps.metrics.call_setups
         try:
             await self._setup()
+            setups.labels("ok").inc()
             self._state = "running"
             assert self._conversation is not None
             await self._conversation.run()
         except Finish as finish:
+            if self._state == "starting":
+                setups.labels("busy" if finish.reason == "busy" else "failed").inc()
             await self._finish(finish.reason, finish.target)
         except asyncio.CancelledError:
-            pass  # ended from outside; end_reason is already set
+            if self._state == "starting":
+                setups.labels("abandoned").inc()  # the caller hung up (or a drain) mid set-up
         except Exception:
+            if self._state == "starting":
+                setups.labels("failed").inc()
             log.exception("call failed")
             self.deps.metrics.errors.labels("call").inc()
             await self._finish("failed", None)
