@@ -33,7 +33,7 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp,otel]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps

@@ -38,6 +38,7 @@ from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.looplag import watch_loop_lag
 from ari_agent.observability.metrics import Metrics
 from ari_agent.observability.tasks import report_failure
+from ari_agent.observability.tracing import make_tracer
 from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.pool import BEAT_INTERVAL, PeerWatch, beat_variable, claim_delay, peer_instance
 from ari_agent.profiles import ProfileConfig
@@ -108,6 +109,10 @@ class AgentApp:
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
         self.cipher = data_cipher(settings.store)
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
+        # OTLP traces when an endpoint is configured (the otel extra): one per call, at its end.
+        self.tracer = make_tracer(settings.otel, settings.instance_id)
+        if self.tracer is not None:
+            log.info("call traces to %s", self.tracer.endpoint)
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -210,6 +215,8 @@ class AgentApp:
         if self.store is not None:
             await self.store.close()
         await self.tool_hub.close()
+        if self.tracer is not None:
+            await self.tracer.close()
 
     async def _open_store(self) -> None:
         conf = self.settings.store
@@ -234,6 +241,12 @@ class AgentApp:
         """
         assert record.end_reason is not None and record.ended_at is not None
         self.metrics.calls.labels(record.end_reason).inc()
+        if self.tracer is not None:
+            try:
+                self.tracer.export_call(record)
+            except Exception:
+                log.exception("could not trace call %s", record.call_id)
+                self._count_error("trace")
         if self.records is not None:
             await self.records.write(record)
         if self.store is None:
