@@ -27,6 +27,7 @@ from ari_agent.ari.tls import UNVERIFIED_WARNING, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
+from ari_agent.consoledata import AgentConsole
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
@@ -150,6 +151,7 @@ class AgentApp:
             token=http_token(conf) or "",
             host=conf.host,
             instance=self.settings.instance_id,
+            console=AgentConsole(self),
         )
         self._http = HttpServer(
             http_app,
@@ -179,7 +181,7 @@ class AgentApp:
         hands it back rather than starting a session nobody would wait for.
         """
         self.calls.start_drain()
-        await self._audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
+        await self.audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
         if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
             log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
@@ -263,12 +265,12 @@ class AgentApp:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
         if errors:
             log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
@@ -284,7 +286,7 @@ class AgentApp:
         for name, profile in profiles.items():
             self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
-        await self._audit(
+        await self.audit(
             "reload",
             signal="SIGHUP",
             outcome="applied",
@@ -292,7 +294,7 @@ class AgentApp:
             unavailable=sorted(unavailable),
         )
 
-    async def _audit(self, action: str, **details: Any) -> None:
+    async def audit(self, action: str, **details: Any) -> None:
         """An operator's action, in the audit log; a failure to write it is logged, never fatal."""
         if not self.settings.audit.enabled:
             return
