@@ -251,7 +251,8 @@ def _page(body: str) -> web.Response:
             "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
             "style-src 'unsafe-inline'; frame-ancestors 'none'",
-            "Referrer-Policy": "no-referrer",
+            # no-referrer would make browsers send "Origin: null" on the form POST.
+            "Referrer-Policy": "same-origin",
         },
     )
 
