@@ -126,6 +126,26 @@ async def test_console_shows_the_call_live_and_hangs_it_up_behind_login(
         stored = await (await browser.get(f"/console/calls/{call_id}")).json()
         assert stored["end_reason"] == "operator_hangup" and "caller" not in stored
         assert handle.number not in json.dumps(stored)
+        # Hand back: the dialplan goes on after Stasis() with AI_AGENT_STATUS=OPERATOR.
+        second = lab.place_call(["what time do you open"], via="local", tail=40, max_duration=60)
+        stream = await browser.get("/console/events")
+        live: list[dict[str, Any]] = []
+        for _ in range(60):
+            live = (await next_event(stream))["calls"]
+            if live and len(live[0]["turns"]) >= 2:
+                break
+        stream.close()
+        assert live, "the second call never showed"
+        back = await browser.post(
+            f"/console/calls/{live[0]['call_id']}/handback", headers={**own, "X-CSRF-Token": csrf}
+        )
+        assert back.status == 200, await back.text()
+        await lab.wait_call_ended_async(second, timeout=60)
+        record = agent.record_for(second.number)
+        assert record["end_reason"] == "operator_handback" and record["status"] == "OPERATOR"
+        returned = [e for e in lab.dialplan_events(second.number) if e.kind == "stasis-return"]
+        assert returned and returned[0].fields.get("AI_AGENT_STATUS") == "OPERATOR"
+
         # Bearer works for scripts; the stranger still sees nothing.
         assert (await stranger.get("/console/recent")).status == 401
         ok = await stranger.get("/console/recent", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -139,4 +159,5 @@ async def test_console_shows_the_call_live_and_hangs_it_up_behind_login(
     assert ("console_hangup", "refused", "origin") in actions
     assert ("console_hangup", "refused", "csrf") in actions
     assert ("console_hangup", "done", None) in actions
+    assert ("console_handback", "done", None) in actions
     assert TOKEN not in audit.read_text()
