@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -80,17 +81,26 @@ def test_console_in_chromium_follows_a_real_call(
     handle = lab.place_call(["what time do you open", "goodbye"], via="local")
     pages: list[str] = []
 
+    # The page redraws its rows on every event: read a row in one script run, never an element
+    # that the next redraw replaces.
+    row_script = """
+        const row = document.querySelector("tr.live-call");
+        return row && {id: row.dataset.callId, text: row.innerText,
+                       bars: row.querySelectorAll("span.bar.stt").length,
+                       buttons: row.querySelectorAll("button.action-hangup").length};
+    """
+    row: dict[str, Any] = {}
+
     def row_with_timings() -> bool:
+        nonlocal row
         pages.append(browser.page_source)
-        rows = browser.find_elements(By.CSS_SELECTOR, "tr.live-call")
-        return bool(rows) and "stt" in rows[0].text and "llm_first_token" in rows[0].text
+        row = browser.execute_script(row_script) or {}
+        return "stt" in row.get("text", "") and "llm_first_token" in row.get("text", "")
 
     wait_for("the call with its turn timings", row_with_timings, 60)
-    row = browser.find_elements(By.CSS_SELECTOR, "tr.live-call")[0]
-    call_id = row.get_attribute("data-call-id")
-    assert call_id and "frontdesk" in row.text and "MOS" in row.text
-    assert row.find_elements(By.CSS_SELECTOR, "span.bar.stt")
-    assert row.find_elements(By.CSS_SELECTOR, "button.action-hangup")
+    call_id = str(row["id"])
+    assert call_id and "frontdesk" in row["text"] and "MOS" in row["text"]
+    assert row["bars"] >= 1 and row["buttons"] == 1
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(Path(shots) / "console-live.png"))
@@ -108,7 +118,7 @@ def test_console_in_chromium_follows_a_real_call(
 
     def gone() -> bool:
         pages.append(browser.page_source)
-        return not browser.find_elements(By.CSS_SELECTOR, "tr.live-call")
+        return not browser.execute_script(row_script)
 
     wait_for("the call to leave the live list", gone, 10)
     browser.get(base + "/")
