@@ -8,6 +8,8 @@ file named by ``AGENT_HTTP__TOKEN_FILE`` (or ``AGENT_HTTP_TOKEN_FILE``), or
 unreadable or empty is an error, never "no token". The server binds
 127.0.0.1 by default; bound anywhere else without a token, it says so in the
 log once. Connections are capped and idle ones closed (:class:`HttpServer`).
+The live console (``/`` and ``/console/...``, :mod:`ari_agent.observability.console`) checks
+its own login: a cookie set with the same token, or the bearer header.
 """
 
 from __future__ import annotations
