@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import date
 from typing import Any
 
@@ -76,3 +78,25 @@ async def test_no_token_off_loopback_has_no_console() -> None:
             assert (await client.get(path)).status == 404, path
     finally:
         await client.close()
+
+
+async def test_an_open_event_stream_does_not_hold_up_shutdown() -> None:
+    """The feed never ends by itself: stopping the server must end it, not wait out aiohttp's
+    shutdown timeout (60 s) for it."""
+    import aiohttp
+
+    from ari_agent.observability.http import HttpServer
+
+    app = make_http_app(Metrics(), lambda: True, lambda: [], token="", host="127.0.0.1", console=Source())
+    server = HttpServer(app, "127.0.0.1", 0, idle_timeout=5, max_connections=4)
+    await server.start()
+    assert server._server is not None
+    port = server._server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        stream = await session.get(f"http://127.0.0.1:{port}/console/events")
+        assert (await stream.content.readline()).startswith(b"data: ")
+        await asyncio.wait_for(server.stop(), 20)
+        # The stream was ended by the server (cut mid-chunk, as it never ends by itself), not
+        # left open: reading it to the end returns or fails at once, never times out.
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(stream.content.read(), 5)
