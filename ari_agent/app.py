@@ -27,6 +27,7 @@ from ari_agent.ari.tls import UNVERIFIED_WARNING, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
+from ari_agent.consoledata import AgentConsole
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
@@ -39,6 +40,7 @@ from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.looplag import watch_loop_lag
 from ari_agent.observability.metrics import Metrics
 from ari_agent.observability.tasks import report_failure
+from ari_agent.observability.tracing import make_tracer
 from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.pool import BEAT_INTERVAL, PeerWatch, beat_variable, claim_delay, peer_instance
 from ari_agent.profiles import ProfileConfig
@@ -77,6 +79,8 @@ class AgentApp:
         self.metrics.instance_info.labels(
             instance=settings.instance_id, app=settings.stasis_app, pool=str(settings.pool.enabled).lower()
         ).set(1)
+        # Read at scrape time, so the readiness alert sees what /readyz would answer.
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
         if tls is False:
@@ -107,6 +111,10 @@ class AgentApp:
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
         self.cipher = data_cipher(settings.store)
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
+        # OTLP traces when an endpoint is configured (the otel extra): one per call, at its end.
+        self.tracer = make_tracer(settings.otel, settings.instance_id)
+        if self.tracer is not None:
+            log.info("call traces to %s", self.tracer.endpoint)
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -148,6 +156,7 @@ class AgentApp:
             token=http_token(conf) or "",
             host=conf.host,
             instance=self.settings.instance_id,
+            console=AgentConsole(self),
         )
         self._http = HttpServer(
             http_app,
@@ -177,7 +186,7 @@ class AgentApp:
         hands it back rather than starting a session nobody would wait for.
         """
         self.calls.start_drain()
-        await self._audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
+        await self.audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
         if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
             log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
@@ -215,6 +224,8 @@ class AgentApp:
         if self.store is not None:
             await self.store.close()
         await self.tool_hub.close()
+        if self.tracer is not None:
+            await self.tracer.close()
 
     async def _open_store(self) -> None:
         conf = self.settings.store
@@ -239,6 +250,12 @@ class AgentApp:
         """
         assert record.end_reason is not None and record.ended_at is not None
         self.metrics.calls.labels(record.end_reason).inc()
+        if self.tracer is not None:
+            try:
+                self.tracer.export_call(record)
+            except Exception:
+                log.exception("could not trace call %s", record.call_id)
+                self._count_error("trace")
         if self.records is not None:
             await self.records.write(record)
         if self.store is not None:
@@ -256,12 +273,12 @@ class AgentApp:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
         if errors:
             log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
@@ -273,8 +290,11 @@ class AgentApp:
                 unavailable[name] = str(exc)
                 self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
+        self.metrics.turn_latency_threshold.clear()
+        for name, profile in profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
-        await self._audit(
+        await self.audit(
             "reload",
             signal="SIGHUP",
             outcome="applied",
@@ -282,7 +302,7 @@ class AgentApp:
             unavailable=sorted(unavailable),
         )
 
-    async def _audit(self, action: str, **details: Any) -> None:
+    async def audit(self, action: str, **details: Any) -> None:
         """An operator's action, in the audit log; a failure to write it is logged, never fatal."""
         if not self.settings.audit.enabled:
             return
@@ -301,6 +321,7 @@ class AgentApp:
     async def _prepare_profiles(self) -> None:
         """Build each profile's providers and warm them (models, voices) before any call."""
         for name, profile in self.profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
             try:
                 self._providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
@@ -467,6 +488,7 @@ class AgentApp:
         call_id = call_id or uuid.uuid4().hex
         call_id_var.set(call_id)
         log.warning("handing channel %s back (%s): %s", channel.id, reason, why)
+        self.metrics.call_setups.labels("busy" if reason in ("busy", "drained") else "failed").inc()
         status = STATUS_FOR[reason] or "FAILED"
         try:
             try:

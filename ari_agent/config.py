@@ -305,6 +305,14 @@ class KnowledgeSettings(_Section):
     top: int = Field(3, ge=1, le=10)  # passages handed to the LLM per search
 
 
+class OtelSettings(_Section):
+    # OTLP/HTTP traces (the otel extra): one trace per call, written when the call ends. A base
+    # URL (http://collector:4318, /v1/traces appended) or the full traces URL. None: the standard
+    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else no traces.
+    endpoint: str | None = None
+    service_name: str = "ari-agent"
+
+
 def default_instance_id() -> str:
     """Stable across restarts on one host, so a restarted agent finds its own leftovers."""
     host = re.sub(r"[^a-z0-9]+", "-", socket.gethostname().lower()).strip("-")
@@ -329,6 +337,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     leads: LeadsSettings = LeadsSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
+    otel: OtelSettings = OtelSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.

@@ -194,6 +194,35 @@ class CallSession:
             "instance": self.record.instance,
         }
 
+    def live(self, *, text: bool) -> dict[str, Any]:
+        """The console's view of the call in progress: ``text`` (the operator's opt-in, per
+        profile or global) adds the caller's number and name and the turns' words."""
+        view = self.summary()
+        view["duration_s"] = round(time.monotonic() - self._started_mono, 1)
+        view["transport"] = self.transport
+        leg = self._leg
+        if leg is not None and leg.stats.received:
+            stats = leg.stats
+            view["quality"] = {
+                "loss": round(stats.fraction_lost, 4),
+                "jitter_ms": round(stats.jitter_ms, 1),
+                "mos": round(mos(stats.fraction_lost, stats.jitter_ms, 20.0), 2),
+            }
+        turns: list[dict[str, Any]] = []
+        for turn in list(self.record.turns):
+            item: dict[str, Any] = {"role": turn.role, "at": turn.at, "timings": turn.timings.to_json()}
+            if turn.interrupted:
+                item["interrupted"] = True
+            if turn.ended_by is not None:
+                item["ended_by"] = turn.ended_by
+            if text:
+                item["text"] = turn.text
+            turns.append(item)
+        view["turns"] = turns
+        if text:
+            view["caller"] = dict(self.record.caller)
+        return view
+
     def _stop_task(self) -> None:
         if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
             self._task.cancel()
@@ -203,16 +232,23 @@ class CallSession:
 
     async def _run(self) -> None:
         call_id_var.set(self.call_id)
+        setups = self.deps.metrics.call_setups
         try:
             await self._setup()
+            setups.labels("ok").inc()
             self._state = "running"
             assert self._conversation is not None
             await self._conversation.run()
         except Finish as finish:
+            if self._state == "starting":
+                setups.labels("busy" if finish.reason == "busy" else "failed").inc()
             await self._finish(finish.reason, finish.target)
         except asyncio.CancelledError:
-            pass  # ended from outside; end_reason is already set
+            if self._state == "starting":
+                setups.labels("abandoned").inc()  # the caller hung up (or a drain) mid set-up
         except Exception:
+            if self._state == "starting":
+                setups.labels("failed").inc()
             log.exception("call failed")
             self.deps.metrics.errors.labels("call").inc()
             await self._finish("failed", None)
@@ -443,7 +479,7 @@ class CallSession:
             return
         try:
             await ari.set_variable(self.caller.id, "AI_AGENT_STATUS", status)
-            if reason == "hangup_by_agent":
+            if reason in ("hangup_by_agent", "operator_hangup"):
                 await ari.hangup(self.caller.id)
             elif target is not None:
                 context = target.context or (self.caller.dialplan.context if self.caller.dialplan else None)

@@ -56,6 +56,16 @@ class Metrics:
             "Receive jitter buffer window (media.jitter_buffer_ms; 0 = off)",
             registry=r,
         )
+        # Set-up: from admission to the conversation running (answer, bridge, media channel).
+        # "failed" is the agent's or Asterisk's fault; "busy" a limit (calls, ports); a caller who
+        # hangs up during set-up is "abandoned". The set-up failure alert reads failed / all.
+        self.call_setups = Counter(
+            "ari_agent_call_setups",
+            "Calls by how their set-up ended (ok, failed, busy, abandoned)",
+            ["outcome"],
+            registry=r,
+        )
+        self.ready = Gauge("ari_agent_ready", "1 while /readyz answers ready", registry=r)
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
         # Which agent this is (a pool's agents share one Asterisk): 1, labelled.
         self.instance_info = Gauge(
@@ -100,6 +110,13 @@ class Metrics:
             "End of the caller's speech to the first packet of the agent's reply sent",
             ["profile"],
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+            registry=r,
+        )
+        # What the alert rule compares turn latency with, per profile (profile turn_latency_alert_s).
+        self.turn_latency_threshold = Gauge(
+            "ari_agent_turn_latency_threshold_seconds",
+            "Turn latency above which the profile's alert fires (its turn_latency_alert_s)",
+            ["profile"],
             registry=r,
         )
         self.turn_ends = Counter(

@@ -176,6 +176,9 @@ class ProfileConfig(_Model):
     idle_goodbye: str = "I will end the call now. Goodbye."
     max_duration_s: float = Field(900, gt=0)
     max_duration_goodbye: str = "We have reached the time limit for this call. Goodbye."
+    # The alert rule's line (deploy/prometheus/alerts.yml): this profile's turn latency above it,
+    # sustained, alerts. Exported as ari_agent_turn_latency_threshold_seconds{profile}.
+    turn_latency_alert_s: float = Field(1.5, gt=0, le=30)
     # After the agent's last word, wait this long before acting (hang up, transfer).
     action_delay_ms: int = Field(200, ge=0, le=5000)
     # Store turn text in the call store for this profile (None: the global AGENT_STORE__TEXT).
