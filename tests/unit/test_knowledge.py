@@ -328,6 +328,13 @@ def test_the_cli_adds_lists_searches_and_removes(
     assert f"{DOCUMENT.name} / Microchipping" in out.splitlines()[0]
     assert main(["knowledge", "search", "frontdesk", "is there wifi", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hits"] == []
+    # A passage that shares only "puppy" is shown, marked as one a call would not be given.
+    assert main(["knowledge", "search", "frontdesk", "do you run puppy training classes", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["answered"] is False and shown["best_coverage"] < shown["min_coverage"]
+    assert shown["hits"][0]["heading"] == "Vaccinations for dogs" and not shown["hits"][0]["above_threshold"]
+    assert main(["knowledge", "search", "frontdesk", "do you run puppy training classes"]) == 0
+    assert "a call would be told nothing" in capsys.readouterr().out
 
     assert main(["knowledge", "remove", "frontdesk", str(guide)]) == 0
     assert main(["knowledge", "remove", "frontdesk", "guide.md"]) == 1
