@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from ari_agent.errors import ConfigError, ConfigErrors
 from ari_agent.knowledge.answer import MIN_SCORE
+from ari_agent.knowledge.relevance import MIN_COVERAGE
 from ari_agent.pool import pool_app
 from ari_agent.profiles import ProfileConfig, builtin_profiles
 
@@ -300,7 +301,10 @@ class AuditSettings(_Section):
 class KnowledgeSettings(_Section):
     # None: knowledge.db beside the call store.
     path: Path | None = None
-    # BM25 below this is no answer (tests/bench/bench_knowledge.py measures the trade-off).
+    # No answer unless the best passage has this IDF-weighted share of the question's words
+    # (tests/bench/bench_knowledge.py measures the trade-off); higher rejects more.
+    min_coverage: float = Field(MIN_COVERAGE, ge=0, le=1)
+    # A BM25 floor under each passage handed over; 0: none.
     min_score: float = Field(MIN_SCORE, ge=0)
     top: int = Field(3, ge=1, le=10)  # passages handed to the LLM per search
 

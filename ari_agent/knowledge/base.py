@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ari_agent.errors import AgentError
 from ari_agent.knowledge.passages import Passage, split_document
-from ari_agent.knowledge.query import match_expression
+from ari_agent.knowledge.query import STOP_WORDS, quoted, terms
+from ari_agent.knowledge.relevance import answers, coverage, term_weights
 from ari_agent.privatefile import FILE_MODE, make_private, private_dir
 
 # A heading names the passage's topic in a few words: a word there says more than one in the body.
@@ -55,6 +56,13 @@ class Hit:
     heading: str
     text: str
     score: float  # BM25, higher is better (FTS5's bm25() negated)
+    coverage: float = 0.0  # the IDF-weighted share of the question's terms the passage has (0..1)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    hits: list[Hit]  # best first by BM25, before any threshold
+    best_coverage: float  # of every passage that shares a term with the question, not only these
 
 
 @dataclass(frozen=True)
@@ -135,22 +143,57 @@ class KnowledgeBase:
     # -- search --------------------------------------------------------------
 
     def search(
-        self, profile: str, question: str, *, top: int = DEFAULT_TOP, min_score: float = 0.0
+        self,
+        profile: str,
+        question: str,
+        *,
+        top: int = DEFAULT_TOP,
+        min_score: float = 0.0,
+        min_coverage: float = 0.0,
+        stop_words: frozenset[str] = STOP_WORDS,
     ) -> list[Hit]:
-        """The best passages for the question, best first, those scoring under ``min_score`` left out."""
-        expression = match_expression(question)
-        if expression is None or not self.path.exists():
+        """The best passages for the question, best first; none when no passage covers ``min_coverage``
+        of the question (relevance.py), and those scoring under ``min_score`` (BM25) left out."""
+        ranking = self.rank(profile, question, top=top, stop_words=stop_words)
+        if min_coverage > 0.0 and not answers(ranking.best_coverage, min_coverage):
             return []
+        return [h for h in ranking.hits if h.score >= min_score]
+
+    def rank(
+        self, profile: str, question: str, *, top: int = DEFAULT_TOP, stop_words: frozenset[str] = STOP_WORDS
+    ) -> Ranking:
+        """The top passages by BM25 with each one's coverage of the question, and the best coverage."""
+        words = terms(question, stop_words)
+        if not words or not self.path.exists():
+            return Ranking([], 0.0)
         with self._connect() as conn:
             table = _table(profile)
             if not _has_table(conn, table):
-                return []
+                return Ranking([], 0.0)
+            passages = int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            # Which passages hold each term, through the same tokenizer (porter) as the index.
+            holding = {
+                w: {
+                    int(r[0])
+                    for r in conn.execute(f"SELECT rowid FROM {table} WHERE {table} MATCH ?", (quoted(w),))
+                }
+                for w in words
+            }
             rows = conn.execute(
-                f"SELECT source, heading, body, -bm25({table}, ?, ?) AS score FROM {table} "
+                f"SELECT rowid, source, heading, body, -bm25({table}, ?, ?) AS score FROM {table} "
                 f"WHERE {table} MATCH ? ORDER BY score DESC, source, seq LIMIT ?",
-                (HEADING_WEIGHT, BODY_WEIGHT, expression, max(0, top)),
+                (HEADING_WEIGHT, BODY_WEIGHT, " OR ".join(quoted(w) for w in words), max(0, top)),
             ).fetchall()
-        return [Hit(r[0], r[1], r[2], float(r[3])) for r in rows if float(r[3]) >= min_score]
+        weights = term_weights({w: len(ids) for w, ids in holding.items()}, passages)
+        present: dict[int, set[str]] = {}
+        for word, ids in holding.items():
+            for rowid in ids:
+                present.setdefault(rowid, set()).add(word)
+        best = max((coverage(weights, words_in) for words_in in present.values()), default=0.0)
+        hits = [
+            Hit(r[1], r[2], r[3], float(r[4]), coverage(weights, present.get(int(r[0]), set()))) for r in rows
+        ]
+        return Ranking(hits, best)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -223,4 +266,11 @@ def read_document(path: Path) -> str:
         raise KnowledgeError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
-__all__: Sequence[str] = ("DocumentInfo", "Hit", "KnowledgeBase", "KnowledgeError", "read_document")
+__all__: Sequence[str] = (
+    "DocumentInfo",
+    "Hit",
+    "KnowledgeBase",
+    "KnowledgeError",
+    "Ranking",
+    "read_document",
+)

@@ -14,7 +14,7 @@ _WORD = re.compile(r"[0-9a-z]+(?:'[a-z]+)?")
 
 # Function words and the politeness around a spoken question ("could you tell me ..."):
 # they carry no topic, so they must not let a passage look relevant.
-STOP_WORDS = frozenset(
+FUNCTION_WORDS = frozenset(
     """
     a about above after again all am an and any are as at be been before being both but by
     can could did do does doing don't down during each few for from further had has have
@@ -28,17 +28,36 @@ STOP_WORDS = frozenset(
     """.split()
 )
 
+# The rest of a spoken question's scaffolding: indefinite pronouns ("somewhere", "anything"),
+# light verbs ("what happens if", "how long does it take", "is it possible") and "how much".
+# Kept apart because they also decide whether a passage answers (relevance.py): an unmatched
+# "somewhere" would count against a passage as much as an unmatched topic word.
+SPOKEN_FILLER = frozenset(
+    """
+    somewhere something anything anyone someone anywhere everything everyone nothing
+    happen happens happened go goes going gone went put take takes taken make makes made
+    let lets thing things much many possible way ever even still maybe may might must shall us
+    """.split()
+)
 
-def terms(question: str) -> list[str]:
+STOP_WORDS = FUNCTION_WORDS | SPOKEN_FILLER
+
+
+def terms(question: str, stop_words: frozenset[str] = STOP_WORDS) -> list[str]:
     """The question's content words, lower-cased, in order, each once."""
     words = _WORD.findall(question.lower().replace("\u2019", "'"))
-    kept = [w.split("'")[0] for w in words if w not in STOP_WORDS]
-    return list(dict.fromkeys(w for w in kept if w and w not in STOP_WORDS))
+    kept = [w.split("'")[0] for w in words if w not in stop_words]
+    return list(dict.fromkeys(w for w in kept if w and w not in stop_words))
 
 
-def match_expression(question: str) -> str | None:
+def quoted(term: str) -> str:
+    """One term as an FTS5 string: whatever it holds is text, never query syntax."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(question: str, stop_words: frozenset[str] = STOP_WORDS) -> str | None:
     """The FTS5 MATCH expression for the question; None when it has no content word."""
-    words = terms(question)
+    words = terms(question, stop_words)
     if not words:
         return None
-    return " OR ".join(f'"{w}"' for w in words)
+    return " OR ".join(quoted(w) for w in words)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ari_agent.config import Settings
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError
 from ari_agent.knowledge.base import read_document
+from ari_agent.knowledge.relevance import answers
 from ari_agent.ops.output import Out, clean, table
 
 EXIT_MISSING = 1
@@ -96,27 +97,35 @@ def remove(settings: Settings, profile: str, file: str, as_json: bool) -> int:
 
 
 def search(settings: Settings, profile: str, question: str, as_json: bool) -> int:
-    """The passages a call would get, best first; those under the threshold are shown as such."""
+    """The passages a call would get, best first, with the share of the question each covers; when
+    the best passage covers too little, or a passage scores under the BM25 floor, it says so."""
     if not _profile_known(settings, profile):
         return EXIT_BAD
     out = Out(json_mode=as_json)
-    threshold = settings.knowledge.min_score
+    floor = settings.knowledge.min_score
+    min_coverage = settings.knowledge.min_coverage
     try:
-        hits = KnowledgeBase(settings.knowledge_path).search(profile, question, top=settings.knowledge.top)
+        ranking = KnowledgeBase(settings.knowledge_path).rank(profile, question, top=settings.knowledge.top)
     except KnowledgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD
+    answered = answers(ranking.best_coverage, min_coverage) or min_coverage == 0.0
+    hits = ranking.hits
     if as_json:
         out.json(
             {
                 "profile": profile,
-                "min_score": threshold,
+                "min_score": floor,
+                "min_coverage": min_coverage,
+                "best_coverage": round(ranking.best_coverage, 3),
+                "answered": answered and any(h.score >= floor for h in hits),
                 "hits": [
                     {
                         "source": h.source,
                         "heading": h.heading,
                         "score": round(h.score, 3),
-                        "above_threshold": h.score >= threshold,
+                        "coverage": round(h.coverage, 3),
+                        "above_threshold": answered and h.score >= floor,
                         "text": h.text,
                     }
                     for h in hits
@@ -124,11 +133,20 @@ def search(settings: Settings, profile: str, question: str, as_json: bool) -> in
             }
         )
         return 0
-    if not any(h.score >= threshold for h in hits):
-        out.line(out.paint(f"no passage scores {threshold:g} or more: a call would be told nothing", "warn"))
+    if hits and not answered:
+        out.line(
+            out.paint(
+                f"the best passage covers {ranking.best_coverage:.0%} of the question, under "
+                f"{min_coverage:.0%}: a call would be told nothing",
+                "warn",
+            )
+        )
+    elif not any(h.score >= floor for h in hits):
+        out.line(out.paint("no passage matches the question: a call would be told nothing", "warn"))
     for h in hits:
-        mark = "" if h.score >= threshold else out.paint("  (under the threshold)", "dim")
-        out.line(f"{h.score:6.2f}  {clean(h.source)} / {clean(h.heading) or '(no heading)'}{mark}")
+        mark = "" if answered and h.score >= floor else out.paint("  (under the threshold)", "dim")
+        name = f"{clean(h.source)} / {clean(h.heading) or '(no heading)'}"
+        out.line(f"{h.score:6.2f}  covers {h.coverage:4.0%}  {name}{mark}")
         snippet = clean(" ".join(h.text.split()))
         out.line(f"        {snippet[:160]}{'...' if len(snippet) > 160 else ''}")
     return 0

@@ -12,7 +12,8 @@ from ari_agent.cli import main
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError, split_document
 from ari_agent.knowledge.answer import NOTHING_FOUND, KnowledgeSearch, tool_output
 from ari_agent.knowledge.base import read_document
-from ari_agent.knowledge.query import match_expression, terms
+from ari_agent.knowledge.query import FUNCTION_WORDS, match_expression, quoted, terms
+from ari_agent.knowledge.relevance import MIN_COVERAGE, answers, coverage, idf, term_weights
 from tests.knowledge.questions import DOCUMENT
 
 GUIDE = """Intro line before any heading.
@@ -95,6 +96,57 @@ def test_the_query_keeps_content_words_and_quotes_them() -> None:
     assert match_expression("what is it") is None
     # FTS5 syntax in a question is only text: no operator, no unbalanced quote reaches MATCH.
     assert match_expression('NOT near "quote* (x)') == '"near" OR "quote" OR "x"'
+    assert quoted('a"b') == '"a""b"'
+
+
+def test_the_query_drops_a_spoken_questions_filler_unless_told_only_function_words() -> None:
+    question = "Is there somewhere to leave my car, and what happens if it takes too much time?"
+    assert terms(question) == ["leave", "car", "time"]
+    # The first method's query (the bench's "before") is still there.
+    assert terms(question, FUNCTION_WORDS) == [
+        "somewhere",
+        "leave",
+        "car",
+        "happens",
+        "takes",
+        "much",
+        "time",
+    ]
+
+
+# ------------------------------------------------------------------ relevance (pure)
+
+
+def test_idf_is_positive_and_falls_as_more_passages_hold_the_word() -> None:
+    weights = [idf(df, 30) for df in range(31)]
+    assert all(w > 0 for w in weights)
+    assert weights == sorted(weights, reverse=True)
+    # A word no passage holds weighs most: the question asks about something the documents lack.
+    assert idf(0, 30) == max(weights)
+    with pytest.raises(ValueError, match="doc_freq"):
+        idf(31, 30)
+    with pytest.raises(ValueError, match="doc_freq"):
+        idf(-1, 30)
+
+
+def test_coverage_is_the_idf_weighted_share_of_the_question_a_passage_holds() -> None:
+    weights = term_weights({"dog": 8, "grooming": 0}, 30)
+    assert weights["grooming"] > weights["dog"]
+    assert coverage(weights, {"dog", "grooming"}) == pytest.approx(1.0)
+    assert coverage(weights, set()) == 0.0
+    # Sharing only the common word is a small part of the question, under the threshold.
+    dog_only = coverage(weights, {"dog"})
+    assert 0.0 < dog_only < MIN_COVERAGE
+    assert coverage(weights, {"grooming"}) == pytest.approx(1.0 - dog_only)
+    assert coverage({}, {"dog"}) == 0.0  # no content word: nothing covered
+
+
+def test_the_decision_needs_some_coverage_and_the_threshold() -> None:
+    assert answers(0.5, MIN_COVERAGE)
+    assert answers(MIN_COVERAGE, MIN_COVERAGE)
+    assert not answers(MIN_COVERAGE - 0.01, MIN_COVERAGE)
+    # With the threshold off, a passage still has to share something with the question.
+    assert answers(0.01, 0.0) and not answers(0.0, 0.0)
 
 
 # ------------------------------------------------------------------ index and search
@@ -132,6 +184,36 @@ def test_the_threshold_leaves_weak_passages_out(base: KnowledgeBase) -> None:
     assert len(base.search("vet", "gift cards refund")) == 0  # another profile has no documents
 
 
+def test_a_question_mostly_about_something_else_is_not_answered(base: KnowledgeBase) -> None:
+    base.add("shop", "guide.md", GUIDE)
+    question = "do you do gift wrapping and engraving?"
+    ranking = base.rank("shop", question)
+    # BM25 alone finds the gift card passage; it holds "gift" but not the rest of the question.
+    assert ranking.hits[0].heading == "Refunds for gift cards"
+    assert ranking.hits[0].coverage == ranking.best_coverage < MIN_COVERAGE
+    assert base.search("shop", question, min_coverage=MIN_COVERAGE) == []
+    assert base.search("shop", question)[0].heading == "Refunds for gift cards"  # no threshold asked
+    hits = base.search("shop", "can I get a refund on a gift card", min_coverage=MIN_COVERAGE)
+    assert hits[0].heading == "Refunds for gift cards" and hits[0].coverage >= MIN_COVERAGE
+    assert all(0.0 <= h.coverage <= 1.0 for h in hits)
+
+
+def test_the_best_coverage_counts_passages_beyond_the_top(base: KnowledgeBase) -> None:
+    # The passage holding every word of the question is long and says each once, so BM25 ranks it
+    # under one that repeats a single word.
+    filler = "Opening times, prices and staff are listed on the board by the door. " * 8
+    base.add(
+        "shop",
+        "faq.md",
+        f"## Bikes\n\nBikes, bikes, bikes.\n\n## Service\n\n{filler}We fix a bike tyre.\n\n"
+        "## Cars\n\nCar tyres.\n\n## Vans\n\nVan tyres.",
+    )
+    ranking = base.rank("shop", "bike tyre", top=1)
+    assert [h.heading for h in ranking.hits] == ["Bikes"]
+    assert ranking.hits[0].coverage < ranking.best_coverage == pytest.approx(1.0)
+    assert base.search("shop", "bike tyre", top=1, min_coverage=0.9)[0].heading == "Bikes"
+
+
 def test_profiles_are_separate_and_documents_replace_and_remove(base: KnowledgeBase) -> None:
     base.add("shop", "guide.md", GUIDE)
     base.add("vet", DOCUMENT.name, DOCUMENT.read_text(encoding="utf-8"))
@@ -154,6 +236,13 @@ def test_a_question_on_the_sample_document(base: KnowledgeBase) -> None:
     hits = base.search("vet", "Can my dog eat breakfast on the morning of his operation?", min_score=2.0)
     assert hits[0].heading == "Before an operation"
     assert "Do not feed your pet after 10 in the evening" in hits[0].text
+    # The calls' default: the answerable question is answered, one that only shares "dog" is not.
+    answered = base.search(
+        "vet", "Can my dog eat breakfast on the morning of his operation?", min_coverage=MIN_COVERAGE
+    )
+    assert answered[0].heading == "Before an operation"
+    assert base.search("vet", "Do you offer dog grooming or nail clipping?")  # BM25 alone finds "dog"
+    assert base.search("vet", "Do you offer dog grooming or nail clipping?", min_coverage=MIN_COVERAGE) == []
 
 
 def test_read_document_explains_what_is_wrong(tmp_path: Path) -> None:
@@ -239,6 +328,13 @@ def test_the_cli_adds_lists_searches_and_removes(
     assert f"{DOCUMENT.name} / Microchipping" in out.splitlines()[0]
     assert main(["knowledge", "search", "frontdesk", "is there wifi", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hits"] == []
+    # A passage that shares only "puppy" is shown, marked as one a call would not be given.
+    assert main(["knowledge", "search", "frontdesk", "do you run puppy training classes", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["answered"] is False and shown["best_coverage"] < shown["min_coverage"]
+    assert shown["hits"][0]["heading"] == "Vaccinations for dogs" and not shown["hits"][0]["above_threshold"]
+    assert main(["knowledge", "search", "frontdesk", "do you run puppy training classes"]) == 0
+    assert "a call would be told nothing" in capsys.readouterr().out
 
     assert main(["knowledge", "remove", "frontdesk", str(guide)]) == 0
     assert main(["knowledge", "remove", "frontdesk", "guide.md"]) == 1
