@@ -337,7 +337,7 @@ class PipelineConversation(ConversationBase):
         async for event in stream.events():
             now = time.monotonic()
             if isinstance(event, FinalTranscript):
-                self._perform(self._engine.final(event.text, now))
+                self._perform(self._engine.final(event.text, now, event.language))
             elif isinstance(event, InterimTranscript):
                 self._perform(self._engine.interim(event.text, now))
             elif isinstance(event, EndOfTurn):
@@ -427,6 +427,8 @@ class PipelineConversation(ConversationBase):
         turn = Turn("user", text, utc_now())
         if isinstance(item, CallerTurn):
             turn.ended_by, turn.silence_frames = item.reason, item.silence_frames
+            # Before the model is asked: this very turn is answered in the caller's language.
+            self._heard_language(item.language)
         self.record.turns.append(turn)
         self._history.append(Message("user", text))
         reply = self._reply(speech_end_at, ended_at, stt_ms, early)
@@ -450,6 +452,22 @@ class PipelineConversation(ConversationBase):
             await self._say_canned(Reply, self.profile.turn_error_reply)
             return
         raise exc
+
+    def _heard_language(self, reported: str | None) -> None:
+        tag = self.language.reported(reported)
+        if self.language.heard is not None:
+            self.record.language = self.language.heard
+        if tag is None:
+            return
+        self.instructions = self.instructions_by_language.get(tag, self.instructions)
+        system = [Message("system", self.instructions)] if self.instructions else []
+        if self._history and self._history[0].role == "system":
+            self._history[:1] = system
+        else:
+            self._history[:0] = system
+        self.speaker.tts = self.voices.get(tag, self.default_voice)
+        self.metrics.language_switches.labels(self.profile_name, tag).inc()
+        log.info("the caller speaks %s: instructions and voice switched", tag)
 
     async def _reply(
         self, speech_end_at: float, ended_at: float, stt_ms: float | None, early: _Early | None
