@@ -9,6 +9,7 @@ that changes the audio.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import struct
@@ -122,8 +123,9 @@ class EspeakTTS(TTS):
         return []
 
     @classmethod
+    @functools.cache
     def has_voice(cls, voice: str) -> bool:
-        """Whether espeak-ng can speak with ``voice`` (it says so at once, ~20 ms)."""
+        """Whether espeak-ng can speak with ``voice`` (it says so at once, ~20 ms; asked once)."""
         try:
             done = subprocess.run(
                 [cls.program, "-v", voice, "-q", "a"], capture_output=True, timeout=5, check=False
