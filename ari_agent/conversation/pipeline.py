@@ -124,6 +124,12 @@ class _Round:
     first_piece_at: float | None = None
 
 
+def with_instructions(history: list[Message], instructions: str) -> list[Message]:
+    """The history with its system message (first, if any) replaced by ``instructions`` (or none)."""
+    rest = history[1:] if history and history[0].role == "system" else history
+    return [Message("system", instructions), *rest] if instructions else list(rest)
+
+
 def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
     profile = parts.profile
     return TurnSettings(
@@ -418,8 +424,12 @@ class PipelineConversation(ConversationBase):
             text, speech_end_at, ended_at, stt_ms = f"caller pressed {item.digit}", now, now, None
         else:
             text, speech_end_at, ended_at, stt_ms = item.text, item.speech_end_at, item.ended_at, item.stt_ms
+            # Before the model is asked: this very turn is answered in the caller's language (a
+            # reply thought of early, with the instructions of the language before, is dropped).
+            switched = self._heard_language(item.language)
             if item.early_ticket is not None:
-                early = self._drop_early(item.early_ticket, wasted=False)
+                early = self._drop_early(item.early_ticket, wasted=switched)
+                early = None if switched else early
         if not text:
             # Speech nobody could make out (or out of the dialog's scope).
             await self.speaker.say(Reply, self.profile.fallback_reply)
@@ -427,8 +437,6 @@ class PipelineConversation(ConversationBase):
         turn = Turn("user", text, utc_now())
         if isinstance(item, CallerTurn):
             turn.ended_by, turn.silence_frames = item.reason, item.silence_frames
-            # Before the model is asked: this very turn is answered in the caller's language.
-            self._heard_language(item.language)
         self.record.turns.append(turn)
         self._history.append(Message("user", text))
         reply = self._reply(speech_end_at, ended_at, stt_ms, early)
@@ -453,21 +461,19 @@ class PipelineConversation(ConversationBase):
             return
         raise exc
 
-    def _heard_language(self, reported: str | None) -> None:
+    def _heard_language(self, reported: str | None) -> bool:
+        """Switch instructions and voice when the caller speaks another of the profile's languages."""
         tag = self.language.reported(reported)
         if self.language.heard is not None:
             self.record.language = self.language.heard
         if tag is None:
-            return
+            return False
         self.instructions = self.instructions_by_language.get(tag, self.instructions)
-        system = [Message("system", self.instructions)] if self.instructions else []
-        if self._history and self._history[0].role == "system":
-            self._history[:1] = system
-        else:
-            self._history[:0] = system
+        self._history = with_instructions(self._history, self.instructions)
         self.speaker.tts = self.voices.get(tag, self.default_voice)
         self.metrics.language_switches.labels(self.profile_name, tag).inc()
         log.info("the caller speaks %s: instructions and voice switched", tag)
+        return True
 
     async def _reply(
         self, speech_end_at: float, ended_at: float, stt_ms: float | None, early: _Early | None

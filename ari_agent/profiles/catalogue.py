@@ -200,6 +200,13 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
         Problem(f"profiles.{name}.instructions", text, fix, "warning")
         for text, fix in template_warnings(profile.instructions, profile.template_variables)
     )
+    plan.problems.extend(
+        Problem(f"profiles.{name}.languages.{tag}.{key}", text, fix, "warning")
+        for tag, lang in profile.languages.items()
+        for key, own in (("instructions", lang.instructions), ("hint", lang.hint))
+        if own
+        for text, fix in template_warnings(own, profile.template_variables)
+    )
     # One options table serves every stage of its provider: report each fault once.
     plan.problems = list(dict.fromkeys(plan.problems))
     return plan

@@ -260,3 +260,46 @@ def test_the_turn_engine_hands_the_language_on() -> None:
     actions += engine.final("hola", now, "es")
     turns = [a.turn for a in actions if isinstance(a, TurnOver)]
     assert [(t.text, t.language) for t in turns] == [("hola", "es")]
+
+
+def test_the_system_message_is_replaced_added_or_dropped() -> None:
+    from ari_agent.conversation.pipeline import with_instructions
+    from providers.base import Message
+
+    talk = [Message("user", "hola"), Message("assistant", "Hola.")]
+    english = [Message("system", "English."), *talk]
+    assert with_instructions(english, "Español.") == [Message("system", "Español."), *talk]
+    assert with_instructions(talk, "Español.") == [Message("system", "Español."), *talk]
+    assert with_instructions(english, "") == talk
+
+
+def test_check_warns_a_realtime_profile_does_not_switch() -> None:
+    found = problems_of(
+        profile(realtime=["openai"], options={"openai": {"base_url": "http://127.0.0.1:9/v1"}})
+    )
+    assert any(
+        t.startswith("profiles.p.languages: a realtime profile does not switch languages") for t in found
+    )
+
+
+async def test_the_store_keeps_the_language(tmp_path: Path) -> None:
+    from ari_agent.conversation.records import CallRecord
+    from ari_agent.store import CallStore
+    from ari_agent.store.models import StoredCall
+
+    record = CallRecord(call_id="c1", channel_id="ch1", caller={"number": "1", "name": ""}, profile="p")
+    record.language = "es"
+    async with CallStore(tmp_path / "calls.db", retention_days=None) as store:
+        await store.save_call(StoredCall.from_record(record, store_text=False))
+        stored = await store.get_call("c1")
+        listed = await store.list_calls()
+    assert stored is not None and stored.language == "es"
+    assert stored.to_json()["language"] == record.to_json()["language"] == "es"
+    assert [c.language for c in listed] == ["es"] and listed[0].turn_count == 0
+
+
+def test_check_warns_of_an_unknown_name_in_a_language_text() -> None:
+    found = problems_of(profile(languages={"es": {"instructions": "Llama {numero}."}}))
+    assert any(t.startswith("profiles.p.languages.es.instructions: ") and "{numero}" in t for t in found), (
+        found
+    )
