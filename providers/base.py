@@ -145,6 +145,9 @@ class ProviderContext:
     fallback_reply: str = ""
     lead: LeadSpec | None = None  # lead capture to completion (a dialog provider drives it)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The other languages the profile may switch to (BCP-47 tags, e.g. "es"): a recogniser that
+    # can tell languages apart listens for these besides ``language``.
+    languages: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -169,6 +172,7 @@ class Transcript:
     text: str  # empty when nothing usable was recognised
     confidence: float | None = None
     is_final: bool = True
+    language: str | None = None  # the caller's language, as a BCP-47 tag, when the provider reports it
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,11 @@ class STTCapabilities:
     # Hears only the phrases it was given (the profile's hints), not free speech: a lead's
     # free-text, email or date answers, or a spoken number, cannot reach it (`check` warns).
     grammar_only: bool = False
+    # Final transcripts carry the language the caller spoke (FinalTranscript.language), so the
+    # core can switch a profile's languages mid-call.
+    reports_language: bool = False
+    # The languages it can hear (primary subtags, e.g. "en"); None: any it is configured for.
+    hears: tuple[str, ...] | None = None
 
 
 # Events of a live recognition stream.
@@ -197,6 +206,7 @@ class FinalTranscript:
 
     text: str
     confidence: float | None = None
+    language: str | None = None  # BCP-47, when the provider reports it (reports_language)
 
 
 @dataclass(frozen=True)
@@ -281,6 +291,11 @@ class STT(ABC):
     timeout: float = 10.0
     connect_timeout: float = 5.0
 
+    @classmethod
+    def capabilities_for(cls, ctx: ProviderContext) -> STTCapabilities:
+        """What an instance built for ``ctx`` would declare, without building it (``check``)."""
+        return cls.capabilities
+
     async def prepare(self) -> None:
         """Load models or open pools before the first call (off the event loop)."""
         await self._prepare()
@@ -337,7 +352,7 @@ class BufferedSpeechStream(SpeechStream):
         except ProviderError as exc:
             self._queue.put_nowait(exc)
             return
-        self._queue.put_nowait(FinalTranscript(transcript.text, transcript.confidence))
+        self._queue.put_nowait(FinalTranscript(transcript.text, transcript.confidence, transcript.language))
         self._queue.put_nowait(EndOfTurn())
 
     async def _events(self) -> AsyncIterator[SpeechEvent]:

@@ -270,6 +270,12 @@ def _union_specs(members: Sequence[Member[STT]]) -> tuple[AudioSpec, ...]:
     return tuple(specs)
 
 
+def _union_hears(caps: Sequence[STTCapabilities]) -> tuple[str, ...] | None:
+    if any(c.hears is None for c in caps):
+        return None
+    return tuple(dict.fromkeys(code for c in caps for code in c.hears or ()))
+
+
 class FallbackSTT(STT):
     def __init__(self, members: Sequence[Member[STT]]) -> None:
         self.members = tuple(members)
@@ -281,6 +287,9 @@ class FallbackSTT(STT):
             endpointing=all(c.endpointing for c in caps),
             segments=all(c.segments for c in caps),
             input_specs=_union_specs(self.members),
+            # A member that does not report languages just leaves its transcripts without one.
+            reports_language=any(c.reports_language for c in caps),
+            hears=_union_hears(caps),
         )
         self.timeout = _budget(self.members, lambda p: p.timeout)
         self.connect_timeout = _budget(self.members, lambda p: p.connect_timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Literal, Protocol, cast
 
-from providers.base import LLM, STT, TTS, ProviderContext, Realtime
+from providers.base import LLM, STT, TTS, ProviderContext, Realtime, STTCapabilities
 from providers.options import ProviderOptions
 
 Stage = Literal["stt", "llm", "tts", "realtime"]
@@ -138,3 +138,8 @@ def create_tts(name: str, ctx: ProviderContext) -> TTS:
 
 def create_realtime(name: str, ctx: ProviderContext) -> Realtime:
     return cast(Realtime, load("realtime", name).create(ctx))
+
+
+def stt_capabilities(name: str, ctx: ProviderContext) -> STTCapabilities:
+    """What the STT provider ``name`` would declare for ``ctx`` (``check``: nothing is built)."""
+    return cast(type[STT], load("stt", name)).capabilities_for(ctx)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ari_agent.conversation.languages import CallLanguage
 from ari_agent.conversation.records import CallRecord
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import ToolRunner
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import ProfileConfig
+from providers.base import TTS
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class CallParts:
     metrics: Metrics
     instructions: str  # the profile's, with the call's details filled in
     canned: Mapping[str, bytes]  # phrases ready as audio, needing no provider
+    # Per language of the profile's ``languages``: its instructions (filled in) and its voice.
+    instructions_by_language: Mapping[str, str] = field(default_factory=dict)
+    voices: Mapping[str, TTS] = field(default_factory=dict)
 
 
 class ConversationBase:
@@ -36,4 +41,8 @@ class ConversationBase:
         self.metrics = parts.metrics
         self.instructions = parts.instructions
         self.canned = parts.canned
+        self.instructions_by_language = parts.instructions_by_language
+        self.voices = parts.voices
+        self.default_voice = parts.speaker.tts
+        self.language = CallLanguage(parts.profile.language, parts.profile.languages)
         self.state = "starting"

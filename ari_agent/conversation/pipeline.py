@@ -124,6 +124,12 @@ class _Round:
     first_piece_at: float | None = None
 
 
+def with_instructions(history: list[Message], instructions: str) -> list[Message]:
+    """The history with its system message (first, if any) replaced by ``instructions`` (or none)."""
+    rest = history[1:] if history and history[0].role == "system" else history
+    return [Message("system", instructions), *rest] if instructions else list(rest)
+
+
 def turn_settings(parts: CallParts, stt: STT) -> TurnSettings:
     profile = parts.profile
     return TurnSettings(
@@ -337,7 +343,7 @@ class PipelineConversation(ConversationBase):
         async for event in stream.events():
             now = time.monotonic()
             if isinstance(event, FinalTranscript):
-                self._perform(self._engine.final(event.text, now))
+                self._perform(self._engine.final(event.text, now, event.language))
             elif isinstance(event, InterimTranscript):
                 self._perform(self._engine.interim(event.text, now))
             elif isinstance(event, EndOfTurn):
@@ -418,8 +424,12 @@ class PipelineConversation(ConversationBase):
             text, speech_end_at, ended_at, stt_ms = f"caller pressed {item.digit}", now, now, None
         else:
             text, speech_end_at, ended_at, stt_ms = item.text, item.speech_end_at, item.ended_at, item.stt_ms
+            # Before the model is asked: this very turn is answered in the caller's language (a
+            # reply thought of early, with the instructions of the language before, is dropped).
+            switched = self._heard_language(item.language)
             if item.early_ticket is not None:
-                early = self._drop_early(item.early_ticket, wasted=False)
+                early = self._drop_early(item.early_ticket, wasted=switched)
+                early = None if switched else early
         if not text:
             # Speech nobody could make out (or out of the dialog's scope).
             await self.speaker.say(Reply, self.profile.fallback_reply)
@@ -450,6 +460,20 @@ class PipelineConversation(ConversationBase):
             await self._say_canned(Reply, self.profile.turn_error_reply)
             return
         raise exc
+
+    def _heard_language(self, reported: str | None) -> bool:
+        """Switch instructions and voice when the caller speaks another of the profile's languages."""
+        tag = self.language.reported(reported)
+        if self.language.heard is not None:
+            self.record.language = self.language.heard
+        if tag is None:
+            return False
+        self.instructions = self.instructions_by_language.get(tag, self.instructions)
+        self._history = with_instructions(self._history, self.instructions)
+        self.speaker.tts = self.voices.get(tag, self.default_voice)
+        self.metrics.language_switches.labels(self.profile_name, tag).inc()
+        log.info("the caller speaks %s: instructions and voice switched", tag)
+        return True
 
     async def _reply(
         self, speech_end_at: float, ended_at: float, stt_ms: float | None, early: _Early | None

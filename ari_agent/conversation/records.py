@@ -171,6 +171,9 @@ class CallRecord:
     media: dict[str, float | int | None] = field(default_factory=dict)
     # The agent that handled it (AGENT_INSTANCE_ID): in a pool, which one took the call.
     instance: str | None = None
+    # The caller's language (a tag of the profile's language or languages) as the recogniser
+    # last reported it; None when it reports none.
+    language: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,6 +191,7 @@ class CallRecord:
             "fields": self.fields,
             "media": self.media,
             "instance": self.instance,
+            "language": self.language,
         }
 
 

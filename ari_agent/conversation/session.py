@@ -70,6 +70,8 @@ class ProfileProviders:
     knowledge: Search | None = None
     # The profile's allowed tools from its tool servers (MCP), connected once for the process.
     remote_tools: RemoteTools | None = None
+    # A voice per language of the profile's ``languages`` (pipeline profiles).
+    voices: Mapping[str, TTS] = field(default_factory=dict)
 
 
 class Conversation(Protocol):
@@ -362,7 +364,7 @@ class CallSession:
             expected = await asterisk_hosts(self.deps.settings.ari.url)
         endpoint.lock_source(host, int(port), expected_hosts=expected)
 
-    def _make_conversation(self, pacer: OutboundPacer, instructions: str) -> Conversation:
+    def _make_conversation(self, pacer: OutboundPacer, instructions: Mapping[str, str]) -> Conversation:
         providers = self.providers
         parts = CallParts(
             profile_name=self.profile_name,
@@ -378,8 +380,10 @@ class CallSession:
             ),
             record=self.record,
             metrics=self.deps.metrics,
-            instructions=instructions,
+            instructions=instructions[self.profile.language],
             canned=providers.canned,
+            instructions_by_language=instructions,
+            voices=providers.voices,
         )
         if providers.realtime is not None:
             conversation = RealtimeConversation(
@@ -391,24 +395,25 @@ class CallSession:
         assert providers.stt is not None and providers.llm is not None
         return PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
 
-    async def _instructions(self) -> str:
-        """The profile's instructions with the call's details filled in."""
-        text = self.profile.instructions
-        if not text:
-            return ""
+    async def _instructions(self) -> dict[str, str]:
+        """The instructions per language of the profile, with the call's details filled in."""
+        profile = self.profile
+        texts = {tag: profile.instructions_for(tag) for tag in (profile.language, *profile.languages)}
+        if not any(texts.values()):
+            return texts
         values: dict[str, str] = {
             "caller_number": self.caller.caller.number,
             "caller_name": self.caller.caller.name,
             "extension": self.caller.dialplan.exten if self.caller.dialplan else "",
             "context": self.caller.dialplan.context if self.caller.dialplan else "",
         }
-        for name in self.profile.template_variables:
+        for name in profile.template_variables:
             try:
                 values[name] = await self.deps.ari.get_variable(self.caller.id, name) or ""
             except AriError:
                 values[name] = ""
         # Only the known names are filled; any other brace reaches the model as written.
-        return render(text, values)
+        return {tag: render(text, values) if text else "" for tag, text in texts.items()}
 
     def _on_audio(self, pcm: np.ndarray) -> None:
         # Runs in the datagram callback and on the receive clock's tick: the stream is

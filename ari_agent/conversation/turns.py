@@ -192,6 +192,7 @@ class CallerTurn:
     reason: EndReason
     silence_frames: int  # frames of caller silence when the end was decided
     early_ticket: int | None = None  # an early start that thought about exactly this text
+    language: str | None = None  # the caller's language, when the recogniser reported it
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class TurnEngine:
         self._utterance_ms = 0
         # The turn (may span utterances until it is over).
         self._texts: list[str] = []
+        self._language: str | None = None  # as the turn's last final with words reported it
         self._finalize_at: float | None = None
         self._final_at: float | None = None  # when the final of the last finalize arrived
         self._finalized_in_pause = False  # everything the caller said so far has been finalized
@@ -552,6 +554,7 @@ class TurnEngine:
                     reason=reason,
                     silence_frames=silence_frames,
                     early_ticket=early_ticket,
+                    language=self._language,
                 )
             )
         )
@@ -562,6 +565,7 @@ class TurnEngine:
 
     def _forget_turn(self) -> None:
         self._texts = []
+        self._language = None
         self._finalize_at = self._final_at = None
         self._finalized_in_pause = False
         self._end = None
@@ -606,12 +610,13 @@ class TurnEngine:
         self._maybe_start_early(out)
         return out
 
-    def final(self, text: str, now: float) -> list[Action]:
+    def final(self, text: str, now: float, language: str | None = None) -> list[Action]:
         out: list[Action] = []
         if self._finalize_at is not None and self._final_at is None:
             self._final_at = now
         if text.strip():
             self._texts.append(text.strip())
+            self._language = language or self._language
             self._interim = ""
             self._words_heard(" ".join(self._texts), out)
         if self.state is Caller.FINALIZING:

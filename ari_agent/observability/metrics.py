@@ -137,6 +137,12 @@ class Metrics:
             ["profile", "outcome"],
             registry=r,
         )
+        self.language_switches = Counter(
+            "ari_agent_language_switches",
+            "Calls switched to another of their profile's languages (the recogniser reported it)",
+            ["profile", "language"],
+            registry=r,
+        )
         self.barge_ins = Counter(
             "ari_agent_barge_ins",
             "Caller really interrupted the agent: words, the rest of its speech dropped",

@@ -12,8 +12,10 @@ from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ari_agent.conversation.backchannel import DEFAULT_BACKCHANNELS
+from ari_agent.conversation.languages import primary
 from ari_agent.leads.dialog import LeadSpec
 from ari_agent.leads.fields import FieldDef, field_defs
 from providers.base import Intent, ProviderContext
@@ -92,11 +94,43 @@ class ToolServerConfig(_Model):
         return self
 
 
+def invalid_at(problem: str, at: tuple[str, ...], fix: str) -> PydanticCustomError:
+    """A profile error naming its field below the profile and its fix (config.invalid's shape)."""
+    return PydanticCustomError("config", "{problem}", {"problem": problem, "fix": fix, "at": ".".join(at)})
+
+
+_TAG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class LanguageConfig(_Model):
+    """One more language of a profile: its voice, and what the LLM is told in it."""
+
+    voice: str | None = None  # the TTS voice (None: the profile's voice)
+    # The instructions, written in this language; or a hint added to the profile's own
+    # instructions (e.g. "The caller speaks Spanish: answer in Spanish."). One of the two.
+    instructions: str | None = None
+    hint: str | None = None
+
+    @model_validator(mode="after")
+    def _one_text(self) -> LanguageConfig:
+        if (self.instructions is None) == (self.hint is None):
+            raise ValueError(
+                "give either instructions (the profile's instructions in this language) or hint "
+                "(added to the profile's instructions), exactly one"
+            )
+        if not (self.instructions or self.hint or "").strip():
+            raise ValueError("instructions or hint is empty")
+        return self
+
+
 class ProfileConfig(_Model):
     greeting: str = ""
     instructions: str = ""
     language: str = "en-US"
     voice: str | None = None
+    # Other languages callers may speak, by BCP-47 tag ("es", "fr-CA"): when the recogniser
+    # reports one, the rest of the call uses its instructions and voice (README: Languages).
+    languages: dict[str, LanguageConfig] = {}
     # Providers per stage, in failover order.
     stt: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
     llm: list[str] = Field(default_factory=lambda: ["scripted"], min_length=1)
@@ -197,6 +231,40 @@ class ProfileConfig(_Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _languages_distinct(self) -> ProfileConfig:
+        seen = {primary(self.language): f"language ({self.language})"}
+        for tag in self.languages:
+            if not _TAG_RE.fullmatch(tag):
+                raise invalid_at(
+                    f"'{tag}' is not a language tag",
+                    ("languages", tag),
+                    'use a BCP-47 tag such as "es" or "fr-CA"',
+                )
+            other = seen.get(primary(tag))
+            if other is not None:
+                raise invalid_at(
+                    f"'{tag}' is the same language as {other}: recognisers report only the language, "
+                    "so the two cannot be told apart",
+                    ("languages", tag),
+                    "keep one of them",
+                )
+            seen[primary(tag)] = f"languages.{tag}"
+        return self
+
+    def voice_for(self, tag: str) -> str | None:
+        lang = self.languages.get(tag)
+        return lang.voice if lang is not None and lang.voice else self.voice
+
+    def instructions_for(self, tag: str) -> str:
+        """The instructions for a configured language, before the call's details are filled in."""
+        lang = self.languages.get(tag)
+        if lang is None:
+            return self.instructions
+        if lang.instructions is not None:
+            return lang.instructions
+        return f"{self.instructions}\n\n{lang.hint}".strip()
+
     @property
     def fields(self) -> tuple[FieldDef, ...]:
         return field_defs(self.capture_fields)
@@ -264,8 +332,13 @@ class ProfileConfig(_Model):
                 )
         return self
 
-    def provider_context(self, name: str, provider: str | None = None) -> ProviderContext:
-        """What a provider factory needs for this profile (``provider``: whose options)."""
+    def provider_context(
+        self, name: str, provider: str | None = None, *, language: str | None = None
+    ) -> ProviderContext:
+        """What a provider factory needs for this profile (``provider``: whose options).
+
+        ``language``: one of ``languages``, for the voice that speaks it.
+        """
         intents = tuple(
             Intent(
                 name=i.name,
@@ -283,16 +356,18 @@ class ProfileConfig(_Model):
         lead = self.lead_spec()
         said = [p for i in self.intents for p in (*i.examples, *i.synonyms)]
         hints = tuple(dict.fromkeys([*said, *(lead.phrases() if lead else [])]))
+        tag = language if language is not None else self.language
         return ProviderContext(
             profile=name,
-            language=self.language,
-            voice=self.voice,
-            instructions=self.instructions,
+            language=tag,
+            voice=self.voice_for(tag),
+            instructions=self.instructions_for(tag),
             hints=hints,
             intents=intents,
             fallback_reply=self.fallback_reply,
             lead=lead,
             options=self.options.get(provider, {}) if provider else {},
+            languages=tuple(self.languages),
         )
 
     def shared_phrases(self, name: str) -> list[str]:

@@ -7,8 +7,9 @@ import logging
 
 from ari_agent.conversation.session import ProfileProviders
 from ari_agent.conversation.speech import SESSION_RATE
-from ari_agent.profiles.catalogue import ProfilePlan, Slot
+from ari_agent.profiles.catalogue import ProfilePlan, Slot, language_context
 from providers import registry
+from providers.base import TTS
 from providers.resilience import build_chain
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,24 @@ async def build_providers(plan: ProfilePlan) -> ProfileProviders:
     stt = build_chain("stt", *chains["stt"])
     llm = build_chain("llm", *chains["llm"])
     tts = build_chain("tts", *chains["tts"])
+    voices = _voices(plan)
     await asyncio.gather(
-        stt.prepare(), llm.prepare(), tts.prepare(plan.profile.known_phrases(), SESSION_RATE)
+        stt.prepare(),
+        llm.prepare(),
+        tts.prepare(plan.profile.known_phrases(), SESSION_RATE),
+        *(voice.prepare((), SESSION_RATE) for voice in voices.values()),
     )
-    return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned)
+    return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned, voices=voices)
+
+
+def _voices(plan: ProfilePlan) -> dict[str, TTS]:
+    """A TTS chain per language of ``languages``, speaking with that language's voice."""
+    profile = plan.profile
+    voices: dict[str, TTS] = {}
+    for tag in profile.languages:
+        slots = {s.name: language_context(s.ctx, profile, tag) for s in _usable(plan, "tts")}
+        voices[tag] = build_chain("tts", list(slots), slots.__getitem__)
+    return voices
 
 
 async def _canned(plan: ProfilePlan) -> dict[str, bytes]:

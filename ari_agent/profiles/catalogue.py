@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from ari_agent.conversation.languages import primary
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.template import template_warnings
 from providers import registry
@@ -191,12 +192,20 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
     plan.problems.extend(_frontend_problems(name, profile))
     plan.problems.extend(_tool_server_problems(name, profile))
     plan.problems.extend(_lead_problems(name, profile))
+    plan.problems.extend(_language_problems(plan))
     plan.problems.extend(
         Problem(f"profiles.{name}", text, "", "warning") for text in profile.shared_phrases(name)
     )
     plan.problems.extend(
         Problem(f"profiles.{name}.instructions", text, fix, "warning")
         for text, fix in template_warnings(profile.instructions, profile.template_variables)
+    )
+    plan.problems.extend(
+        Problem(f"profiles.{name}.languages.{tag}.{key}", text, fix, "warning")
+        for tag, lang in profile.languages.items()
+        for key, own in (("instructions", lang.instructions), ("hint", lang.hint))
+        if own
+        for text, fix in template_warnings(own, profile.template_variables)
     )
     # One options table serves every stage of its provider: report each fault once.
     plan.problems = list(dict.fromkeys(plan.problems))
@@ -242,6 +251,78 @@ def _lead_problems(name: str, profile: ProfileConfig) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _language_problems(plan: ProfilePlan) -> list[Problem]:
+    """Languages the recogniser cannot hear, or cannot tell apart, and voices that cannot speak."""
+    profile = plan.profile
+    where = f"profiles.{plan.name}"
+    if profile.realtime:
+        if not profile.languages:
+            return []
+        return [
+            Problem(
+                f"{where}.languages",
+                "a realtime profile does not switch languages; its provider answers as it hears.",
+                "remove languages, or use stt/llm/tts",
+                "warning",
+            )
+        ]
+    problems: list[Problem] = []
+    wanted = [profile.language, *profile.languages]
+    reporting: list[str] = []
+    for slot in plan.slots:
+        if slot.key != "stt":
+            continue
+        caps = registry.stt_capabilities(slot.name, slot.ctx)
+        if caps.reports_language:
+            reporting.append(slot.name)
+        if caps.hears is not None:
+            deaf = [tag for tag in wanted if primary(tag) not in caps.hears]
+            if deaf:
+                problems.append(
+                    Problem(
+                        f"{where}.stt",
+                        f"{slot.name} hears only {', '.join(caps.hears)}: callers speaking "
+                        f"{', '.join(deaf)} cannot be heard.",
+                        "use a recogniser of those languages (a cloud STT) first in stt",
+                        "warning",
+                    )
+                )
+    stt_slots = [s.name for s in plan.slots if s.key == "stt"]
+    if profile.languages and stt_slots and not reporting:
+        problems.append(
+            Problem(
+                f"{where}.languages",
+                f"{', '.join(stt_slots)} does not report the caller's language: calls stay in "
+                f"{profile.language} and the other languages are never used.",
+                "use a recogniser that reports it (deepgram, or openai with a whisper model and "
+                "stt_streaming = false, or gpt-transcribe); see README: Languages",
+                "warning",
+            )
+        )
+    for slot in plan.slots:
+        if slot.key != "tts" or not slot.ready:
+            continue
+        cls = registry.load("tts", slot.name)
+        for tag in profile.languages:
+            ctx = language_context(slot.ctx, profile, tag)
+            try:
+                unready = cls.check(ctx)
+            except Exception as exc:
+                unready = [f"its check failed ({type(exc).__name__}: {exc})"]
+            problems.extend(
+                Problem(f"{where}.languages.{tag}.voice", f"{slot.name}: {text}", "", "warning")
+                for text in unready
+            )
+    return problems
+
+
+def language_context(ctx: ProviderContext, profile: ProfileConfig, tag: str) -> ProviderContext:
+    """A slot's context for speaking (or thinking in) one of the profile's languages."""
+    return dataclasses.replace(
+        ctx, language=tag, voice=profile.voice_for(tag), instructions=profile.instructions_for(tag)
+    )
 
 
 def _frontend_problems(name: str, profile: ProfileConfig) -> list[Problem]:

@@ -75,6 +75,7 @@ class StoredCall:
     fields: Mapping[str, str] = field(default_factory=dict)
     media: Mapping[str, float | int | None] = field(default_factory=dict)  # inbound RTP figures
     instance: str | None = None  # the agent that handled it (AGENT_INSTANCE_ID)
+    language: str | None = None  # the caller's language as the recogniser reported it
 
     def __post_init__(self) -> None:
         _require_aware("started_at", self.started_at)
@@ -128,6 +129,7 @@ class StoredCall:
             fields=dict(record.fields if fields is None else fields),
             media=dict(record.media),
             instance=record.instance,
+            language=record.language,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +167,7 @@ class StoredCall:
             "fields": dict(self.fields),
             "media": dict(self.media),
             "instance": self.instance,
+            "language": self.language,
         }
 
 
@@ -185,6 +188,7 @@ class CallSummary:
     store_text: bool
     turn_count: int
     instance: str | None = None
+    language: str | None = None
 
     def __repr__(self) -> str:
         return f"CallSummary(call_id={self.call_id!r}, profile={self.profile!r}, turns={self.turn_count})"

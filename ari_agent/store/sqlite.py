@@ -99,12 +99,16 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5 -> 6: completed leads (store/leads.py), their fields sealed like captured fields.
     leads_table.MIGRATION,
+    # 6 -> 7: the caller's language as the recogniser reported it (a profile's languages).
+    """
+    ALTER TABLE calls ADD COLUMN language TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CALL_COLUMNS = (
     "call_id, channel_id, profile, caller_number, caller_name, started_at, ended_at, "
-    "end_reason, status, result, text_stored, media, instance"
+    "end_reason, status, result, text_stored, media, instance, language"
 )
 _TURN_COLUMNS = (
     "role, text, at, interrupted, stt_ms, llm_first_token_ms, tts_first_audio_ms, turn_latency_ms, "
@@ -439,7 +443,7 @@ class CallStore:
             # Replacing: the cascade drops the old turns and fields with the old row.
             conn.execute("DELETE FROM calls WHERE call_id = ?", (call.call_id,))
             conn.execute(
-                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 (
                     call.call_id,
                     call.channel_id,
@@ -454,6 +458,7 @@ class CallStore:
                     int(call.store_text),
                     json.dumps(dict(call.media)),
                     call.instance,
+                    call.language,
                 ),
             )
             conn.executemany(
@@ -534,6 +539,7 @@ class CallStore:
             fields={name: open_value(value, self.cipher, call_id) for name, value in fields},
             media=_media(row[11]),
             instance=row[12],
+            language=row[13],
         )
 
     def _w_match(self, id_prefix: str) -> str | None:
@@ -603,8 +609,9 @@ class CallStore:
         return [
             CallSummary(
                 **_call_columns(r),
-                turn_count=int(r[13]),
+                turn_count=int(r[14]),
                 instance=r[12],
+                language=r[13],
             )
             for r in rows
         ]

@@ -8,6 +8,11 @@ resampled for Deepgram. Deepgram's messages become our speech events:
   or the answer to our ``Finalize``: EndOfTurn, once per turn.
 - ``SpeechStarted`` (``vad_events``): ProviderSpeechStarted.
 
+A profile with ``languages`` opens the stream with ``language=multi`` (Nova-3
+multilingual): each result's best alternative then lists the languages heard
+(``languages``, BCP-47, most words first), and the first becomes the final's
+``language``.
+
 Deepgram closes a socket that gets no data for about ten seconds, so a
 ``KeepAlive`` goes out whenever nothing was pushed for ``keepalive_s``.
 Options (``[options.deepgram]``): ``model`` (nova-3), ``endpointing`` (ms, or
@@ -17,6 +22,7 @@ false), ``utterance_end_ms``, ``keepalive_s``, ``smart_format``, ``url``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -65,16 +71,28 @@ class DeepgramSTT(STT):
         streaming=True, endpointing=True, segments=True, input_specs=(MULAW_8K, PCM16_16K, PCM16_8K)
     )
 
-    def __init__(self, *, language: str = "en-US", options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, language: str = "en-US", options: Mapping[str, Any] | None = None, multilingual: bool = False
+    ) -> None:
         self.options = dict(options or {})
-        self.language = language
+        # multi: Deepgram tells the languages apart and says which one each result is in.
+        self.language = "multi" if multilingual else language
+        self.capabilities = self.capabilities_for_language(self.language)
         self.model = str(self.options.get("model", DEFAULT_MODEL))
         self.keepalive_s = float(self.options.get("keepalive_s", 4.0))
         self._client: Any = None
 
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
-        return cls(language=ctx.language, options=ctx.options)
+        return cls(language=ctx.language, options=ctx.options, multilingual=bool(ctx.languages))
+
+    @classmethod
+    def capabilities_for_language(cls, language: str) -> STTCapabilities:
+        return dataclasses.replace(cls.capabilities, reports_language=language == "multi")
+
+    @classmethod
+    def capabilities_for(cls, ctx: ProviderContext) -> STTCapabilities:
+        return cls.capabilities_for_language("multi" if ctx.languages else ctx.language)
 
     @classmethod
     def check(cls, ctx: ProviderContext) -> list[str]:
@@ -111,6 +129,7 @@ class DeepgramSTT(STT):
         stream = await self._open_stream(AudioSpec("pcm16", sample_rate))
         texts: list[str] = []
         confidence: float | None = None
+        language: str | None = None
         try:
             stream.push(pcm)
             await stream.finalize()
@@ -118,11 +137,19 @@ class DeepgramSTT(STT):
                 if isinstance(event, FinalTranscript) and event.text:
                     texts.append(event.text)
                     confidence = event.confidence
+                    language = event.language or language
                 elif isinstance(event, EndOfTurn) and stream.finalized:
                     break
         finally:
             await stream.aclose()
-        return Transcript(" ".join(texts), confidence)
+        return Transcript(" ".join(texts), confidence, language=language)
+
+
+def _language(alternative: Any) -> str | None:
+    """The language most of the words were in (``language=multi`` only; absent otherwise)."""
+    languages = getattr(alternative, "languages", None) or ()
+    first = languages[0] if languages else None
+    return first if isinstance(first, str) and first else None
 
 
 class DeepgramSpeechStream(SpeechStream):
@@ -216,7 +243,9 @@ class DeepgramSpeechStream(SpeechStream):
         from_finalize = bool(message.from_finalize)
         if text or from_finalize:
             # The answer to Finalize comes even when nothing was said: the session waits for it.
-            yield FinalTranscript(text, best.confidence if best is not None else None)
+            yield FinalTranscript(
+                text, best.confidence if best is not None else None, _language(best) if text else None
+            )
         if text:
             self._turn_open = True
         if from_finalize or (message.speech_final and self._turn_open):

@@ -9,9 +9,11 @@ that changes the audio.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import struct
+import subprocess
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar, Self
@@ -116,7 +118,21 @@ class EspeakTTS(TTS):
     def check(cls, ctx: ProviderContext) -> list[str]:
         if shutil.which(cls.program) is None:
             return [f"{cls.program} program not found; install it: apt-get install espeak-ng"]
+        if ctx.voice and not cls.has_voice(ctx.voice):
+            return [f"{cls.program} has no voice '{ctx.voice}' (espeak-ng --voices lists them)"]
         return []
+
+    @classmethod
+    @functools.cache
+    def has_voice(cls, voice: str) -> bool:
+        """Whether espeak-ng can speak with ``voice`` (it says so at once, ~20 ms; asked once)."""
+        try:
+            done = subprocess.run(
+                [cls.program, "-v", voice, "-q", "a"], capture_output=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
 
     async def _prepare(self, phrases: Sequence[str], sample_rate: int) -> None:
         # The semaphore bounds how many espeak-ng processes run at once.

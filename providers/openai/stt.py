@@ -14,6 +14,12 @@ Batch (``recognize()``, and ``stt_streaming = false``, which makes
 uploaded as a WAV built in memory to ``audio.transcriptions``. This is also
 what an OpenAI-compatible server without the Realtime API (e.g. a local
 whisper server) supports.
+
+Languages: a profile with ``languages`` does not pin the transcription to
+one language. Models that say which language they heard report it with each
+final: a whisper model asked for ``verbose_json`` (``language``, a name such
+as "spanish"), and ``gpt-transcribe``/``gpt-live-transcribe`` (``languages``,
+codes, also on the live session's ``completed`` event).
 """
 
 from __future__ import annotations
@@ -44,12 +50,37 @@ from providers.base import (
 )
 from providers.openai._client import OpenAISettings, check, provider_error
 from providers.openai._socket import RealtimeSocket, error_from_event, open_socket
+from providers.openai.languages import first_listed, language_tag
 from providers.openai.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-mini-transcribe"
 API_RATE = 24000  # the Realtime API's PCM rate
+
+
+# Models whose answers list the languages heard (``languages: [{"code"}]``), live and batch.
+LISTING_MODELS = ("gpt-transcribe", "gpt-live-transcribe")
+
+
+def names_language(model: str) -> bool:
+    """Whisper models name the language in ``verbose_json`` (batch only)."""
+    return "whisper" in model.lower()
+
+
+def reports_language(model: str, *, streaming: bool) -> bool:
+    return model in LISTING_MODELS or (not streaming and names_language(model))
+
+
+def stt_capabilities(model: str, *, streaming: bool, turn_detection: str) -> STTCapabilities:
+    if not streaming:
+        return STTCapabilities(reports_language=reports_language(model, streaming=False))
+    return STTCapabilities(
+        streaming=True,
+        endpointing=turn_detection != "none",
+        input_specs=(MULAW_8K, PCM16_16K, AudioSpec("pcm16", API_RATE)),
+        reports_language=reports_language(model, streaming=True),
+    )
 
 
 def language_code(language: str) -> str:
@@ -90,7 +121,8 @@ class TranscriptionEvents:
             return [InterimTranscript(text.strip())] if text.strip() else []
         if kind == "conversation.item.input_audio_transcription.completed":
             self._partial.pop(item_id, None)
-            return [FinalTranscript(str(event.get("transcript") or "").strip()), EndOfTurn()]
+            text = str(event.get("transcript") or "").strip()
+            return [FinalTranscript(text, language=first_listed(event.get("languages"))), EndOfTurn()]
         if kind == "conversation.item.input_audio_transcription.failed":
             # One utterance lost: the turn ends with nothing heard and the call goes on.
             self._partial.pop(item_id, None)
@@ -162,6 +194,7 @@ class OpenAISTT(STT):
         streaming: bool = True,
         turn_detection: str = "server_vad",
         silence_ms: int | None = None,
+        languages: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.model = model
@@ -170,15 +203,9 @@ class OpenAISTT(STT):
         self.streaming = streaming
         self.turn_detection = turn_detection
         self.silence_ms = silence_ms
-        self.capabilities = (
-            STTCapabilities(
-                streaming=True,
-                endpointing=turn_detection != "none",
-                input_specs=(MULAW_8K, PCM16_16K, AudioSpec("pcm16", API_RATE)),
-            )
-            if streaming
-            else STTCapabilities()
-        )
+        # The profile's other languages: the transcription is not pinned to ``language``.
+        self.languages = tuple(languages)
+        self.capabilities = stt_capabilities(model, streaming=streaming, turn_detection=turn_detection)
         self._client = settings.client()
 
     def __repr__(self) -> str:
@@ -196,6 +223,16 @@ class OpenAISTT(STT):
             streaming=bool(options.get("stt_streaming", True)),
             turn_detection=str(options.get("stt_turn_detection", "server_vad")),
             silence_ms=int(silence) if silence is not None else None,
+            languages=ctx.languages,
+        )
+
+    @classmethod
+    def capabilities_for(cls, ctx: ProviderContext) -> STTCapabilities:
+        options = ctx.options
+        return stt_capabilities(
+            str(options.get("stt_model", DEFAULT_MODEL)),
+            streaming=bool(options.get("stt_streaming", True)),
+            turn_detection=str(options.get("stt_turn_detection", "server_vad")),
         )
 
     @classmethod
@@ -219,16 +256,31 @@ class OpenAISTT(STT):
         params: dict[str, Any] = {
             "model": self.model,
             "file": ("turn.wav", wav_bytes(pcm, sample_rate), "audio/wav"),
-            "language": language_code(self.language),
+            **self._language_params(),
         }
+        if names_language(self.model) and self.languages:
+            params["response_format"] = "verbose_json"  # the only answer that names the language
         if self.hints:
             params["prompt"] = self._prompt()
         try:
             result = await self._client.audio.transcriptions.create(**params)
         except Exception as exc:
             raise provider_error(self.name, exc, self.settings) from None
-        text = result if isinstance(result, str) else str(getattr(result, "text", ""))
-        return Transcript(text.strip())
+        if isinstance(result, str):
+            return Transcript(result.strip())
+        heard = language_tag(getattr(result, "language", None)) or first_listed(
+            getattr(result, "languages", None)
+        )
+        return Transcript(str(getattr(result, "text", "")).strip(), language=heard)
+
+    def _language_params(self) -> dict[str, Any]:
+        """Pinned to the profile's language, or left to detect among the profile's languages."""
+        if not self.languages:
+            return {"language": language_code(self.language)}
+        if self.model in LISTING_MODELS:
+            codes = [language_code(code) for code in (self.language, *self.languages)]
+            return {"languages": list(dict.fromkeys(codes))}
+        return {}
 
     async def _open_stream(self, spec: AudioSpec) -> SpeechStream:
         if not self.streaming:
@@ -236,7 +288,7 @@ class OpenAISTT(STT):
         audio_format: dict[str, Any] = (
             {"type": "audio/pcmu"} if spec.encoding == "mulaw" else {"type": "audio/pcm", "rate": API_RATE}
         )
-        transcription: dict[str, Any] = {"model": self.model, "language": language_code(self.language)}
+        transcription: dict[str, Any] = {"model": self.model, **self._language_params()}
         if self.hints:
             transcription["prompt"] = self._prompt()
         turn: dict[str, Any] | None = None

@@ -7,6 +7,9 @@ Listen: each turn of ``transcripts`` is answered either when ``bytes_per_turn``
 audio bytes have arrived (an interim result half way, then a final with
 ``speech_final`` and an ``UtteranceEnd``, as Deepgram's endpointing does) or
 when the client sends ``Finalize`` (a final with ``from_finalize``).
+A socket opened with ``language=multi`` gets, like Nova-3 multilingual, the
+language of each result in the best alternative's ``languages`` and in each
+word's ``language`` (``languages[i]`` for ``transcripts[i]``, "en" if unset).
 ``SpeechStarted`` goes out on the first audio of a turn. ``reject_status`` answers the
 handshake with an HTTP error (the first ``reject_times`` only, when set).
 ``reset_after_bytes``
@@ -59,11 +62,24 @@ def tone(samples: int, sample_rate: int, start: int = 0) -> bytes:
     )
 
 
-def _results(text: str, *, is_final: bool, speech_final: bool, from_finalize: bool, start: float) -> str:
-    words = [
+def _results(
+    text: str,
+    *,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+    start: float,
+    language: str | None = None,
+) -> str:
+    words: list[dict[str, Any]] = [
         {"word": w, "start": start + i * 0.3, "end": start + i * 0.3 + 0.25, "confidence": 0.97}
         for i, w in enumerate(text.split())
     ]
+    alternative: dict[str, Any] = {"transcript": text, "confidence": 0.97, "words": words}
+    if language is not None and text:
+        alternative["languages"] = [language]
+        for word in words:
+            word["language"] = language
     return json.dumps(
         {
             "type": "Results",
@@ -73,7 +89,7 @@ def _results(text: str, *, is_final: bool, speech_final: bool, from_finalize: bo
             "is_final": is_final,
             "speech_final": speech_final,
             "from_finalize": from_finalize,
-            "channel": {"alternatives": [{"transcript": text, "confidence": 0.97, "words": words}]},
+            "channel": {"alternatives": [alternative]},
             "metadata": {
                 "request_id": "fake-request",
                 "model_info": {"name": "fake", "version": "1", "arch": "fake"},
@@ -98,8 +114,10 @@ class FakeDeepgram:
         tts_chunk_ms: int = 20,
         tts_chunk_delay: float = 0.0,
         tts_empty: bool = False,
+        languages: Sequence[str] = (),
     ) -> None:
         self.transcripts = list(transcripts)
+        self.languages = list(languages)
         self.bytes_per_turn = bytes_per_turn
         self.latency = latency
         self.reset_after_bytes = reset_after_bytes
@@ -134,6 +152,10 @@ class FakeDeepgram:
         self._turn += 1
         return text
 
+    def _language_of(self, turn: int) -> str:
+        i = turn % len(self.transcripts) if self.transcripts else turn
+        return self.languages[i] if i < len(self.languages) else "en"
+
     # ------------------------------------------------------------------ listen
 
     async def _listen(self, request: web.Request) -> web.StreamResponse:
@@ -145,6 +167,11 @@ class FakeDeepgram:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         vad = request.query.get("vad_events") == "true"
+        multi = request.query.get("language") == "multi"
+
+        def language(turn: int) -> str | None:
+            return self._language_of(turn) if multi else None
+
         turn_bytes = 0
         interim_sent = False
         elapsed = 0.0
@@ -181,10 +208,18 @@ class FakeDeepgram:
                         ),
                     )
                 if turn_bytes >= self.bytes_per_turn:
+                    turn = self._turn
                     text = self._next_text()
                     await self._send(
                         ws,
-                        _results(text, is_final=True, speech_final=True, from_finalize=False, start=elapsed),
+                        _results(
+                            text,
+                            is_final=True,
+                            speech_final=True,
+                            from_finalize=False,
+                            start=elapsed,
+                            language=language(turn),
+                        ),
                     )
                     await ws.send_str(
                         json.dumps({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": elapsed + 1})
@@ -196,10 +231,18 @@ class FakeDeepgram:
                 kind = json.loads(msg.data).get("type", "")
                 record.controls.append(kind)
                 if kind == "Finalize":
+                    turn = self._turn
                     text = self._next_text() if turn_bytes else ""
                     await self._send(
                         ws,
-                        _results(text, is_final=True, speech_final=False, from_finalize=True, start=elapsed),
+                        _results(
+                            text,
+                            is_final=True,
+                            speech_final=False,
+                            from_finalize=True,
+                            start=elapsed,
+                            language=language(turn),
+                        ),
                     )
                     elapsed += 1.0
                     turn_bytes = 0

@@ -6,7 +6,9 @@ Endpoints (under ``/v1``):
   ``stream`` is false.
 - ``POST /audio/speech``: raw PCM16 24 kHz (espeak-ng speech of the input,
   a tone when espeak-ng is missing), streamed in chunks.
-- ``POST /audio/transcriptions``: multipart upload, ``{"text": ...}``.
+- ``POST /audio/transcriptions``: multipart upload, ``{"text": ...}``; with
+  ``response_format=verbose_json`` (whisper) also ``language`` as whisper names
+  it ("spanish"), and for ``gpt-transcribe`` ``languages: [{"code": ...}]``.
 - ``GET /realtime``: the Realtime WebSocket (GA event names), for
   speech-to-speech sessions (``?model=``) and transcription sessions
   (``?intent=transcription``). Speech is detected by energy in the
@@ -87,6 +89,12 @@ class SpeechReply:
 class TranscriptionReply:
     text: str = "hello there"
     fault: Fault = field(default_factory=Fault)
+    language: str = "en"  # ISO-639-1; verbose_json names it as whisper does
+
+
+# A few of whisper's names, for verbose_json answers.
+_LANGUAGE_NAMES = {"en": "english", "es": "spanish", "fr": "french", "de": "german"}
+LISTING_MODELS = ("gpt-transcribe", "gpt-live-transcribe")
 
 
 @dataclass
@@ -103,6 +111,8 @@ class RealtimeReply:
 @dataclass
 class RealtimeScript:
     caller_transcripts: collections.deque[str] = field(default_factory=collections.deque)
+    # The language of each transcript, sent (``languages``) when the transcription model lists them.
+    caller_languages: collections.deque[str] = field(default_factory=collections.deque)
     replies: collections.deque[RealtimeReply] = field(default_factory=collections.deque)
     default_reply: RealtimeReply = field(default_factory=RealtimeReply)
     handshake_status: int = 0  # reject the WebSocket upgrade with this HTTP status
@@ -354,6 +364,19 @@ class FakeOpenAI:
             return self._error(400)
         with wave.open(io.BytesIO(upload.file.read()), "rb") as wav:
             self.transcribed_audio.append((wav.getframerate(), wav.getnframes()))
+            duration = wav.getnframes() / wav.getframerate()
+        if fields.get("response_format") == "verbose_json":
+            return web.json_response(
+                {
+                    "task": "transcribe",
+                    "language": _LANGUAGE_NAMES.get(reply.language, reply.language),
+                    "duration": duration,
+                    "text": reply.text,
+                    "segments": [],
+                }
+            )
+        if fields.get("model") in LISTING_MODELS:
+            return web.json_response({"text": reply.text, "languages": [{"code": reply.language}]})
         return web.json_response({"text": reply.text})
 
     # -- Realtime
@@ -481,6 +504,10 @@ class _RealtimeSession:
 
     # -- input audio and turn detection
 
+    def _lists_languages(self) -> bool:
+        audio_in = self.config.get("audio", {}).get("input", {})
+        return (audio_in.get("transcription") or {}).get("model") in LISTING_MODELS
+
     def _input_format(self) -> str:
         fmt = self.config.get("audio", {}).get("input", {}).get("format", {})
         return str(fmt.get("type", "audio/pcm"))
@@ -556,6 +583,7 @@ class _RealtimeSession:
         )
         script = self.fake.realtime
         text = script.caller_transcripts.popleft() if script.caller_transcripts else "hello"
+        language = script.caller_languages.popleft() if script.caller_languages else "en"
         words = text.split(" ")
         for i, word in enumerate(words):
             await self.send(
@@ -573,6 +601,7 @@ class _RealtimeSession:
                 "content_index": 0,
                 "transcript": text,
                 "usage": {"type": "duration", "seconds": 1.0},
+                **({"languages": [{"code": language}]} if self._lists_languages() else {}),
             }
         )
         if not self.transcription and td is not None and td.get("create_response", True):

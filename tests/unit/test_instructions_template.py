@@ -32,7 +32,23 @@ async def instructions(text: str, template_variables: tuple[str, ...] = ()) -> s
         dialplan=DialplanLocation(context="demo", exten="100", priority=1),
     )
     stub: Any = SimpleNamespace(profile=profile, caller=caller, deps=SimpleNamespace(ari=_Ari()))
-    return await CallSession._instructions(stub)
+    return (await CallSession._instructions(stub))[profile.language]
+
+
+async def test_each_language_gets_the_call_details() -> None:
+    profile = ProfileConfig(
+        instructions="Caller {caller_number}.",
+        languages={"es": {"instructions": "Llama {caller_number}."}, "fr": {"hint": "En français."}},
+    )
+    caller = Channel(
+        id="c1", name="PJSIP/x", state="Up", caller=Caller(name="Ann", number="5551234"), dialplan=None
+    )
+    stub: Any = SimpleNamespace(profile=profile, caller=caller, deps=SimpleNamespace(ari=_Ari()))
+    assert await CallSession._instructions(stub) == {
+        "en-US": "Caller 5551234.",
+        "es": "Llama 5551234.",
+        "fr": "Caller 5551234.\n\nEn français.",
+    }
 
 
 @pytest.mark.parametrize(
