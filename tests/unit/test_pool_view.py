@@ -147,7 +147,6 @@ def test_record_and_store_shape_carry_the_instance() -> None:
 
 
 async def test_a_version_2_store_gets_the_instance_column(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 5  # 4: turns.sources, 5: turns.tools (issue 18)
     path = tmp_path / "calls.db"
     with sqlite3.connect(path) as raw:
         for script in MIGRATIONS[:2]:
