@@ -4,7 +4,7 @@ PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
 # make test's pytest workers; each through-Asterisk worker starts its own lab.
 TEST_WORKERS ?= 2
-APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
+APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester kubernetes-client kamailio
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean
@@ -17,8 +17,12 @@ help:
 	@echo "make load    load-test the running stack with SIPp callers (LOAD_ARGS=\"--calls 50 --rate 2\")"
 
 # Debian packages the tests and the offline voice need (skipped when present).
+# kubernetes-client: any kubectl on PATH will do (a packaged one, e.g. Google Cloud SDK's
+# `kubectl`, owns /usr/bin/kubectl and makes Debian's fail to install).
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+		if [ $$p = kubernetes-client ] && command -v kubectl >/dev/null; then continue; fi; \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
