@@ -63,6 +63,7 @@ bench: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_kamailio  # Kamailio's detection of a dead node
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
 # (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.

@@ -369,6 +369,10 @@ class Cluster:
                 node.start_asterisk()
             if not node.agent_running:
                 node.start_agent()
+            # An agent whose Asterisk was restarted reconnects on its own back-off: until it has,
+            # its node refuses calls (503) and a test would measure the previous one.
+            assert node.agent is not None
+            node.agent.wait_ready(30)
             if self.kamailio.states().get(node.uri) != "AP":
                 self.kamailio.kamcmd("dispatcher.set_state", "ap", "1", node.uri)
         self.wait_states({n.uri: "AP" for n in self.nodes}, 20)

@@ -72,7 +72,11 @@ def test_a_node_whose_asterisk_stops_is_marked_inactive_and_new_calls_go_to_the_
 
 
 def test_with_one_agent_killed_every_new_call_is_still_answered(cluster: Cluster) -> None:
-    dead, alive = cluster.nodes
+    # A call in progress on the other node goes on while the agent dies.
+    long_call = cluster.call(1, hold_s=8)
+    _wait(lambda: sum(map(_active, cluster.nodes)) == 1, 15, "the long call answered")
+    alive = next(n for n in cluster.nodes if _active(n) == 1)
+    dead = next(n for n in cluster.nodes if n is not alive)
     assert dead.agent is not None
     dead.agent.kill()
     # Its Asterisk still answers OPTIONS: Kamailio keeps it active; the failure route saves the calls.
@@ -82,12 +86,14 @@ def test_with_one_agent_killed_every_new_call_is_still_answered(cluster: Cluster
     # At least one call did reach the dead agent's node, was refused there with 503 and moved on.
     refused = [n for got in spread.values() for n in got if "next-node" in dead.dialplan_kinds(n)]
     assert refused, "no call tried the node whose agent is dead"
+    assert long_call.wait() == 0, long_call.log_tail()
+    assert cluster.where(long_call.numbers)[alive.name] == long_call.numbers
 
 
 def test_a_drained_node_takes_no_new_calls(cluster: Cluster) -> None:
     drained, other = cluster.nodes
     # The operator's drain (deploy/kamailio/README.md): Kamailio first, then the agent.
-    cluster.kamailio.kamcmd("dispatcher.set_state", "dp", "1", drained.uri)
+    cluster.kamailio.kamcmd("dispatcher.set_state", "d", "1", drained.uri)
     assert drained.agent is not None
     drained.agent.proc.send_signal(signal.SIGTERM)
     assert drained.agent.proc.wait(timeout=30) == 0
