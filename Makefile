@@ -4,10 +4,15 @@ PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
 # make test's pytest workers; each through-Asterisk worker starts its own lab.
 TEST_WORKERS ?= 2
-APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester kubernetes-client kamailio
+APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester kubernetes-client
+# Installed without recommends: only promtool is used (make test checks the alert rules with it);
+# nothing needs Debian's prometheus service running, leave it stopped where it starts. Chromium and
+# its driver: the console's headless browser test (selenium is pointed at /usr/bin/chromedriver).
+# Kamailio: test_kamailio.py runs its own on loopback, never the packaged service.
+APT_BARE_PACKAGES := prometheus chromium chromium-driver kamailio
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean
+.PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean screenshots
 
 help:
 	@echo "make up      run the agent with the bundled Asterisk (container, or the local root filesystem)"
@@ -27,9 +32,14 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@missing=""; for p in $(APT_BARE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing (no recommends):$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp]'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp,otel]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps
@@ -51,6 +61,10 @@ test-faults: install rootfs
 
 test: install rootfs lint
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=12 tests/unit tests/integration tests/faults
+
+# The console's screenshots for the docs (docs/screenshots/), from its browser test and a real call.
+screenshots: install rootfs
+	ARI_AGENT_ROOTFS=$(ROOTFS) ARI_AGENT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PYTHON) -m pytest -q tests/integration/test_console_browser.py
 
 # Percentiles and ratios through the real Asterisk; JSON under tests/bench/results/.
 # bench_faults: dead air under provider faults, talkers under a flood, each beside the same figure

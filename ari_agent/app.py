@@ -27,16 +27,20 @@ from ari_agent.ari.tls import UNVERIFIED_WARNING, client_ssl
 from ari_agent.ari.websocket import EventListener
 from ari_agent.calltable import CallTable, Phase, Verdict
 from ari_agent.config import Settings, load_settings
+from ari_agent.consoledata import AgentConsole
 from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, RecordWriter, utc_now
 from ari_agent.conversation.session import CallSession, ProfileProviders, SessionDeps
 from ari_agent.errors import AgentError, ConfigError
 from ari_agent.knowledge.answer import knowledge_search
+from ari_agent.leads.handoff import LeadHandoff
+from ari_agent.media.audiosocket_leg import AudioSocketServer
 from ari_agent.media.transport import PortPool
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.looplag import watch_loop_lag
 from ari_agent.observability.metrics import Metrics
 from ari_agent.observability.tasks import report_failure
+from ari_agent.observability.tracing import make_tracer
 from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.pool import BEAT_INTERVAL, PeerWatch, beat_variable, claim_delay, peer_instance
 from ari_agent.profiles import ProfileConfig
@@ -75,6 +79,8 @@ class AgentApp:
         self.metrics.instance_info.labels(
             instance=settings.instance_id, app=settings.stasis_app, pool=str(settings.pool.enabled).lower()
         ).set(1)
+        # Read at scrape time, so the readiness alert sees what /readyz would answer.
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
         self.prefix = f"{RESOURCE_MARK}{settings.instance_id}."
         tls = client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
         if tls is False:
@@ -94,13 +100,27 @@ class AgentApp:
             ssl=tls,
         )
         self.ports = PortPool(settings.media.port_min, settings.media.port_max)
+        self.audiosocket: AudioSocketServer | None = None
+        if settings.media.transport == "audiosocket":
+            sock = settings.media.audiosocket
+            self.audiosocket = AudioSocketServer(
+                settings.media.audiosocket_listen_host, sock.listen_port, hello_timeout=sock.hello_timeout
+            )
+            refused = self.metrics.rtp_dropped
+            self.audiosocket.on_reject = lambda reason: refused.labels(reason, "audiosocket").inc()
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
         self.cipher = data_cipher(settings.store)
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
+        # OTLP traces when an endpoint is configured (the otel extra): one per call, at its end.
+        self.tracer = make_tracer(settings.otel, settings.instance_id)
+        if self.tracer is not None:
+            log.info("call traces to %s", self.tracer.endpoint)
         self.store: CallStore | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self.profiles: dict[str, ProfileConfig] = settings.all_profiles()
+        # Completed leads: the store and the webhook (made at start, once the store is open).
+        self.leads: LeadHandoff | None = None
         self._providers: dict[str, ProfileProviders] = {}
         self._unavailable: dict[str, str] = {}
         # Every caller from StasisStart to hand-back; routes events to its session.
@@ -120,7 +140,13 @@ class AgentApp:
     # Start and stop
 
     async def start(self) -> None:
+        if self.audiosocket is not None:
+            # Before ARI: a call admitted now needs Asterisk able to connect (MediaError if not).
+            await self.audiosocket.start()
+            log.info("AudioSocket on %s:%d", self.audiosocket.host, self.audiosocket.port)
         await self._open_store()
+        self.leads = LeadHandoff(self.settings.leads, self.store)
+        await self.leads.resume()
         await self._prepare_profiles()
         conf = self.settings.http
         http_app = make_http_app(
@@ -130,6 +156,7 @@ class AgentApp:
             token=http_token(conf) or "",
             host=conf.host,
             instance=self.settings.instance_id,
+            console=AgentConsole(self),
         )
         self._http = HttpServer(
             http_app,
@@ -159,7 +186,7 @@ class AgentApp:
         hands it back rather than starting a session nobody would wait for.
         """
         self.calls.start_drain()
-        await self._audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
+        await self.audit("drain", signal="SIGTERM", active_calls=self.calls.holding)
         if not self.calls.idle:
             timeout = self.settings.calls.drain_timeout
             log.info("draining: %d call(s), up to %.0f s", self.calls.holding, timeout)
@@ -182,6 +209,8 @@ class AgentApp:
             await asyncio.wait(pending, timeout=5)
         if self._pool_task is not None:
             self._pool_task.cancel()
+        if self.audiosocket is not None:
+            await self.audiosocket.close()
         await self.listener.stop()
         await self.ari.close()
         if self._http is not None:
@@ -190,9 +219,13 @@ class AgentApp:
             self._purge_task.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self.leads is not None:
+            await self.leads.close()
         if self.store is not None:
             await self.store.close()
         await self.tool_hub.close()
+        if self.tracer is not None:
+            await self.tracer.close()
 
     async def _open_store(self) -> None:
         conf = self.settings.store
@@ -217,15 +250,22 @@ class AgentApp:
         """
         assert record.end_reason is not None and record.ended_at is not None
         self.metrics.calls.labels(record.end_reason).inc()
+        if self.tracer is not None:
+            try:
+                self.tracer.export_call(record)
+            except Exception:
+                log.exception("could not trace call %s", record.call_id)
+                self._count_error("trace")
         if self.records is not None:
             await self.records.write(record)
-        if self.store is None:
-            return
-        store_text = self.settings.store.text if profile_text is None else profile_text
-        try:
-            await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
-        except StoreError as exc:
-            log.error("could not store call %s: %s", record.call_id, exc)
+        if self.store is not None:
+            store_text = self.settings.store.text if profile_text is None else profile_text
+            try:
+                await self.store.save_call(StoredCall.from_record(record, store_text=store_text))
+            except StoreError as exc:
+                log.error("could not store call %s: %s", record.call_id, exc)
+        if self.leads is not None:
+            await self.leads.call_ended(self.profiles.get(record.profile), record)
 
     async def reload(self) -> None:
         """SIGHUP: read the profiles again; calls in progress keep the ones they started with."""
@@ -233,12 +273,12 @@ class AgentApp:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
             log.error("reload refused, keeping the current profiles: %s", exc)
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         errors = [p for p in all_problems(plan_all(fresh)) if p.severity == "error"]
         if errors:
             log.error("reload refused, keeping the current profiles: %s", "; ".join(map(str, errors)))
-            await self._audit("reload", signal="SIGHUP", outcome="refused")
+            await self.audit("reload", signal="SIGHUP", outcome="refused")
             return
         profiles = fresh.all_profiles()
         providers: dict[str, ProfileProviders] = {}
@@ -250,8 +290,11 @@ class AgentApp:
                 unavailable[name] = str(exc)
                 self._profile_failed(name, exc)
         self.profiles, self._providers, self._unavailable = profiles, providers, unavailable
+        self.metrics.turn_latency_threshold.clear()
+        for name, profile in profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
         log.info("profiles reloaded: %s", ", ".join(sorted(providers)) or "none usable")
-        await self._audit(
+        await self.audit(
             "reload",
             signal="SIGHUP",
             outcome="applied",
@@ -259,7 +302,7 @@ class AgentApp:
             unavailable=sorted(unavailable),
         )
 
-    async def _audit(self, action: str, **details: Any) -> None:
+    async def audit(self, action: str, **details: Any) -> None:
         """An operator's action, in the audit log; a failure to write it is logged, never fatal."""
         if not self.settings.audit.enabled:
             return
@@ -278,6 +321,7 @@ class AgentApp:
     async def _prepare_profiles(self) -> None:
         """Build each profile's providers and warm them (models, voices) before any call."""
         for name, profile in self.profiles.items():
+            self.metrics.turn_latency_threshold.labels(name).set(profile.turn_latency_alert_s)
             try:
                 self._providers[name] = await self._build_providers(name, profile)
             except Exception as exc:
@@ -410,6 +454,7 @@ class AgentApp:
                     resource_prefix=self.prefix,
                     on_done=self._session_done,
                     sink=self,
+                    audiosocket=self.audiosocket,
                 ),
             )
             if not self.calls.activate(channel.id, session, (session.media_channel_id, session.bridge_id)):
@@ -443,6 +488,7 @@ class AgentApp:
         call_id = call_id or uuid.uuid4().hex
         call_id_var.set(call_id)
         log.warning("handing channel %s back (%s): %s", channel.id, reason, why)
+        self.metrics.call_setups.labels("busy" if reason in ("busy", "drained") else "failed").inc()
         status = STATUS_FOR[reason] or "FAILED"
         try:
             try:

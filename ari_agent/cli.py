@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ari_agent.config import Settings, load_settings, masked
-from ari_agent.errors import AgentError, ConfigError
+from ari_agent.errors import AgentError, ConfigError, MediaError
 from ari_agent.observability.logs import setup_logging
 from ari_agent.ops.loadplan import CallPlan
 from ari_agent.profiles.catalogue import Problem, all_problems, plan_all
@@ -113,6 +113,17 @@ def _parser() -> argparse.ArgumentParser:
         help="a pool's live calls: each agent's HTTP address, comma-separated, or a port range "
         "(http://127.0.0.1:8090-8093); which agent has which call",
     )
+    leads = sub.add_parser(
+        "leads",
+        parents=[after, as_json],
+        help="completed leads: list, show ID, redeliver ID... (or --failed) to the webhook",
+    )
+    leads.add_argument("action", choices=["list", "show", "redeliver"])
+    leads.add_argument("lead_ids", nargs="*", metavar="ID", help="lead id (or a unique prefix)")
+    leads.add_argument(
+        "--status", choices=["stored", "pending", "delivered", "failed"], help="list: only these"
+    )
+    leads.add_argument("--failed", action="store_true", help="redeliver: every failed or pending lead")
     _load_parser(sub, [after, as_json])
     _knowledge_parser(sub, [after, as_json])
     return parser
@@ -301,7 +312,13 @@ async def _run(settings: Settings, config_file: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, received.put_nowait, sig)
-    await app.start()
+    try:
+        await app.start()
+    except MediaError as exc:
+        # The AudioSocket port taken: say which and stop, no traceback.
+        log.error("cannot start: %s", exc)
+        await app.stop()
+        return 1
     fatal = asyncio.create_task(app.fatal.wait())
     while True:
         next_signal = asyncio.create_task(received.get())
@@ -415,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(settings, args)
     if args.command == "knowledge":
         return _knowledge(settings, args)
+    if args.command == "leads":
+        from ari_agent.ops import leads as leads_ops
+
+        _ops_logging()
+        return leads_ops.run(settings, args.action, args.lead_ids, args.status, args.failed, args.json)
     if args.command in ("doctor", "call", "test", "calls"):
         from ari_agent.ops import commands  # the operator commands pull in the media plane
 

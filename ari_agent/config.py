@@ -95,7 +95,47 @@ class AriSettings(_Section):
         return value
 
 
+def _ip_literal(value: str, setting: str, fix: str) -> str:
+    # Media sockets bind per call or at start: a name would need a DNS lookup on the event loop.
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise invalid(f"{value!r} is not an IP address", f"set {setting} {fix}") from None
+    return value
+
+
+class AudioSocketSettings(_Section):
+    """The agent's AudioSocket server: Asterisk connects to it once per call (TCP)."""
+
+    # None: media.bind_host.
+    listen_host: str | None = None
+    listen_port: int = Field(9092, ge=1, le=65535)
+    # What Asterisk is told to connect to (None: media.advertise_host or the listen host; the listen port).
+    advertise_host: str | None = None
+    advertise_port: int | None = Field(None, ge=1, le=65535)
+    # A connection that has not said which call it carries (its UUID) by then is closed.
+    hello_timeout: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("listen_host")
+    @classmethod
+    def _listen_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _ip_literal(
+            value,
+            "AGENT_MEDIA__AUDIOSOCKET__LISTEN_HOST (or 'media.audiosocket.listen_host')",
+            "to an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all "
+            "(then set media.audiosocket.advertise_host too)",
+        )
+
+
 class MediaSettings(_Section):
+    # How the call's audio travels between Asterisk and the agent (one per installation):
+    # rtp = ExternalMedia RTP over UDP (any Asterisk with ARI ExternalMedia, 16.6+);
+    # audiosocket = ExternalMedia AudioSocket over TCP (Asterisk 18+, chan_audiosocket);
+    # websocket = chan_websocket (Asterisk 22.6+): reserved, not implemented yet.
+    transport: Literal["rtp", "audiosocket"] = "rtp"
+    audiosocket: AudioSocketSettings = AudioSocketSettings()
     bind_host: str = "127.0.0.1"
     advertise_host: str | None = None
     port_min: int = Field(40000, ge=1024, le=65535)
@@ -109,6 +149,17 @@ class MediaSettings(_Section):
     # 40 ms covers two frames of reordering, more than a LAN or one IP hop to Asterisk shows,
     # and keeps the worst case well under a syllable.
     jitter_buffer_ms: int = Field(40, ge=0, le=200)
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport(cls, value: object) -> object:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if name == "websocket":
+            raise invalid(
+                "websocket (chan_websocket) is not yet supported",
+                "set AGENT_MEDIA__TRANSPORT (or 'media.transport') to rtp or audiosocket",
+            )
+        return name
 
     @field_validator("bind_host")
     @classmethod
@@ -137,11 +188,37 @@ class MediaSettings(_Section):
                 "Asterisk reaches this machine on",
                 at="advertise_host",
             )
+        sock = self.audiosocket
+        if (
+            self.transport == "audiosocket"
+            and sock.advertise_host is None
+            and self.advertise_host is None
+            and ipaddress.ip_address(self.audiosocket_listen_host).is_unspecified
+        ):
+            raise invalid(
+                f"required when the AudioSocket server listens on {self.audiosocket_listen_host} "
+                "(Asterisk needs an address to connect to)",
+                "set AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_HOST (or 'media.audiosocket.advertise_host') "
+                "to the address Asterisk reaches this machine on",
+                at="audiosocket.advertise_host",
+            )
         return self
 
     @property
     def advertised(self) -> str:
         return self.advertise_host or self.bind_host
+
+    @property
+    def audiosocket_listen_host(self) -> str:
+        return self.audiosocket.listen_host or self.bind_host
+
+    @property
+    def audiosocket_advertised(self) -> tuple[str, int]:
+        """The host and port Asterisk connects to for AudioSocket."""
+        sock = self.audiosocket
+        listen = self.audiosocket_listen_host
+        host = sock.advertise_host or self.advertise_host or listen
+        return host, sock.advertise_port or sock.listen_port
 
 
 class HttpSettings(_Section):
@@ -201,6 +278,19 @@ class StoreSettings(_Section):
     keys_file: Path | None = None
 
 
+class LeadsSettings(_Section):
+    """Where completed leads go besides the store: an optional webhook (README: Leads)."""
+
+    webhook_url: str | None = None
+    # HMAC-SHA256 key of the X-Ari-Agent-Signature header; also *_FILE or /run/secrets.
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    attempts: int = Field(6, ge=1, le=50)  # in all, the first included
+    backoff_s: float = Field(2.0, gt=0, le=3600)  # before the second attempt, doubled each time
+    max_backoff_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, le=120)  # per attempt
+
+
 class AuditSettings(_Section):
     enabled: bool = True
     # None: audit.jsonl beside the call store.
@@ -213,6 +303,14 @@ class KnowledgeSettings(_Section):
     # BM25 below this is no answer (tests/bench/bench_knowledge.py measures the trade-off).
     min_score: float = Field(MIN_SCORE, ge=0)
     top: int = Field(3, ge=1, le=10)  # passages handed to the LLM per search
+
+
+class OtelSettings(_Section):
+    # OTLP/HTTP traces (the otel extra): one trace per call, written when the call ends. A base
+    # URL (http://collector:4318, /v1/traces appended) or the full traces URL. None: the standard
+    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else no traces.
+    endpoint: str | None = None
+    service_name: str = "ari-agent"
 
 
 def default_instance_id() -> str:
@@ -237,7 +335,9 @@ class Settings(BaseSettings):
     records: RecordsSettings = RecordsSettings()
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
+    leads: LeadsSettings = LeadsSettings()
     knowledge: KnowledgeSettings = KnowledgeSettings()
+    otel: OtelSettings = OtelSettings()
     default_profile: str = "frontdesk"
     # Marks the bridges and channels this instance creates; give each agent
     # instance sharing one Asterisk its own.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from ari_agent.errors import AgentError
+from ari_agent.leads.dialog import LeadSpec
 from providers.options import ProviderOptions
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class ProviderContext:
     hints: tuple[str, ...] = ()
     intents: tuple[Intent, ...] = ()
     fallback_reply: str = ""
+    lead: LeadSpec | None = None  # lead capture to completion (a dialog provider drives it)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +180,9 @@ class STTCapabilities:
     # is decided, instead of after it. A recogniser that decodes whole utterances must not.
     segments: bool = False
     input_specs: tuple[AudioSpec, ...] = (PCM16_16K,)  # what stream() accepts, preferred first
+    # Hears only the phrases it was given (the profile's hints), not free speech: a lead's
+    # free-text, email or date answers, or a spoken number, cannot reach it (`check` warns).
+    grammar_only: bool = False
 
 
 # Events of a live recognition stream.

@@ -368,12 +368,14 @@ class AriClient:
         encapsulation: str = "rtp",
         transport: str = "udp",
         direction: str = "both",
+        data: str | None = None,
         variables: Mapping[str, str] | None = None,
     ) -> Channel:
         """``POST /channels/externalMedia`` with a pre-assigned ``channelId``.
 
         ``external_host`` is ``host:port`` where Asterisk sends the media; ``format``
         is the Asterisk format name (``slin16``, ``ulaw``...), used as is, no negotiation.
+        ``data`` is the AudioSocket UUID (``encapsulation=audiosocket``, ``transport=tcp``).
         """
         params = {
             "channelId": channel_id,
@@ -384,6 +386,8 @@ class AriClient:
             "transport": transport,
             "direction": direction,
         }
+        if data is not None:
+            params["data"] = data
         return await self._channel("POST", "/channels/externalMedia", params=params, variables=variables)
 
     async def originate(

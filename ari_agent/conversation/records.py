@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EndReason = Literal["hangup_by_caller", "hangup_by_agent", "transferred", "busy", "failed", "drained"]
+EndReason = Literal[
+    "hangup_by_caller",
+    "hangup_by_agent",
+    "transferred",
+    "busy",
+    "failed",
+    "drained",
+    "operator_handback",
+    "operator_hangup",
+]
 
 # end_reason -> AI_AGENT_STATUS (None: the caller hung up, nobody to tell)
 STATUS_FOR: dict[str, str | None] = {
@@ -34,6 +43,9 @@ STATUS_FOR: dict[str, str | None] = {
     "busy": "BUSY",
     "failed": "FAILED",
     "drained": "DRAINING",
+    # The console's actions: an operator handed the call back, or hung it up.
+    "operator_handback": "OPERATOR",
+    "operator_hangup": "OPERATOR_HANGUP",
 }
 
 

@@ -26,12 +26,13 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, ut
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, Search, ToolRunner
 from ari_agent.errors import MediaError
-from ari_agent.media import inbound
+from ari_agent.media import audiosocket_leg, inbound
+from ari_agent.media.audiosocket_leg import AudioSocketLeg, AudioSocketServer
 from ari_agent.media.codecs import wire_format
+from ari_agent.media.leg import DropCounters, MediaLeg
 from ari_agent.media.pacer import OutboundPacer
 from ari_agent.media.quality import mos
 from ari_agent.media.transport import (
-    DropCounters,
     PortPool,
     RtpEndpoint,
     asterisk_hosts,
@@ -102,6 +103,8 @@ class SessionDeps:
     resource_prefix: str
     on_done: Callable[[CallSession], None]
     sink: CallSink
+    # The app's AudioSocket listener (media.transport = audiosocket), else None.
+    audiosocket: AudioSocketServer | None = None
 
 
 class CallSession:
@@ -132,8 +135,13 @@ class CallSession:
             profile=profile_name,
             instance=deps.settings.instance_id,
         )
-        self._wire = wire_format(deps.settings.media.format)
-        self._endpoint: RtpEndpoint | None = None
+        media = deps.settings.media
+        self.transport = media.transport
+        if self.transport == "audiosocket":
+            self._wire = audiosocket_leg.wire_for(media.format)
+        else:
+            self._wire = wire_format(media.format)
+        self._leg: MediaLeg | None = None
         self._pacer: OutboundPacer | None = None
         self._conversation: Conversation | None = None
         self._media_channel_up = asyncio.Event()
@@ -186,6 +194,35 @@ class CallSession:
             "instance": self.record.instance,
         }
 
+    def live(self, *, text: bool) -> dict[str, Any]:
+        """The console's view of the call in progress: ``text`` (the operator's opt-in, per
+        profile or global) adds the caller's number and name and the turns' words."""
+        view = self.summary()
+        view["duration_s"] = round(time.monotonic() - self._started_mono, 1)
+        view["transport"] = self.transport
+        leg = self._leg
+        if leg is not None and leg.stats.received:
+            stats = leg.stats
+            view["quality"] = {
+                "loss": round(stats.fraction_lost, 4),
+                "jitter_ms": round(stats.jitter_ms, 1),
+                "mos": round(mos(stats.fraction_lost, stats.jitter_ms, 20.0), 2),
+            }
+        turns: list[dict[str, Any]] = []
+        for turn in list(self.record.turns):
+            item: dict[str, Any] = {"role": turn.role, "at": turn.at, "timings": turn.timings.to_json()}
+            if turn.interrupted:
+                item["interrupted"] = True
+            if turn.ended_by is not None:
+                item["ended_by"] = turn.ended_by
+            if text:
+                item["text"] = turn.text
+            turns.append(item)
+        view["turns"] = turns
+        if text:
+            view["caller"] = dict(self.record.caller)
+        return view
+
     def _stop_task(self) -> None:
         if self._task is not None and not self._task.done() and self._task is not asyncio.current_task():
             self._task.cancel()
@@ -195,16 +232,23 @@ class CallSession:
 
     async def _run(self) -> None:
         call_id_var.set(self.call_id)
+        setups = self.deps.metrics.call_setups
         try:
             await self._setup()
+            setups.labels("ok").inc()
             self._state = "running"
             assert self._conversation is not None
             await self._conversation.run()
         except Finish as finish:
+            if self._state == "starting":
+                setups.labels("busy" if finish.reason == "busy" else "failed").inc()
             await self._finish(finish.reason, finish.target)
         except asyncio.CancelledError:
-            pass  # ended from outside; end_reason is already set
+            if self._state == "starting":
+                setups.labels("abandoned").inc()  # the caller hung up (or a drain) mid set-up
         except Exception:
+            if self._state == "starting":
+                setups.labels("failed").inc()
             log.exception("call failed")
             self.deps.metrics.errors.labels("call").inc()
             await self._finish("failed", None)
@@ -215,32 +259,94 @@ class CallSession:
         ari = self.deps.ari
         settings = self.deps.settings
         await ari.answer(self.caller.id)
+        leg = self._leg = await self._open_leg()
+        await ari.create_bridge(self.bridge_id, "mixing", name=self.bridge_id)
+        await ari.add_channel(self.bridge_id, self.caller.id)
         try:
-            self._endpoint = await open_endpoint(
+            if isinstance(leg, AudioSocketLeg):
+                host, port = settings.media.audiosocket_advertised
+                # Asterisk connects while it creates the channel and sends leg.uuid first.
+                media = await ari.external_media(
+                    self.media_channel_id,
+                    settings.stasis_app,
+                    rtp_address(host, port),
+                    self._wire.name,
+                    encapsulation="audiosocket",
+                    transport="tcp",
+                    data=str(leg.uuid),
+                )
+            else:
+                assert isinstance(leg, RtpEndpoint)
+                media = await ari.external_media(
+                    self.media_channel_id,
+                    settings.stasis_app,
+                    rtp_address(settings.media.advertised, leg.port),
+                    self._wire.name,
+                )
+        except AriError as exc:
+            log.warning("ExternalMedia channel refused: %s", exc)
+            raise Finish("busy") from None
+        if isinstance(leg, RtpEndpoint):
+            await self._lock_rtp_source(leg, media)
+        instructions = await self._instructions()
+        # Asterisk refuses to bridge the media channel until it is in Stasis itself.
+        try:
+            await asyncio.wait_for(self._media_channel_up.wait(), MEDIA_CHANNEL_TIMEOUT)
+        except TimeoutError:
+            log.error("ExternalMedia channel never entered the app")
+            raise Finish("failed") from None
+        await ari.add_channel(self.bridge_id, self.media_channel_id)
+        frames_out = self.deps.metrics.rtp_out.labels(self.transport)
+
+        def send(data: bytes) -> None:
+            leg.send(data)
+            frames_out.inc()
+
+        self._pacer = OutboundPacer(send, self._wire, on_audio_sent=self._on_sent_audio, rtp=leg.rtp_framing)
+        self._pacer.start()
+        self._conversation = self._make_conversation(self._pacer, instructions)
+        # A greeting over a path that isn't flowing yet gets its first words cut.
+        try:
+            await asyncio.wait_for(leg.first_packet.wait(), settings.calls.first_media_timeout)
+        except TimeoutError:
+            log.info("no inbound audio yet; greeting anyway")
+
+    async def _open_leg(self) -> MediaLeg:
+        """The call's media leg on the configured transport (Finish("busy") when there is none)."""
+        settings = self.deps.settings
+        metrics = self.deps.metrics
+        counters = DropCounters(on_drop=self._count_drop)
+        frames_in = metrics.rtp_in.labels(self.transport)
+        if self.transport == "audiosocket":
+            server = self.deps.audiosocket
+            if server is None:
+                log.error("media.transport is audiosocket but the AudioSocket server is not running")
+                raise Finish("busy")
+            return server.expect(
+                self._wire,
+                self._on_audio,
+                counters,
+                jitter_ms=settings.media.jitter_buffer_ms,
+                on_event=self._count_event,
+                on_accepted=frames_in.inc,
+            )
+        try:
+            return await open_endpoint(
                 self.deps.ports,
                 settings.media.bind_host,
                 self._wire,
                 self._on_audio,
-                DropCounters(on_drop=self._count_drop),
+                counters,
                 jitter_ms=settings.media.jitter_buffer_ms,
                 on_event=self._count_event,
-                on_accepted=self.deps.metrics.rtp_in.inc,
+                on_accepted=frames_in.inc,
             )
         except MediaError as exc:
             log.warning("no RTP port for the call: %s", exc)
             raise Finish("busy") from None
-        await ari.create_bridge(self.bridge_id, "mixing", name=self.bridge_id)
-        await ari.add_channel(self.bridge_id, self.caller.id)
-        try:
-            media = await ari.external_media(
-                self.media_channel_id,
-                settings.stasis_app,
-                rtp_address(settings.media.advertised, self._endpoint.port),
-                self._wire.name,
-            )
-        except AriError as exc:
-            log.warning("ExternalMedia channel refused: %s", exc)
-            raise Finish("busy") from None
+
+    async def _lock_rtp_source(self, endpoint: RtpEndpoint, media: Channel) -> None:
+        ari = self.deps.ari
         host = media.channelvars.get("UNICASTRTP_LOCAL_ADDRESS") or await ari.get_variable(
             self.media_channel_id, "UNICASTRTP_LOCAL_ADDRESS"
         )
@@ -253,30 +359,8 @@ class CallSession:
         expected: frozenset[str] = frozenset()
         if is_unspecified(host):
             # Asterisk did not say which address it sends from: only its own may take the lock.
-            expected = await asterisk_hosts(settings.ari.url)
-        self._endpoint.lock_source(host, int(port), expected_hosts=expected)
-        instructions = await self._instructions()
-        # Asterisk refuses to bridge the media channel until it is in Stasis itself.
-        try:
-            await asyncio.wait_for(self._media_channel_up.wait(), MEDIA_CHANNEL_TIMEOUT)
-        except TimeoutError:
-            log.error("ExternalMedia channel never entered the app")
-            raise Finish("failed") from None
-        await ari.add_channel(self.bridge_id, self.media_channel_id)
-        endpoint = self._endpoint
-
-        def send(data: bytes) -> None:
-            endpoint.send(data)
-            self.deps.metrics.rtp_out.inc()
-
-        self._pacer = OutboundPacer(send, self._wire, on_audio_sent=self._on_sent_audio)
-        self._pacer.start()
-        self._conversation = self._make_conversation(self._pacer, instructions)
-        # A greeting over a path that isn't flowing yet gets its first words cut.
-        try:
-            await asyncio.wait_for(endpoint.first_packet.wait(), settings.calls.first_media_timeout)
-        except TimeoutError:
-            log.info("no inbound RTP yet; greeting anyway")
+            expected = await asterisk_hosts(self.deps.settings.ari.url)
+        endpoint.lock_source(host, int(port), expected_hosts=expected)
 
     def _make_conversation(self, pacer: OutboundPacer, instructions: str) -> Conversation:
         providers = self.providers
@@ -301,8 +385,8 @@ class CallSession:
             conversation = RealtimeConversation(
                 parts, realtime=providers.realtime, pacer=pacer, wire_name=self._wire.name
             )
-            if conversation.raw and self._endpoint is not None:
-                self._endpoint.on_payload = conversation.on_payload
+            if conversation.raw and self._leg is not None:
+                self._leg.on_payload = conversation.on_payload
             return conversation
         assert providers.stt is not None and providers.llm is not None
         return PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
@@ -336,7 +420,7 @@ class CallSession:
         if self._conversation is not None:
             self._conversation.on_sent_audio(pcm, at)
 
-    def _observe_quality(self, endpoint: RtpEndpoint) -> None:
+    def _observe_quality(self, endpoint: MediaLeg) -> None:
         quality = endpoint.inbound.quality()
         stats = endpoint.stats
         if stats.received:
@@ -354,14 +438,14 @@ class CallSession:
         self.record.media = quality
 
     def _count_drop(self, reason: str) -> None:
-        self.deps.metrics.rtp_dropped.labels(reason).inc()
+        self.deps.metrics.rtp_dropped.labels(reason, self.transport).inc()
 
     def _count_event(self, kind: str) -> None:
         metrics = self.deps.metrics
         if kind == inbound.GAP:
-            metrics.rtp_gaps.inc()
+            metrics.rtp_gaps.labels(self.transport).inc()
         else:
-            metrics.rtp_events.labels(kind).inc()
+            metrics.rtp_events.labels(kind, self.transport).inc()
 
     async def _set_variable(self, name: str, value: str) -> None:
         try:
@@ -395,7 +479,7 @@ class CallSession:
             return
         try:
             await ari.set_variable(self.caller.id, "AI_AGENT_STATUS", status)
-            if reason == "hangup_by_agent":
+            if reason in ("hangup_by_agent", "operator_hangup"):
                 await ari.hangup(self.caller.id)
             elif target is not None:
                 context = target.context or (self.caller.dialplan.context if self.caller.dialplan else None)
@@ -439,10 +523,10 @@ class CallSession:
             await self._pacer.stop()
             # The pacer and the endpoint survive their callbacks' failures and count them.
             metrics.errors.labels("rtp_send").inc(self._pacer.send_errors)
-        if self._endpoint is not None:
-            self._endpoint.close()
-            self._observe_quality(self._endpoint)
-            metrics.errors.labels("rtp_consumer").inc(self._endpoint.callback_errors)
+        if self._leg is not None:
+            self._leg.close()
+            self._observe_quality(self._leg)
+            metrics.errors.labels("rtp_consumer").inc(self._leg.callback_errors)
         ari = self.deps.ari
         try:
             await ari.destroy_bridge(self.bridge_id)

@@ -7,6 +7,7 @@ been heard; the others act at once and report back to the model.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 from ari_agent.conversation.records import EndReason, ToolUse
 from ari_agent.knowledge.answer import SEARCH_SPEC, TOOL_NAME, Found
+from ari_agent.leads.fields import Invalid, parse
 from ari_agent.profiles import DestinationConfig, ProfileConfig
 from ari_agent.toolservers import RemoteTools, ToolServerError
 from providers.base import ToolCall, ToolSpec
@@ -57,10 +59,11 @@ def tool_specs(profile: ProfileConfig, *, knowledge: bool = False) -> tuple[Tool
             specs.append(
                 ToolSpec(
                     "capture",
-                    "Store a detail the caller gave (for example their name or callback number).",
+                    "Store a detail the caller gave (for example their name or callback number)."
+                    + _field_guide(profile),
                     _object(
                         {
-                            "field": {"type": "string", "enum": list(profile.capture_fields)},
+                            "field": {"type": "string", "enum": profile.field_names},
                             "value": {"type": "string"},
                         }
                     ),
@@ -80,6 +83,25 @@ def tool_specs(profile: ProfileConfig, *, knowledge: bool = False) -> tuple[Tool
                 )
             )
     return tuple(specs)
+
+
+def _field_guide(profile: ProfileConfig) -> str:
+    """The typed fields, so the model asks for each in turn and knows what is valid."""
+    if all(isinstance(entry, str) for entry in profile.capture_fields):
+        return ""  # names only: free text, described as before
+    lines = []
+    for f in profile.fields:
+        kind = f.type + (f" ({', '.join(f.options)})" if f.options else "")
+        need = "required" if f.required else "optional"
+        lines.append(f"- {f.name}: {kind}, {need}; ask: {f.prompt}")
+    done = ""
+    if profile.lead is not None and profile.lead.result and "set_variable" in profile.tools:
+        # The core takes a call that ends with this result as a completed lead (hand-off).
+        done = f" Once the caller confirmed, call set_variable AI_AGENT_RESULT={profile.lead.result}."
+    return (
+        " Ask for each required field until it is valid, read them back and have the caller "
+        f"confirm before finishing.{done} Fields:\n" + "\n".join(lines)
+    )
 
 
 def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,8 +178,14 @@ class ToolRunner:
             return ToolOutcome("ok", Finish("transferred", target))
         if call.name == "capture":
             field, value = str(args.get("field", "")), str(args.get("value", "")).strip()
-            if field not in self.profile.capture_fields or not value:
+            definition = next((f for f in self.profile.fields if f.name == field), None)
+            if definition is None or not value:
                 return ToolOutcome(f"error: cannot capture {field!r}")
+            parsed = parse(definition, value, today=dt.date.today())
+            if isinstance(parsed, Invalid):
+                # The model asks again; the caller's words are not repeated in the error.
+                return ToolOutcome(f"error: not a valid {definition.type}: {parsed.reason}")
+            value = parsed.value
             self.fields[field] = value
             await self._set(field_variable(field), value)
             return ToolOutcome("ok")

@@ -30,7 +30,7 @@ _PERIOD = FRAME_MS / 1000.0
 
 
 class OutboundPacer:
-    """Turns 16 kHz PCM into paced RTP packets for one call."""
+    """Turns 16 kHz PCM into paced RTP packets (or bare frames) for one call."""
 
     def __init__(
         self,
@@ -43,8 +43,11 @@ class OutboundPacer:
         first_timestamp: int | None = None,
         on_sent: Callable[[Hashable | None], None] | None = None,
         on_audio_sent: Callable[[Pcm, float], None] | None = None,
+        rtp: bool = True,
     ) -> None:
         self._send = endpoint_send
+        # False: send() gets each bare 20 ms frame (a transport with its own framing, AudioSocket).
+        self.rtp = rtp
         # A leg may send in another format than it receives (slin16: 8 kHz back).
         self.wire = wire = wire.outbound
         self.ssrc = ssrc if ssrc is not None else random.getrandbits(32)
@@ -227,20 +230,23 @@ class OutboundPacer:
             index = wall_index if self._last_index is None else max(self._last_index + 1, wall_index)
         else:
             index = self._last_index + 1
-        packet = RtpPacket(
-            payload_type=self.wire.send_payload_type,
-            sequence=self._seq,
-            timestamp=(self._ts_base + index * self._spf) & 0xFFFF_FFFF,
-            ssrc=self.ssrc,
-            payload=frame,
-            marker=marker,
-        )
+        if self.rtp:
+            data = RtpPacket(
+                payload_type=self.wire.send_payload_type,
+                sequence=self._seq,
+                timestamp=(self._ts_base + index * self._spf) & 0xFFFF_FFFF,
+                ssrc=self.ssrc,
+                payload=frame,
+                marker=marker,
+            ).serialize()
+        else:
+            data = frame
         try:
-            self._send(packet.serialize())
+            self._send(data)
         except Exception:
             self.send_errors += 1
             if self.send_errors == 1:
-                log.exception("RTP send failed (further failures only counted)")
+                log.exception("media send failed (further failures only counted)")
         self._seq = (self._seq + 1) & 0xFFFF
         self._last_index = index
         self._last_send_at = now

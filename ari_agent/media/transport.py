@@ -16,15 +16,16 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from ari_agent.errors import MediaError
 from ari_agent.media import inbound
-from ari_agent.media.clock import ReceiveClock, shared_clock
-from ari_agent.media.codecs import SESSION_SAMPLE_RATE, Pcm, WireFormat
-from ari_agent.media.inbound import InboundStream
-from ari_agent.media.resample import StreamResampler
-from ari_agent.media.rtp import SourceStats, is_rtcp, parse_rtp
+from ari_agent.media.clock import ReceiveClock
+from ari_agent.media.codecs import Pcm, WireFormat
+from ari_agent.media.leg import DEFAULT_JITTER_MS, DropCounters, ReceiveSide
+from ari_agent.media.rtp import is_rtcp, parse_rtp
+
+__all__ = ["DEFAULT_JITTER_MS", "DropCounters", "PortPool", "RtpEndpoint", "open_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +45,6 @@ DROP_REASONS = (
     inbound.DROP_DUPLICATE,
     inbound.DROP_LATE,
 )
-DEFAULT_JITTER_MS = 40
-
-
-class DropCounters:
-    """Dropped datagrams by reason; ``on_drop`` lets the app mirror them into its metrics."""
-
-    def __init__(self, on_drop: Callable[[str], None] | None = None) -> None:
-        self.counts: dict[str, int] = {}
-        self.on_drop = on_drop
-
-    def add(self, reason: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        if self.on_drop is not None:
-            self.on_drop(reason)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 class PortPool:
@@ -145,8 +128,11 @@ def _bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
-class RtpEndpoint(asyncio.DatagramProtocol):
+class RtpEndpoint(ReceiveSide, asyncio.DatagramProtocol):
     """The agent's side of one ExternalMedia RTP leg. Build it with :func:`open_endpoint`."""
+
+    transport = "rtp"
+    rtp_framing = True
 
     def __init__(
         self,
@@ -161,32 +147,25 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         on_event: Callable[[str], None] | None = None,
         on_accepted: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(
+            wire,
+            on_audio,
+            counters,
+            jitter_ms=jitter_ms,
+            clock=clock,
+            on_event=on_event,
+            on_accepted=on_accepted,
+        )
         self.pool = pool
         self.port = port
-        self.wire = wire
-        self.on_audio = on_audio
-        # Optional: the raw payload as received, for consumers that take the
-        # call's own encoding (no decode and resample round trip).
-        self.on_payload: Callable[[bytes], None] | None = None
-        self.counters = counters if counters is not None else DropCounters()
-        self.jitter_ms = jitter_ms
-        self.on_event = on_event
-        self.on_accepted = on_accepted
-        self._clock = clock if clock is not None else shared_clock()
-        self._unsubscribe: Callable[[], None] | None = None
-        self.inbound = InboundStream(wire, jitter_ms, time.monotonic(), self._event)
-        self.first_packet = asyncio.Event()
         self.packets_in = 0  # accepted RTP packets (audio, comfort noise, telephone-events)
         self.packets_out = 0
         self.send_errors = 0
-        self.callback_errors = 0
         self.remote: tuple[str, int] | None = None
         self.local_address: tuple[str, int] | None = None
         self._expected_hosts: frozenset[str] = frozenset()
         self._ipv6_socket = False
-        self._resampler = StreamResampler(wire.sample_rate, SESSION_SAMPLE_RATE)
         self._transport: asyncio.DatagramTransport | None = None
-        self._closed = False
         self._learn_host = False
         self._released = False
 
@@ -230,35 +209,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 self.first_packet.set()
         self._deliver(payloads)
 
-    def tick(self, now: float) -> None:
-        """The receive clock's 20 ms beat: hand on what is due, fill what nobody sent."""
-        if self._closed:
-            return
-        self._deliver(self.inbound.tick(now))
-
-    def _event(self, kind: str) -> None:
-        if self.on_event is not None:
-            self._call_quietly(self.on_event, kind)
-
-    def _deliver(self, payloads: list[bytes]) -> None:
-        if not payloads:
-            return
-        payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)
-        if self.on_payload is not None:
-            self._call_quietly(self.on_payload, payload)
-        pcm = self._resampler.process(self.wire.decode(payload))
-        if pcm.size:
-            self._call_quietly(self.on_audio, pcm)
-
-    def _call_quietly(self, callback: Callable[[Any], None], arg: object) -> None:
-        try:
-            callback(arg)
-        except Exception:
-            # An exception escaping here would make asyncio close the socket: the call would go deaf.
-            self.callback_errors += 1
-            if self.callback_errors == 1:
-                log.exception("audio consumer failed on RTP port %d (further failures counted)", self.port)
-
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable after Asterisk hung up) surface here, per packet.
         self.send_errors += 1
@@ -279,14 +229,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._learn_host = is_unspecified(host)
         self._expected_hosts = frozenset(canonical_host(h) for h in expected_hosts)
         self.remote = (host if self._learn_host else canonical_host(host), port)
-        if self._unsubscribe is None and not self._closed:
-            # The stream's clock starts now: before this nothing could arrive.
-            self.inbound = InboundStream(self.wire, self.jitter_ms, time.monotonic(), self._event)
-            self._unsubscribe = self._clock.subscribe(self.tick)
-
-    @property
-    def stats(self) -> SourceStats:
-        return self.inbound.stats
+        self._start_receiving()
 
     def _from_asterisk(self, host: str) -> bool:
         remote = self.remote
@@ -311,19 +254,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.packets_out += 1
         return True
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Close the socket; safe to call twice.
 
         The port goes back to the pool in connection_lost, once asyncio has
         really closed the socket, so the next call can bind it again.
         """
-        self._closed = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        self._stop_receiving()
         transport = self._transport
         if transport is None:
             self._release()
@@ -331,9 +268,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             transport.close()
 
     def _release(self) -> None:
-        self._closed = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        self._stop_receiving()
         if not self._released:
             self._released = True
             self.pool.release(self.port)

@@ -8,6 +8,8 @@ file named by ``AGENT_HTTP__TOKEN_FILE`` (or ``AGENT_HTTP_TOKEN_FILE``), or
 unreadable or empty is an error, never "no token". The server binds
 127.0.0.1 by default; bound anywhere else without a token, it says so in the
 log once. Connections are capped and idle ones closed (:class:`HttpServer`).
+The live console (``/`` and ``/console/...``, :mod:`ari_agent.observability.console`) checks
+its own login: a cookie set with the same token, or the bearer header.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ari_agent.config import HttpSettings
+from ari_agent.observability.console import ConsoleSource, add_console, is_console_path
 from ari_agent.observability.metrics import Metrics
 from ari_agent.secretfile import read_secret
 
@@ -78,7 +81,8 @@ def _token_middleware(token: str) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        # The console checks its own login (a cookie, or this same bearer token).
+        if request.path in OPEN_PATHS or is_console_path(request.path):
             return await handler(request)
         # aiohttp keeps undecodable header bytes as surrogates: give them back as bytes so
         # a garbage header is a 401 like any wrong one, not a 500 with a traceback.
@@ -102,10 +106,12 @@ def make_http_app(
     token: str | None = None,
     host: str | None = None,
     instance: str | None = None,
+    console: ConsoleSource | None = None,
 ) -> web.Application:
     """``token`` None reads it from the environment (see module doc); ``host`` only for the warning;
     ``instance`` (AGENT_INSTANCE_ID) answers ``/calls`` in the ``X-Agent-Instance`` header, so even
-    an empty list says which agent of a pool it came from."""
+    an empty list says which agent of a pool it came from. ``console``: the live console at ``/``
+    (see :mod:`ari_agent.observability.console`)."""
     if token is None:
         token = http_token()
 
@@ -130,6 +136,8 @@ def make_http_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/calls", calls)
+    if console is not None:
+        add_console(app, console, token or None, loopback=is_loopback(host or "127.0.0.1"))
     if host is not None:
         warning = exposure_warning(host, token)
         if warning:

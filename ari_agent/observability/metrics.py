@@ -18,21 +18,37 @@ class Metrics:
         self.calls = Counter(
             "ari_agent_calls", "Ended calls by outcome (end_reason)", ["outcome"], registry=r
         )
-        self.rtp_in = Counter("ari_agent_rtp_packets_in", "RTP packets accepted from Asterisk", registry=r)
-        self.rtp_out = Counter("ari_agent_rtp_packets_out", "RTP packets sent to Asterisk", registry=r)
+        # The media metrics carry the call's transport (rtp, audiosocket); the names keep
+        # "rtp" for the dashboards that read them. On AudioSocket a "packet" is a 20 ms frame.
+        self.rtp_in = Counter(
+            "ari_agent_rtp_packets_in",
+            "Media packets (AudioSocket: 20 ms frames) accepted from Asterisk",
+            ["transport"],
+            registry=r,
+        )
+        self.rtp_out = Counter(
+            "ari_agent_rtp_packets_out",
+            "Media packets (AudioSocket: 20 ms frames) sent to Asterisk",
+            ["transport"],
+            registry=r,
+        )
         self.rtp_dropped = Counter(
-            "ari_agent_rtp_packets_dropped", "Inbound datagrams dropped, by reason", ["reason"], registry=r
+            "ari_agent_rtp_packets_dropped",
+            "Inbound media dropped, by reason",
+            ["reason", "transport"],
+            registry=r,
         )
         self.rtp_events = Counter(
             "ari_agent_rtp_inbound_events",
-            "Inbound RTP events that are not drops (comfort noise, telephone-events, SSRC changes, "
-            "concealed frames, gaps)",
-            ["kind"],
+            "Inbound media events that are not drops (comfort noise, telephone-events, SSRC changes, "
+            "concealed frames, gaps, late fills: silence filled for packets that were only late)",
+            ["kind", "transport"],
             registry=r,
         )
         self.rtp_gaps = Counter(
             "ari_agent_rtp_inbound_gaps",
-            "Inbound silences of 1 s or more with no RTP at all (silence suppression, DTX, a stalled leg)",
+            "Inbound silences of 1 s or more with no media at all (silence suppression, DTX, a stalled leg)",
+            ["transport"],
             registry=r,
         )
         self.jitter_buffer_depth = Gauge(
@@ -40,6 +56,16 @@ class Metrics:
             "Receive jitter buffer window (media.jitter_buffer_ms; 0 = off)",
             registry=r,
         )
+        # Set-up: from admission to the conversation running (answer, bridge, media channel).
+        # "failed" is the agent's or Asterisk's fault; "busy" a limit (calls, ports); a caller who
+        # hangs up during set-up is "abandoned". The set-up failure alert reads failed / all.
+        self.call_setups = Counter(
+            "ari_agent_call_setups",
+            "Calls by how their set-up ended (ok, failed, busy, abandoned)",
+            ["outcome"],
+            registry=r,
+        )
+        self.ready = Gauge("ari_agent_ready", "1 while /readyz answers ready", registry=r)
         self.ari_connected = Gauge("ari_agent_ari_connected", "1 while the ARI WebSocket is up", registry=r)
         # Which agent this is (a pool's agents share one Asterisk): 1, labelled.
         self.instance_info = Gauge(
@@ -84,6 +110,13 @@ class Metrics:
             "End of the caller's speech to the first packet of the agent's reply sent",
             ["profile"],
             buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+            registry=r,
+        )
+        # What the alert rule compares turn latency with, per profile (profile turn_latency_alert_s).
+        self.turn_latency_threshold = Gauge(
+            "ari_agent_turn_latency_threshold_seconds",
+            "Turn latency above which the profile's alert fires (its turn_latency_alert_s)",
+            ["profile"],
             registry=r,
         )
         self.turn_ends = Counter(

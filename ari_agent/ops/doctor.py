@@ -4,10 +4,12 @@ Checks, in order; a failed check skips the ones that depend on it:
 
 1. ``ari``: ARI answers at the configured URL.
 2. ``credentials``: the configured user and password are accepted.
-3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis, chan_rtp loaded.
+3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis and the configured
+   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket) loaded.
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
-5. ``media``: two-way audio between Asterisk and the advertised RTP address.
+5. ``media``: two-way audio between Asterisk and the advertised RTP address
+   (on AudioSocket: the same over AudioSocket connections, see audiosocket_probe).
    Two ExternalMedia channels in one mixing bridge, each toward a UDP socket
    of ours bound like the agent's media: a prompt played into the bridge must
    reach us (Asterisk → advertised address), and a tone we send into one
@@ -36,12 +38,19 @@ from ari_agent.ari.tls import CA_SETTING, UNVERIFIED_WARNING, is_tls
 from ari_agent.config import Settings
 from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
+from ari_agent.ops.audiosocket_probe import audiosocket_loopback
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
 REQUIRED_MODULES = ("res_ari.so", "res_http_websocket.so", "res_stasis.so", "app_stasis.so", "chan_rtp.so")
+# What each media.transport needs beside the ARI stack (chan_rtp stays in the list for
+# every transport: the agent's `call` and `test` tools speak over RTP).
+TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
+    "rtp": (),
+    "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
+}
 HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"
 STASIS_WAIT = 5.0
@@ -235,7 +244,8 @@ class Doctor:
 
     async def _check_modules(self) -> bool:
         missing: list[str] = []
-        for module in REQUIRED_MODULES:
+        required = REQUIRED_MODULES + TRANSPORT_MODULES[self.settings.media.transport]
+        for module in required:
             try:
                 data = await self.ari.get_module(module)
             except AriNotFound:
@@ -243,13 +253,13 @@ class Doctor:
                 continue
             if str(data.get("status", "Running")) != "Running":
                 missing.append(module)
+        transport = self.settings.media.transport
         if missing:
             for module in missing:
-                self._add(Check("modules", "fail", f"module {module} is not loaded", module_fix(module)))
+                why = f" (media.transport is {transport})" if module in TRANSPORT_MODULES[transport] else ""
+                self._add(Check("modules", "fail", f"module {module} is not loaded{why}", module_fix(module)))
             return False
-        self._add(
-            Check("modules", "ok", "loaded: " + ", ".join(m.removesuffix(".so") for m in REQUIRED_MODULES))
-        )
+        self._add(Check("modules", "ok", "loaded: " + ", ".join(m.removesuffix(".so") for m in required)))
         return True
 
     async def _check_app(self) -> bool:
@@ -284,6 +294,10 @@ class Doctor:
 
     async def _check_media(self, app: PrivateApp) -> None:
         media = self.settings.media
+        if media.transport == "audiosocket":
+            outcome = await audiosocket_loopback(self.ari, app, self.settings)
+            self._add(Check("media", "ok" if outcome.ok else "fail", outcome.detail, outcome.fix))
+            return
         advertised = media.advertised
         if _is_unspecified(advertised):
             self._add(

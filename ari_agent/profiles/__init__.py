@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ari_agent.conversation.backchannel import DEFAULT_BACKCHANNELS
+from ari_agent.leads.dialog import LeadSpec
+from ari_agent.leads.fields import FieldDef, field_defs
 from providers.base import Intent, ProviderContext
 
 
@@ -35,6 +37,29 @@ class IntentConfig(_Model):
     result: str | None = None
     # The caller's next answer is captured into this field (AI_FIELD_<NAME>).
     capture: str | None = None
+
+
+class LeadConfig(_Model):
+    """Lead capture to completion: the required capture_fields are asked for until valid.
+
+    The scripted dialog drives it (an LLM profile is told the fields through the capture tool).
+    """
+
+    # The intent whose reply starts the lead (its first question follows the reply);
+    # none: the call starts in the lead, the greeting asking the first question.
+    intent: str | None = None
+    confirm: str = "I have {summary}. Is that right?"
+    ask_correction: str = "Which one should I change: {labels}?"
+    retry: str = "Sorry, {reason}. {question}"
+    complete_reply: str = "Thank you, I have everything I need."
+    failed_reply: str = "Sorry, I could not get those details."
+    max_attempts: int = Field(3, ge=1, le=10)
+    # After the read-back is confirmed; a failed lead ends with on_failed.
+    on_complete: Literal["none", "hangup", "transfer"] = "hangup"
+    on_failed: Literal["none", "hangup", "transfer"] = "hangup"
+    destination: str | None = None  # for a transfer (either way)
+    result: str | None = "lead"  # AI_AGENT_RESULT of a completed lead
+    failed_result: str | None = "lead_incomplete"
 
 
 class DestinationConfig(_Model):
@@ -88,7 +113,10 @@ class ProfileConfig(_Model):
     destinations: dict[str, DestinationConfig] = {}
     # Tools the dialog or the LLM may call.
     tools: list[Literal["hangup", "transfer", "capture", "set_variable"]] = ["hangup", "transfer"]
-    capture_fields: list[str] = []  # names the capture tool accepts, e.g. name, callback_number
+    # What the capture tool (and a lead) accepts: names (optional text fields, e.g.
+    # "callback_number") or typed definitions ({name, type, question, required, ...}).
+    capture_fields: list[str | FieldDef] = []
+    lead: LeadConfig | None = None
     variables: list[str] = ["AI_AGENT_RESULT"]  # channel variables set_variable may set
     # MCP servers by name (letters, digits, _ and -): their allowed tools are offered to the LLM
     # as <server>__<tool>. A call to one that takes longer than tool_timeout_ms is abandoned
@@ -148,6 +176,9 @@ class ProfileConfig(_Model):
     idle_goodbye: str = "I will end the call now. Goodbye."
     max_duration_s: float = Field(900, gt=0)
     max_duration_goodbye: str = "We have reached the time limit for this call. Goodbye."
+    # The alert rule's line (deploy/prometheus/alerts.yml): this profile's turn latency above it,
+    # sustained, alerts. Exported as ari_agent_turn_latency_threshold_seconds{profile}.
+    turn_latency_alert_s: float = Field(1.5, gt=0, le=30)
     # After the agent's last word, wait this long before acting (hang up, transfer).
     action_delay_ms: int = Field(200, ge=0, le=5000)
     # Store turn text in the call store for this profile (None: the global AGENT_STORE__TEXT).
@@ -166,10 +197,56 @@ class ProfileConfig(_Model):
                 )
         return self
 
+    @property
+    def fields(self) -> tuple[FieldDef, ...]:
+        return field_defs(self.capture_fields)
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def lead_spec(self) -> LeadSpec | None:
+        lead = self.lead
+        if lead is None:
+            return None
+        return LeadSpec(
+            fields=self.fields,
+            intent=lead.intent,
+            confirm=lead.confirm,
+            ask_correction=lead.ask_correction,
+            retry=lead.retry,
+            complete_reply=lead.complete_reply,
+            failed_reply=lead.failed_reply,
+            max_attempts=lead.max_attempts,
+            on_complete=lead.on_complete,
+            on_failed=lead.on_failed,
+            destination=lead.destination,
+            result=lead.result,
+            failed_result=lead.failed_result,
+        )
+
+    @model_validator(mode="after")
+    def _lead_consistent(self) -> ProfileConfig:
+        names = self.field_names
+        if len(set(names)) != len(names):
+            raise ValueError("capture_fields names a field twice")
+        lead = self.lead
+        if lead is None:
+            return self
+        if not any(f.required for f in self.fields):
+            raise ValueError("lead needs at least one required field in capture_fields")
+        if lead.intent is not None and lead.intent not in {i.name for i in self.intents}:
+            raise ValueError(f"lead.intent '{lead.intent}' is not one of the intents")
+        if "transfer" in (lead.on_complete, lead.on_failed) and lead.destination not in self.destinations:
+            raise ValueError(f"lead transfers to '{lead.destination}', which is not in destinations")
+        if "capture" not in self.tools:
+            raise ValueError("lead needs the capture tool in tools (it sets AI_FIELD_<NAME>)")
+        return self
+
     @model_validator(mode="after")
     def _captures_known(self) -> ProfileConfig:
         for i, intent in enumerate(self.intents):
-            if intent.capture and intent.capture not in self.capture_fields:
+            if intent.capture and intent.capture not in self.field_names:
                 raise ValueError(
                     f"intents[{i}] ({intent.name}) captures '{intent.capture}', "
                     "which is not in capture_fields"
@@ -203,7 +280,9 @@ class ProfileConfig(_Model):
             )
             for i in self.intents
         )
-        hints = tuple(dict.fromkeys(p for i in self.intents for p in (*i.examples, *i.synonyms)))
+        lead = self.lead_spec()
+        said = [p for i in self.intents for p in (*i.examples, *i.synonyms)]
+        hints = tuple(dict.fromkeys([*said, *(lead.phrases() if lead else [])]))
         return ProviderContext(
             profile=name,
             language=self.language,
@@ -212,6 +291,7 @@ class ProfileConfig(_Model):
             hints=hints,
             intents=intents,
             fallback_reply=self.fallback_reply,
+            lead=lead,
             options=self.options.get(provider, {}) if provider else {},
         )
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ari_agent.profiles import ProfileConfig
 from ari_agent.profiles.template import template_warnings
 from providers import registry
-from providers.base import ProviderContext
+from providers.base import ProviderContext, STTCapabilities
 from providers.options import ProviderOptions, validated
 
 if TYPE_CHECKING:
@@ -190,6 +190,7 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
             )
     plan.problems.extend(_frontend_problems(name, profile))
     plan.problems.extend(_tool_server_problems(name, profile))
+    plan.problems.extend(_lead_problems(name, profile))
     plan.problems.extend(
         Problem(f"profiles.{name}", text, "", "warning") for text in profile.shared_phrases(name)
     )
@@ -200,6 +201,47 @@ def plan_profile(name: str, profile: ProfileConfig) -> ProfilePlan:
     # One options table serves every stage of its provider: report each fault once.
     plan.problems = list(dict.fromkeys(plan.problems))
     return plan
+
+
+def _lead_problems(name: str, profile: ProfileConfig) -> list[Problem]:
+    """A lead whose answers the profile's recogniser cannot hear, or a stack that cannot run it."""
+    if profile.lead is None:
+        return []
+    where = f"profiles.{name}.lead"
+    if profile.realtime:
+        return [
+            Problem(where, "a realtime profile does not run the lead dialog (nor hear keys).", "", "warning")
+        ]
+    problems: list[Problem] = []
+    try:
+        caps = getattr(registry.load("stt", profile.stt[0]), "capabilities", None)
+    except Exception:  # a wrong or missing provider is reported by its own slot
+        return problems
+    if isinstance(caps, STTCapabilities) and caps.grammar_only:
+        spoken = [f.name for f in profile.fields if f.type in ("text", "email", "date")]
+        keyed = [f.name for f in profile.fields if f.type in ("digits", "phone")]
+        if spoken:
+            problems.append(
+                Problem(
+                    where,
+                    f"{profile.stt[0]} hears only its phrases: the answers to {', '.join(spoken)} "
+                    "(free text, email, date) cannot be heard.",
+                    "use a recogniser of free speech for these fields",
+                    "warning",
+                )
+            )
+        if keyed:
+            questions = " ".join(f.prompt.lower() for f in profile.fields if f.name in keyed)
+            if "key" not in questions and "press" not in questions:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{profile.stt[0]} does not hear spoken numbers: {', '.join(keyed)} must be keyed.",
+                        "ask callers to key them in and press hash",
+                        "warning",
+                    )
+                )
+    return problems
 
 
 def _frontend_problems(name: str, profile: ProfileConfig) -> list[Problem]:

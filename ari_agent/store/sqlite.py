@@ -22,6 +22,8 @@ from typing import Any, TypeVar, cast
 
 from ari_agent.conversation.records import ToolUse, sources_json
 from ari_agent.errors import AgentError
+from ari_agent.leads.models import Lead, LeadStatus
+from ari_agent.store import leads as leads_table
 from ari_agent.store.crypto import DataCipher, open_value
 from ari_agent.store.models import CallSummary, Role, StoredCall, StoredTurn, parse_utc
 
@@ -95,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE turns ADD COLUMN tools TEXT;
     """,
+    # 5 -> 6: completed leads (store/leads.py), their fields sealed like captured fields.
+    leads_table.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -247,6 +251,21 @@ class CallStore:
             raise ValueError("give exactly one of caller_number and call_id")
         return await self._run(self._w_erase, caller_number, call_id)
 
+    async def save_lead(self, lead: Lead) -> None:
+        await self._run(lambda: leads_table.save(self._db(), lead, self._seal_always))
+
+    async def lead_delivered(
+        self, lead_id: str, status: LeadStatus, attempts: int, error: str | None, at: datetime | None
+    ) -> None:
+        await self._run(lambda: leads_table.update(self._db(), lead_id, status, attempts, error, at))
+
+    async def list_leads(self, status: str | None = None, limit: int = 50) -> list[Lead]:
+        """Newest first; ``status``: only those (failed: the ones to redeliver)."""
+        return await self._run(lambda: leads_table.listing(self._db(), self._unseal, status, limit))
+
+    async def find_lead(self, id_prefix: str) -> Lead | None:
+        return await self._run(lambda: leads_table.find(self._db(), self._unseal, id_prefix))
+
     async def purge(self, now: datetime | None = None) -> int:
         """Delete calls started more than ``retention_days`` before ``now``; returns how many."""
         if self.retention_days is None:
@@ -316,6 +335,12 @@ class CallStore:
                 f"make the file and its directory writable by this user, or set {PATH_SETTING}",
             )
         return StoreError(self.path, f"SQLite error ({text}).", f"check the file, or set {PATH_SETTING}")
+
+    def _seal_always(self, text: str, call_id: str) -> str:
+        return text if self.cipher is None else self.cipher.seal(text, call_id)
+
+    def _unseal(self, text: str, call_id: str) -> str:
+        return open_value(text, self.cipher, call_id)
 
     def _seal(self, text: str | None, call_id: str) -> str | None:
         if text is None or self.cipher is None:
@@ -542,8 +567,9 @@ class CallStore:
                 assert call_id is not None
                 match = self._w_match(call_id)
                 ids = [] if match is None else [match]
-            # The cascade takes the turns and fields with each call.
+            # The cascade takes the turns and fields with each call; leads go by number and call.
             conn.executemany("DELETE FROM calls WHERE call_id = ?", [(i,) for i in ids])
+            leads_table.erase(conn, caller_number, ids)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -585,4 +611,5 @@ class CallStore:
 
     def _w_purge(self, cutoff: datetime) -> int:
         cur = self._db().execute("DELETE FROM calls WHERE started_at < ?", (_ts(cutoff),))
+        leads_table.purge(self._db(), _ts(cutoff))
         return max(0, cur.rowcount)

@@ -231,7 +231,7 @@ def _set_if_pending(fut: asyncio.Future[None]) -> None:
 class PocketsphinxSTT(STT):
     name = "local"
     Options = LocalOptions
-    capabilities = STTCapabilities(streaming=False, endpointing=False)
+    capabilities = STTCapabilities(streaming=False, endpointing=False, grammar_only=True)
 
     # One pool per grammar, for the life of the process.
     _pools: ClassVar[dict[sphinx.GrammarSpec, _WorkerPool]] = {}

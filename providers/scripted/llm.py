@@ -8,12 +8,15 @@ threshold. Anything else gets the fallback reply.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Self
 
+from ari_agent.leads.dialog import LeadSpec
 from providers.base import LLM, Intent, LLMEvent, Message, ProviderContext, TextDelta, ToolCall, ToolSpec
+from providers.scripted.lead import LeadTurn, replay
 from providers.scripted.options import ScriptedOptions
 
 _WORD_RE = re.compile(r"[a-z0-9']+")
@@ -77,9 +80,15 @@ class ScriptedLLM(LLM):
     Options = ScriptedOptions
 
     def __init__(
-        self, intents: Sequence[Intent], fallback_reply: str, *, threshold: float = DEFAULT_THRESHOLD
+        self,
+        intents: Sequence[Intent],
+        fallback_reply: str,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        lead: LeadSpec | None = None,
     ) -> None:
         self.intents = tuple(intents)
+        self.lead = lead
         self.fallback_reply = fallback_reply
         self.threshold = threshold
         # Examples and synonyms alike: a key phrase said alone, or inside a
@@ -92,7 +101,10 @@ class ScriptedLLM(LLM):
     @classmethod
     def create(cls, ctx: ProviderContext) -> Self:
         return cls(
-            ctx.intents, ctx.fallback_reply, threshold=float(ctx.options.get("threshold", DEFAULT_THRESHOLD))
+            ctx.intents,
+            ctx.fallback_reply,
+            threshold=float(ctx.options.get("threshold", DEFAULT_THRESHOLD)),
+            lead=ctx.lead,
         )
 
     @classmethod
@@ -147,6 +159,12 @@ class ScriptedLLM(LLM):
         return best if best_score >= self.threshold else None
 
     async def _chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
+        if self.lead is not None and messages and messages[-1].role == "user":
+            turn = replay(self.lead, self.match, messages, dt.date.today())
+            if turn is not None:
+                for event in self._lead_events(self.lead, turn):
+                    yield event
+                return
         said = next((m.content for m in reversed(messages) if m.role == "user"), "")
         asking = self._asking_for(messages)
         if asking is not None and asking.capture and said and not said.startswith("caller pressed"):
@@ -171,6 +189,28 @@ class ScriptedLLM(LLM):
             yield ToolCall("hangup", {}, self._next_id())
         elif intent.action == "transfer":
             yield ToolCall("transfer", {"destination": intent.destination}, self._next_id())
+
+    def _lead_events(self, lead: LeadSpec, turn: LeadTurn) -> list[LLMEvent]:
+        """A lead step as what is said, the fields captured, and at the end its result and action."""
+        step = turn.step
+        text = " ".join(t for t in (turn.opened_by.reply if turn.opened_by else "", step.say) if t)
+        events: list[LLMEvent] = [TextDelta(text)] if text else []
+        for field, value in step.captured.items():
+            events.append(ToolCall("capture", {"field": field, "value": value}, self._next_id()))
+        if step.outcome == "open":
+            return events
+        complete = step.outcome == "complete"
+        result = lead.result if complete else lead.failed_result
+        if result is not None:
+            events.append(
+                ToolCall("set_variable", {"name": "AI_AGENT_RESULT", "value": result}, self._next_id())
+            )
+        action = lead.on_complete if complete else lead.on_failed
+        if action == "hangup":
+            events.append(ToolCall("hangup", {}, self._next_id()))
+        elif action == "transfer":
+            events.append(ToolCall("transfer", {"destination": lead.destination}, self._next_id()))
+        return events
 
     def _asking_for(self, messages: Sequence[Message]) -> Intent | None:
         """The intent whose reply the agent said last, if the caller has answered it since."""

@@ -66,7 +66,8 @@ LOAD_AUTH_PASSWORD = "lab-load-Secret-7"
 ROOTFS_SCRIPT = ASTERISK_CONFIG / "rootfs.sh"
 DEFAULT_ROOT = Path(os.environ.get("ARI_AGENT_ROOTFS", "/var/cache/ari-agent/rootfs"))
 LOCK_DIR = Path(os.environ.get("ARI_AGENT_LAB_LOCKS", "/var/cache/ari-agent"))
-MAX_SLOTS = 4
+# Three sessions of make test at once (each of its two workers takes a slot).
+MAX_SLOTS = 6
 APP = "ai-agent"
 ARI_USER = "ai-agent"
 DEMO_CONTEXT = "ai-agent-demo"

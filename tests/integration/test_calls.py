@@ -195,7 +195,7 @@ def _media_port(lab: Lab) -> int:
 def test_garbage_rtp_is_counted_and_call_goes_on(lab: Lab, agent: AgentProcess) -> None:
     handle = lab.place_call(["what time do you open", "goodbye"], via="local")
     lab.wait_dialplan_event(handle.number, "caller-heard-start", timeout=30)
-    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") == 0
+    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source", transport="rtp") == 0
     port = _media_port(lab)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _ in range(20):
@@ -208,9 +208,9 @@ def test_garbage_rtp_is_counted_and_call_goes_on(lab: Lab, agent: AgentProcess) 
     assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
     # Datagrams from anywhere but the ExternalMedia channel's address are not
     # even parsed (the unit tests cover the reasons behind that check).
-    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source") >= 60
-    assert metric(agent, "ari_agent_rtp_packets_in_total") > 100
-    assert metric(agent, "ari_agent_rtp_packets_out_total") > 100
+    assert metric(agent, "ari_agent_rtp_packets_dropped_total", reason="wrong_source", transport="rtp") >= 60
+    assert metric(agent, "ari_agent_rtp_packets_in_total", transport="rtp") > 100
+    assert metric(agent, "ari_agent_rtp_packets_out_total", transport="rtp") > 100
 
 
 def test_unknown_profile_hands_back_failed(lab: Lab, agent: AgentProcess) -> None:

@@ -62,7 +62,7 @@ async def test_caller_silent_on_the_wire_between_words_gets_every_answer(
     media = record["media"]
     assert media["gaps"] >= 3  # before each question and before goodbye
     assert media["lost"] == 0 and media["received"] > 100
-    assert _metrics(agent)["ari_agent_rtp_inbound_gaps_total"] >= media["gaps"]
+    assert _metrics(agent)['ari_agent_rtp_inbound_gaps_total{transport="rtp"}'] >= media["gaps"]
 
 
 async def test_impaired_rtp_is_heard_and_counted_exactly(
@@ -111,13 +111,15 @@ async def test_impaired_rtp_is_heard_and_counted_exactly(
     assert media["comfort_noise"] == counts.comfort_noise
     assert media["telephone_events"] == counts.telephone_events
     # Each packet kind has its count in /metrics.
-    assert metrics['ari_agent_rtp_packets_dropped_total{reason="rtcp"}'] == counts.rtcp
-    assert metrics['ari_agent_rtp_packets_dropped_total{reason="duplicate"}'] == counts.duplicates
-    assert metrics['ari_agent_rtp_inbound_events_total{kind="comfort_noise"}'] == counts.comfort_noise
-    assert metrics['ari_agent_rtp_inbound_events_total{kind="telephone_event"}'] == counts.telephone_events
-    assert metrics['ari_agent_rtp_inbound_events_total{kind="ssrc_change"}'] == 1
+    dropped = 'ari_agent_rtp_packets_dropped_total{{reason="{}",transport="rtp"}}'.format
+    events = 'ari_agent_rtp_inbound_events_total{{kind="{}",transport="rtp"}}'.format
+    assert metrics[dropped("rtcp")] == counts.rtcp
+    assert metrics[dropped("duplicate")] == counts.duplicates
+    assert metrics[events("comfort_noise")] == counts.comfort_noise
+    assert metrics[events("telephone_event")] == counts.telephone_events
+    assert metrics[events("ssrc_change")] == 1
     # A lost frame is concealed unless the clock had already filled its time (after a silence).
-    concealed = metrics.get('ari_agent_rtp_inbound_events_total{kind="concealed"}', 0)
+    concealed = metrics.get(events("concealed"), 0)
     assert concealed == media["concealed"] <= counts.lost_as_seen()
 
 
@@ -137,4 +139,5 @@ async def test_rtp_bound_dual_stack_answers_an_ipv4_asterisk(
     record = agent.record_for(call.number, timeout=20)
     assert HOURS in [t["text"] for t in record["turns"] if t["role"] == "agent"]
     assert record["media"]["received"] > 50
-    assert _metrics(agent).get('ari_agent_rtp_packets_dropped_total{reason="wrong_source"}', 0) == 0
+    wrong_source = 'ari_agent_rtp_packets_dropped_total{reason="wrong_source",transport="rtp"}'
+    assert _metrics(agent).get(wrong_source, 0) == 0

@@ -168,6 +168,10 @@ async def test_drain_hands_back_a_caller_that_was_still_in_admission(app: AgentA
     assert ari.continued == ["c-late"]
     assert not any(s.started for s in FakeSession.made)
     assert app.calls.idle
+    # A caller turned away by a drain is no set-up failure (the alert reads "failed").
+    setups = "ari_agent_call_setups_total"
+    assert app.metrics.registry.get_sample_value(setups, {"outcome": "busy"}) == 1
+    assert app.metrics.registry.get_sample_value(setups, {"outcome": "failed"}) is None
 
 
 async def test_two_reconciles_in_one_grace_hand_a_parked_caller_back_once(app: AgentApp) -> None:
@@ -183,6 +187,7 @@ async def test_two_reconciles_in_one_grace_hand_a_parked_caller_back_once(app: A
     await asyncio.gather(first, second)
     assert ari.continued == ["c-parked"]
     assert app.metrics.calls.labels("failed")._value.get() == 1
+    assert app.metrics.registry.get_sample_value("ari_agent_call_setups_total", {"outcome": "failed"}) == 1
 
 
 async def test_application_replaced_stops_the_agent_and_says_why(

@@ -206,3 +206,63 @@ def test_synonyms_reach_the_grammar_and_the_dialog() -> None:
     hours = next(i for i in ctx.intents if i.name == "hours")
     assert "opening hours" in hours.synonyms and "opening hours" in hours.phrases
     assert "opening hours" in ctx.hints
+
+
+def test_media_transport_defaults_to_rtp_and_takes_audiosocket(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.media.transport == "rtp"
+    monkeypatch.setenv("AGENT_MEDIA__TRANSPORT", "AudioSocket")
+    monkeypatch.setenv("AGENT_MEDIA__AUDIOSOCKET__LISTEN_PORT", "9100")
+    s = load_settings()
+    assert s.media.transport == "audiosocket"
+    # Asterisk is told the listen address unless another is advertised.
+    assert s.media.audiosocket_advertised == ("127.0.0.1", 9100)
+    monkeypatch.setenv("AGENT_MEDIA__ADVERTISE_HOST", "10.0.0.5")
+    assert load_settings().media.audiosocket_advertised == ("10.0.0.5", 9100)
+    monkeypatch.setenv("AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_HOST", "agent.example")
+    monkeypatch.setenv("AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_PORT", "19100")
+    assert load_settings().media.audiosocket_advertised == ("agent.example", 19100)
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "field", "problem", "fix"),
+    [
+        ("AGENT_MEDIA__TRANSPORT", "websocket", "media.transport", "not yet supported", "rtp or audiosocket"),
+        ("AGENT_MEDIA__TRANSPORT", "sctp", "media.transport", "'audiosocket'", "AGENT_MEDIA__TRANSPORT"),
+        (
+            "AGENT_MEDIA__AUDIOSOCKET__LISTEN_HOST",
+            "agent.local",
+            "media.audiosocket.listen_host",
+            "not an IP address",
+            "AGENT_MEDIA__AUDIOSOCKET__LISTEN_HOST",
+        ),
+        (
+            "AGENT_MEDIA__AUDIOSOCKET__LISTEN_PORT",
+            "0",
+            "media.audiosocket.listen_port",
+            "greater than or equal to 1",
+            "AGENT_MEDIA__AUDIOSOCKET__LISTEN_PORT",
+        ),
+    ],
+)
+def test_bad_transport_settings_name_field_and_fix(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, field: str, problem: str, fix: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.field == field
+    assert problem in err.value.problem
+    assert fix in err.value.fix
+
+
+def test_audiosocket_on_all_addresses_needs_an_advertised_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MEDIA__TRANSPORT", "audiosocket")
+    monkeypatch.setenv("AGENT_MEDIA__AUDIOSOCKET__LISTEN_HOST", "0.0.0.0")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert err.value.field == "media.audiosocket.advertise_host"
+    assert "AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_HOST" in err.value.fix
+    # RTP does not care where an AudioSocket server would listen.
+    monkeypatch.setenv("AGENT_MEDIA__TRANSPORT", "rtp")
+    assert load_settings().media.transport == "rtp"

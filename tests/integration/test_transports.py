@@ -1,0 +1,251 @@
+"""The other media transports through the real Asterisk 22: AudioSocket (ExternalMedia over TCP).
+
+The same calls as on RTP (test_calls, test_barge_in, test_media_input), with
+``media.transport = audiosocket``: everything above the media leg must not
+notice. Deadlines are generous; nothing here measures latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ari_agent.media import audiosocket
+from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric, voiced_segments
+from tests.integration.rtp_caller import RtpCaller
+from tests.integration.test_calls import (
+    ADDRESS,
+    GOODBYE,
+    GREETING,
+    HOURS,
+    RECEPTION,
+    agent_leftovers,
+    agent_lines,
+    heard_turns,
+    status_after_stasis,
+)
+from tests.integration.test_ops import doctor
+
+
+def audiosocket_env(lab: Lab) -> dict[str, str]:
+    # TCP on the first number of the slot's media range (RTP uses the range for UDP only).
+    return {
+        "AGENT_MEDIA__TRANSPORT": "audiosocket",
+        "AGENT_MEDIA__AUDIOSOCKET__LISTEN_PORT": str(lab.ports.agent_media[0]),
+    }
+
+
+@pytest.fixture
+def as_agent(agent_factory: AgentFactory, lab: Lab) -> AgentProcess:
+    return agent_factory.start(audiosocket_env(lab))
+
+
+def media_channel_names(lab: Lab) -> list[str]:
+    return [c["name"] for c in lab.ari("GET", "/channels") if c["id"].startswith("aia-")]
+
+
+def wait_leftovers_gone(lab: Lab, timeout: float = 10.0) -> tuple[list[str], list[str]]:
+    deadline = time.monotonic() + timeout
+    while agent_leftovers(lab) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return agent_leftovers(lab)
+
+
+def test_audiosocket_call_answers_each_intent_and_goodbye(lab: Lab, as_agent: AgentProcess) -> None:
+    handle = lab.place_call(["what time do you open", "where are you located", "goodbye"], via="local")
+    # While the call runs, the agent's media channel is an AudioSocket one (not UnicastRTP).
+    names: list[str] = []
+    deadline = time.monotonic() + 30
+    while not names and time.monotonic() < deadline:
+        names = media_channel_names(lab)
+        time.sleep(0.2)
+    assert names and all(n.startswith("AudioSocket/") for n in names), names
+    lab.wait_call_ended(handle, timeout=120)
+    record = as_agent.record_for(handle.number)
+
+    assert agent_lines(record) == [GREETING, HOURS, ADDRESS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert status_after_stasis(lab, handle.number) == "COMPLETED"
+    assert heard_turns(lab, handle) >= {0, 1, 2}
+    # Played at its true speed: Asterisk takes the 8 kHz frames as 8 kHz (espeak-ng speaks
+    # the greeting in about 3.6 s; at the wrong rate it would be half or twice as long).
+    segments = voiced_segments(handle.recording_path)
+    assert segments, "the caller heard nothing"
+    assert 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 100 and record["media"]["lost"] == 0
+    assert metric(as_agent, "ari_agent_rtp_packets_in_total", transport="audiosocket") > 100
+    assert metric(as_agent, "ari_agent_rtp_packets_out_total", transport="audiosocket") > 100
+    assert metric(as_agent, "ari_agent_rtp_packets_in_total", transport="rtp") == 0
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
+async def test_audiosocket_caller_silent_between_words_gets_every_answer(
+    lab: Lab, as_agent: AgentProcess, tmp_path: Path
+) -> None:
+    """A leg that sends nothing while the caller is quiet: the agent's clock fills it, as on RTP."""
+    async with RtpCaller.connect(lab, silence_suppression=True) as call:
+        try:
+            await call.wait_greeting()
+            await call.ask("what time do you open")
+            said = await call.say("goodbye")
+            await call.wait_ended(timeout=30)
+        except BaseException:
+            call.dump_wav(tmp_path / "call.wav")
+            raise
+        assert said.last_sent > 0
+        assert call.suppressed_frames > 100
+    record = as_agent.record_for(call.number, timeout=20)
+    assert [t["text"] for t in record["turns"] if t["role"] == "user"] == ["what time do you open", "goodbye"]
+    assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert record["media"]["gaps"] >= 2
+    assert metric(as_agent, "ari_agent_rtp_inbound_gaps_total", transport="audiosocket") >= 2
+
+
+def test_audiosocket_one_key_press_gives_one_digit(lab: Lab, as_agent: AgentProcess) -> None:
+    # The digit comes through ARI; the copy Asterisk also writes on the AudioSocket is only counted.
+    handle = lab.place_call(["dtmf:5", "goodbye"], via="local")
+    lab.wait_call_ended(handle, timeout=90)
+    record = as_agent.record_for(handle.number)
+    users = [t["text"] for t in record["turns"] if t["role"] == "user"]
+    assert [u for u in users if u.startswith("caller pressed")] == ["caller pressed 5"], users
+    assert record["end_reason"] == "hangup_by_agent"
+    assert record["media"]["telephone_events"] == 1
+
+
+def test_audiosocket_narrowband_booking_transfers_and_strangers_are_refused(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # media.format = ulaw: AudioSocket carries no µ-law, so the call is 8 kHz slin both ways.
+    as_agent = agent_factory.start({**audiosocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
+    # Someone who found the port but not a call's UUID gets nothing, and the calls go on.
+    with socket.create_connection(("127.0.0.1", lab.ports.agent_media[0]), timeout=5) as stranger:
+        stranger.sendall(audiosocket.encode_uuid(uuid.uuid4()) + audiosocket.encode_audio(bytes(320)))
+        assert stranger.recv(100) == b""  # closed by the agent
+    handle = lab.place_call(["i want to book an appointment"], via="local")
+    lab.wait_dialplan_event(handle.number, "reception", timeout=60)
+    record = as_agent.record_for(handle.number, timeout=20)
+    assert agent_lines(record) == [GREETING, RECEPTION]
+    assert record["end_reason"] == "transferred"
+    assert status_after_stasis(lab, handle.number) == "TRANSFERRED"
+    assert heard_turns(lab, handle) >= {0, 1}
+    segments = voiced_segments(handle.recording_path)
+    assert segments and 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 50
+    dropped = "ari_agent_rtp_packets_dropped_total"
+    assert metric(as_agent, dropped, reason="unknown_uuid", transport="audiosocket") == 1
+
+
+async def test_audiosocket_barge_in_stops_the_reply(lab: Lab, as_agent: AgentProcess, tmp_path: Path) -> None:
+    async with RtpCaller.connect(lab) as call:
+        try:
+            await call.wait_greeting()
+            said = await call.say("what time do you open")
+            await call.wait_agent_speech(timeout=15, after=said.last_sent)
+            await asyncio.sleep(1.5)  # well into the five-second reply
+            said = await call.say("where are you located")
+            await call.wait_agent_speech(timeout=15, after=said.last_sent)
+            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+        except BaseException:
+            call.dump_wav(tmp_path / "barge-in.wav")
+            raise
+    record = as_agent.record_for(call.number, timeout=20)
+    replies = [t for t in record["turns"] if t["role"] == "agent"]
+    hours = next(t for t in replies if str(t["text"]).startswith("We are open") or t.get("interrupted"))
+    assert hours["interrupted"] is True
+    heard = str(hours["text"])
+    assert heard and HOURS.startswith(heard) and len(heard) < len(HOURS)
+    assert replies[-1]["text"] == ADDRESS
+    assert metric(as_agent, "ari_agent_barge_ins_total", profile="frontdesk") == 1
+
+
+def test_audiosocket_five_concurrent_sip_calls_leave_nothing(lab: Lab, as_agent: AgentProcess) -> None:
+    questions = [("what time do you open", HOURS), ("where are you located", ADDRESS)]
+    handles = []
+    for i in range(5):
+        question, reply = questions[i % len(questions)]
+        handles.append((lab.place_call([question, "goodbye"], via="sip", codec="ulaw"), reply))
+        time.sleep(0.25)
+    for handle, _ in handles:
+        lab.wait_call_ended(handle, timeout=180)
+    wrong = []
+    for handle, reply in handles:
+        record = as_agent.record_for(handle.number, timeout=20)
+        if agent_lines(record) != [GREETING, reply, GOODBYE] or record["end_reason"] != "hangup_by_agent":
+            wrong.append((handle.number, agent_lines(record), record["end_reason"]))
+    assert not wrong, wrong
+    assert wait_leftovers_gone(lab) == ([], [])
+    status, body = as_agent.http_get("/calls")
+    assert status == 200 and body.strip() == "[]"
+
+
+def test_audiosocket_kill_and_restart_hands_parked_callers_back(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    records_dir = agent_factory.workdir / "restart-records"
+    env = audiosocket_env(lab)
+    first = agent_factory.start(env, records_dir=records_dir)
+    handles = [lab.place_call([], via="local", tail=60, max_duration=90) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    body = ""
+    while time.monotonic() < deadline:
+        status, body = first.http_get("/calls")
+        if status == 200 and body.count('"call_id"') == 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the calls never became active: {body}")
+    deadline = time.monotonic() + 10
+    while len(agent_leftovers(lab)[0]) < 2:
+        assert time.monotonic() < deadline, "expected the agent's bridges while calls are up"
+        time.sleep(0.2)
+    first.kill()
+    # The listening port is free again at once for the new process (SO_REUSEADDR).
+    second = agent_factory.start(env, records_dir=records_dir)
+    for handle in handles:
+        event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=15)
+        assert event.fields["AI_AGENT_STATUS"] == "FAILED"
+    assert wait_leftovers_gone(lab) == ([], [])
+    for handle in handles:
+        assert second.record_for(handle.number)["end_reason"] == "failed"
+
+
+def test_doctor_checks_audiosocket_modules_and_two_way_audio(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **audiosocket_env(lab)}
+    code, checks = doctor(env)
+    assert checks["modules"][0]["status"] == "ok"
+    assert "chan_audiosocket" in checks["modules"][0]["detail"]
+    media = checks["media"][0]
+    assert media["status"] == "ok", media
+    port = lab.ports.agent_media[0]
+    assert f"two-way audio over AudioSocket via 127.0.0.1:{port} " in media["detail"]
+    # Asterisk told to connect where nothing listens: the fix names the setting.
+    code, checks = doctor({**env, "AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_PORT": "1"})
+    assert code == 1 and checks["media"][0]["status"] == "fail", checks
+    assert "AGENT_MEDIA__AUDIOSOCKET__ADVERTISE_HOST" in checks["media"][0]["fix"]
+    # With the agent holding the port, doctor proves the address on a port of its own.
+    agent_factory.start(audiosocket_env(lab))
+    code, checks = doctor(env)
+    assert code == 0 and checks["media"][0]["status"] == "ok", checks
+    assert "the agent holds its own" in checks["media"][0]["detail"]
+    lab.agent.rx("module unload chan_audiosocket.so")
+    try:
+        code, checks = doctor(env)
+    finally:
+        lab.agent.rx("module load chan_audiosocket.so")
+    assert code == 1
+    failed = [c for c in checks["modules"] if c["status"] == "fail"]
+    assert [c["detail"] for c in failed] == [
+        "module chan_audiosocket.so is not loaded (media.transport is audiosocket)"
+    ]
+    assert "module load chan_audiosocket.so" in failed[0]["fix"]
+    assert checks["media"][0]["status"] == "skip"
+    # Loaded again (the next test's calls need it).
+    assert "chan_audiosocket.so" in lab.agent.rx("module show like audiosocket")
