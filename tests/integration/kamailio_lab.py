@@ -346,6 +346,8 @@ class Cluster:
         ]
         self.kamailio = Kamailio(self.workdir, self.kamailio_address, self.nodes)
         self._runs = 0
+        # Every SIPp started, so a test that fails mid-call leaves none behind.
+        self._sipps: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         for node in self.nodes:
@@ -356,14 +358,25 @@ class Cluster:
         self.wait_states({n.uri: "AP" for n in self.nodes}, 20)
 
     def stop(self) -> None:
-        self.kamailio.stop()
-        for node in self.nodes:
-            if node.agent is not None:
-                node.agent.kill()
-            node.stop_asterisk()
+        # One failing stop must not leave the rest running.
+        with contextlib.ExitStack() as stack:
+            for node in self.nodes:
+                stack.callback(node.stop_asterisk)
+                if node.agent is not None:
+                    stack.callback(node.agent.kill)
+            stack.callback(self.kamailio.stop)
+            stack.callback(self._stop_sipps)
+
+    def _stop_sipps(self) -> None:
+        for proc in self._sipps:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        self._sipps.clear()
 
     def heal(self) -> None:
         """Both nodes up with their agents and active in Kamailio (between tests)."""
+        self._stop_sipps()  # a failed test's callers would land calls in the next one
         for node in self.nodes:
             if not node.asterisk_running:
                 node.start_asterisk()
@@ -426,6 +439,7 @@ class Cluster:
             )
         finally:
             log.close()
+        self._sipps.append(proc)
         return Calls(numbers, proc, run / "errors.log")
 
     def where(self, numbers: Sequence[str], timeout: float = 20.0) -> dict[str, list[str]]:
