@@ -46,6 +46,15 @@ def cpu_seconds(pid: int) -> CpuSample:
     return CpuSample((utime + stime) / _TICK, (cutime + cstime) / _TICK)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def cpu_percent(before: CpuSample, after: CpuSample, wall: float) -> dict[str, float]:
     """Percent of one core over ``wall`` seconds: the process alone and with its children."""
     own = (after.own - before.own) / wall * 100

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.bench.measure import CpuSample, cpu_percent, cpu_seconds, summary
+from tests.bench.measure import CpuSample, cpu_percent, cpu_seconds, rss_mb, summary
 from tests.integration.lab import Lab
 from tests.integration.rtp_caller import RtpCaller
 
@@ -150,6 +150,9 @@ class LevelResult:
     latencies: list[float] = field(default_factory=list)
     intervals: list[float] = field(default_factory=list)
     send_lateness: list[float] = field(default_factory=list)  # the simulated callers' own
+    # Resident memory (MiB) before the first call and while every call is held.
+    agent_rss: tuple[float, float] = (0.0, 0.0)
+    asterisk_rss: tuple[float, float] = (0.0, 0.0)
 
     def report(self) -> dict[str, Any]:
         per_call = {k: round(v / self.level, 2) for k, v in self.agent_cpu.items()}
@@ -166,7 +169,14 @@ class LevelResult:
             "turn_latency_ms": summary(self.latencies),
             "outbound_interval_ms": summary(self.intervals, ndigits=2),
             "caller_send_lateness_ms": summary(self.send_lateness, ndigits=2),
+            "agent_rss_mb": _rss_report(self.agent_rss, self.level),
+            "asterisk_rss_mb": _rss_report(self.asterisk_rss, self.level),
         }
+
+
+def _rss_report(rss: tuple[float, float], calls: int) -> dict[str, float]:
+    before, held = rss
+    return {"before": round(before, 1), "held": round(held, 1), "per_call": round((held - before) / calls, 2)}
 
 
 class _Barrier:
@@ -220,6 +230,7 @@ async def run_concurrency(
                 answered.arrive()
             done.arrive()
 
+    agent_rss0, asterisk_rss0 = rss_mb(agent_pid), rss_mb(asterisk_pid)
     tasks = [asyncio.create_task(one(i)) for i in range(level)]
     try:
         await asyncio.wait_for(answered.event.wait(), 30 + level * stagger_s)
@@ -239,6 +250,9 @@ async def run_concurrency(
         result.agent_cpu = cpu_percent(agent0, agent1, result.window_s)
         result.asterisk_cpu = cpu_percent(asterisk0, asterisk1, result.window_s)
         result.bench_cpu = cpu_percent(bench0, bench1, result.window_s)
+        # Every call is still up (held until release): what they hold in memory.
+        result.agent_rss = (agent_rss0, rss_mb(agent_pid))
+        result.asterisk_rss = (asterisk_rss0, rss_mb(asterisk_pid))
     finally:
         release.set()
         await asyncio.gather(*tasks, return_exceptions=True)

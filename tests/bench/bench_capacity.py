@@ -1,0 +1,199 @@
+"""Capacity figures for docs/capacity.md (issue 20): CPU and memory per call, per provider stack.
+
+    python -m tests.bench.bench_capacity                      (from the repository root, as root)
+    python -m tests.bench.bench_capacity --levels 1,5 --load-calls 10
+
+Starts the lab (tests/integration/lab.py). Two phases:
+
+* ``stacks``: for each provider stack, a fresh agent, then ``level`` calls
+  held at once (``phases.run_concurrency``: greeting, one question, the
+  reply), each level after the last. Per level: the agent's and Asterisk's
+  CPU while the calls talk, and their resident memory before the first call
+  and while all are held. Stacks: ``timed`` (STT/LLM/TTS of simulated
+  latency, tests/fakes/timed.py: what a cloud stack costs the agent, less the
+  SDKs) and ``offline`` (the shipped frontdesk: pocketsphinx, scripted
+  dialog, espeak-ng, all in the agent's process). These callers come in
+  through a Local channel and an ExternalMedia leg of their own
+  (tests/integration/rtp_caller.py), so Asterisk's share here is above a
+  SIP call's.
+* ``load``: ``ari-agent load`` (SIPp callers over SIP, the offline stack),
+  its JSON report as it prints it, with Asterisk's CPU over the run and the
+  agent's peak memory (VmHWM) beside it.
+
+The machine is shared: the load average is recorded before and after each
+phase, and every figure should be read beside it. JSON goes to
+``tests/bench/results/capacity-<time>.json`` with the commit it ran at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.bench.bench_calls import SHORT_REPLY, timed_config
+from tests.bench.measure import cpu_percent, cpu_seconds, rss_mb
+from tests.bench.phases import idle_cpu, run_concurrency
+from tests.integration.lab import REPO, AgentFactory, Lab, LabError, running_lab
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUESTIONS = {"timed": "tell me about your opening hours", "offline": "where are you located"}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def _commit() -> str:
+    proc = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+def run_stack(
+    lab: Lab, factory: AgentFactory, workdir: Path, stack: str, levels: list[int]
+) -> dict[str, Any]:
+    env = {"AGENT_LOG_LEVEL": "WARNING"}
+    if stack == "timed":
+        path = workdir / "timed.toml"
+        path.write_text(timed_config(SHORT_REPLY), encoding="utf-8")
+        env["AGENT_CONFIG"] = str(path)
+    agent = factory.start(env)
+    assert lab.agent.proc is not None
+    asterisk_pid = lab.agent.proc.pid
+    out: dict[str, Any] = {"load_before": _load(), "levels": []}
+    try:
+        out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(agent.pid))
+        out["agent_idle_rss_mb"] = round(rss_mb(agent.pid), 1)
+        for level in levels:
+            started = time.monotonic()
+            res = asyncio.run(run_concurrency(lab, agent.pid, asterisk_pid, level, QUESTIONS[stack]))
+            report = res.report()
+            report["load_after"] = _load()
+            out["levels"].append(report)
+            cpu = report["agent_cpu_percent_per_call"].get("with_children", 0.0)
+            ast = report["asterisk_cpu_percent"].get("own", 0.0) / level
+            print(
+                f"  {stack:8} {level:3} calls: {report['held_with_reply']}/{level} replied; agent CPU "
+                f"{cpu:.2f}%/call, Asterisk {ast:.2f}%/call; agent RSS +{report['agent_rss_mb']['per_call']} "
+                f"MiB/call; load {report['load_after'][0]} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+            lab.hangup_all()
+            time.sleep(1.0)
+    finally:
+        agent.stop()
+        lab.hangup_all()
+    return out
+
+
+def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[str, Any]:
+    agent = factory.start({"AGENT_LOG_LEVEL": "WARNING"})
+    assert lab.agent.proc is not None
+    asterisk_pid = lab.agent.proc.pid
+    cmd = [
+        sys.executable, "-m", "ari_agent.cli", "load", f"100@127.0.0.1:{lab.ports.agent_sip}",
+        "--calls", str(calls), "--rate", f"{rate:g}", "--json",
+    ]  # fmt: skip
+    out: dict[str, Any] = {"command": " ".join(["ari-agent", *cmd[3:]]), "load_before": _load()}
+    try:
+        rss0 = rss_mb(agent.pid)
+        asterisk0 = cpu_seconds(asterisk_pid)
+        started = time.monotonic()
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO,
+            env={**os.environ, **factory.base_env(agent.records_dir)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        wall = time.monotonic() - started
+        out["exit"] = proc.returncode
+        out["wall_s"] = round(wall, 1)
+        lines = proc.stdout.strip().splitlines()
+        try:
+            out["report"] = json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            out["report"] = None
+            out["output"] = (proc.stdout + proc.stderr)[-3000:]
+        # Over the whole run (calls arriving, talking, ending): seconds of CPU per call.
+        asterisk = cpu_percent(asterisk0, cpu_seconds(asterisk_pid), wall)
+        out["asterisk_cpu_seconds_per_call"] = round(asterisk["own"] * wall / 100 / calls, 3)
+        out["agent_rss_mb"] = {"before": round(rss0, 1), "peak": round(_hwm_mb(agent.pid), 1)}
+        out["load_after"] = _load()
+    finally:
+        agent.stop()
+        lab.hangup_all()
+    report = out.get("report") or {}
+    print(
+        f"  load     {calls} calls: exit {out['exit']}; answered {report.get('answered')}, right "
+        f"{report.get('right_answers')}; agent CPU {report.get('agent_cpu_seconds_per_call')} s/call, "
+        f"Asterisk {out['asterisk_cpu_seconds_per_call']} s/call; peak concurrent "
+        f"{report.get('peak_concurrent')}; agent RSS {out['agent_rss_mb']}; load {out['load_after'][0]}",
+        flush=True,
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--stacks", default="timed,offline", help="timed and/or offline (empty: none)")
+    parser.add_argument("--levels", default="1,5", help="calls held at once, comma separated, in order")
+    parser.add_argument("--load-calls", type=int, default=10, help="ari-agent load calls (0: skip)")
+    parser.add_argument("--load-rate", type=float, default=1.0, help="ari-agent load calls per second")
+    args = parser.parse_args(argv)
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = set(stacks) - set(QUESTIONS)
+    if unknown:
+        parser.error(f"unknown stacks {sorted(unknown)}: timed and/or offline")
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    started = time.time()
+    report: dict[str, Any] = {
+        "command": " ".join(["python -m tests.bench.bench_capacity", *(argv or sys.argv[1:])]),
+        "commit": _commit(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": _load()},
+        "stacks": {},
+    }
+    try:
+        with running_lab() as lab, tempfile.TemporaryDirectory(prefix="ari-capacity-") as tmp:
+            print(
+                f"lab up in {lab.startup_seconds:.1f} s (slot {lab.ports.slot}); load {_load()}", flush=True
+            )
+            factory = AgentFactory(lab, Path(tmp))
+            for stack in stacks:
+                report["stacks"][stack] = run_stack(lab, factory, Path(tmp), stack, levels)
+            if args.load_calls > 0:
+                report["load_tool"] = run_load(lab, factory, args.load_calls, args.load_rate)
+    except LabError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    report["duration_s"] = round(time.time() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"capacity-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path} ({report['duration_s']:.0f} s; load now {_load()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
