@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
     out: dict[str, Any] = {"command": " ".join(["ari-agent", *cmd[3:]]), "load_before": _load()}
     try:
         rss0 = rss_mb(agent.pid)
-        asterisk0 = cpu_seconds(asterisk_pid)
+        asterisk0, agent0 = cpu_seconds(asterisk_pid), cpu_seconds(agent.pid)
         started = time.monotonic()
         proc = subprocess.run(
             cmd,
@@ -135,9 +136,22 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
         except (IndexError, json.JSONDecodeError):
             out["report"] = None
             out["output"] = (proc.stdout + proc.stderr)[-3000:]
-        # Over the whole run (calls arriving, talking, ending): seconds of CPU per call.
+        # Over the whole run (calls arriving, talking, ending): seconds of CPU per call, and
+        # per second of call (the records' start to end): percent of a core per call held.
         asterisk = cpu_percent(asterisk0, cpu_seconds(asterisk_pid), wall)
+        agent_cpu = cpu_percent(agent0, cpu_seconds(agent.pid), wall)
+        call_s = sum(
+            (datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["started_at"])).total_seconds()
+            for r in agent.records()
+            if r.get("ended_at")
+        )
+        out["call_seconds"] = round(call_s, 1)
         out["asterisk_cpu_seconds_per_call"] = round(asterisk["own"] * wall / 100 / calls, 3)
+        if call_s > 0:
+            out["cpu_percent_per_call_held"] = {
+                "agent": round(agent_cpu["with_children"] * wall / call_s, 2),
+                "asterisk": round(asterisk["own"] * wall / call_s, 2),
+            }
         out["agent_rss_mb"] = {"before": round(rss0, 1), "peak": round(_hwm_mb(agent.pid), 1)}
         out["load_after"] = _load()
     finally:
@@ -147,7 +161,8 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
     print(
         f"  load     {calls} calls: exit {out['exit']}; answered {report.get('answered')}, right "
         f"{report.get('right_answers')}; agent CPU {report.get('agent_cpu_seconds_per_call')} s/call, "
-        f"Asterisk {out['asterisk_cpu_seconds_per_call']} s/call; peak concurrent "
+        f"Asterisk {out['asterisk_cpu_seconds_per_call']} s/call; per call held "
+        f"{out.get('cpu_percent_per_call_held')} % of a core; peak concurrent "
         f"{report.get('peak_concurrent')}; agent RSS {out['agent_rss_mb']}; load {out['load_after'][0]}",
         flush=True,
     )
