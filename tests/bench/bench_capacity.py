@@ -195,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"lab up in {lab.startup_seconds:.1f} s (slot {lab.ports.slot}); load {_load()}", flush=True
             )
             factory = AgentFactory(lab, Path(tmp))
-            for stack in stacks:
-                report["stacks"][stack] = run_stack(lab, factory, Path(tmp), stack, levels)
-            if args.load_calls > 0:
-                report["load_tool"] = run_load(lab, factory, args.load_calls, args.load_rate)
+            # Every agent, also one interrupted while starting (it would keep the slot's HTTP port).
+            try:
+                for stack in stacks:
+                    report["stacks"][stack] = run_stack(lab, factory, Path(tmp), stack, levels)
+                if args.load_calls > 0:
+                    report["load_tool"] = run_load(lab, factory, args.load_calls, args.load_rate)
+            finally:
+                factory.stop_all()
     except LabError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
