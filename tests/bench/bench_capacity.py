@@ -11,8 +11,10 @@ Starts the lab (tests/integration/lab.py). Two phases:
   CPU while the calls talk, and their resident memory before the first call
   and while all are held. Stacks: ``timed`` (STT/LLM/TTS of simulated
   latency, tests/fakes/timed.py: what a cloud stack costs the agent, less the
-  SDKs) and ``offline`` (the shipped frontdesk: pocketsphinx, scripted
-  dialog, espeak-ng, all in the agent's process). These callers come in
+  SDKs), ``offline`` (the shipped frontdesk: pocketsphinx, scripted dialog,
+  espeak-ng, all in the agent's process) and ``realtime`` (OpenAI Realtime
+  through the openai SDK to the wire-level fake tests/fakes/openai_server.py,
+  served from this process, µ-law both ways). These callers come in
   through a Local channel and an ExternalMedia leg of their own
   (tests/integration/rtp_caller.py), so Asterisk's share here is above a
   SIP call's.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -43,10 +46,30 @@ from typing import Any
 from tests.bench.bench_calls import SHORT_REPLY, timed_config
 from tests.bench.measure import cpu_percent, cpu_seconds, rss_mb
 from tests.bench.phases import idle_cpu, run_concurrency
-from tests.integration.lab import REPO, AgentFactory, Lab, LabError, running_lab
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.threaded import serve_in_thread
+from tests.integration.lab import REPO, AgentFactory, AgentProcess, Lab, LabError, running_lab
 
 RESULTS = Path(__file__).resolve().parent / "results"
-QUESTIONS = {"timed": "tell me about your opening hours", "offline": "where are you located"}
+QUESTIONS = {
+    "timed": "tell me about your opening hours",
+    "offline": "where are you located",
+    "realtime": "what time do you open",
+}
+# The realtime stack's key for its fake: only the fake ever sees it.
+FAKE_KEY = "sk-bench-0123456789abcdef"
+
+
+def realtime_config(url: str) -> str:
+    """The frontdesk profile (the lab's extension 100) on OpenAI Realtime, at the fake's ``url``."""
+    return f"""
+[profiles.frontdesk]
+greeting = "Hello, this is the benchmark."
+realtime = ["openai"]
+
+[profiles.frontdesk.options.openai]
+base_url = "{url}/v1"
+"""
 
 
 def _load() -> list[float]:
@@ -71,12 +94,25 @@ def _commit() -> str:
 def run_stack(
     lab: Lab, factory: AgentFactory, workdir: Path, stack: str, levels: list[int]
 ) -> dict[str, Any]:
-    env = {"AGENT_LOG_LEVEL": "WARNING"}
-    if stack == "timed":
-        path = workdir / "timed.toml"
-        path.write_text(timed_config(SHORT_REPLY), encoding="utf-8")
-        env["AGENT_CONFIG"] = str(path)
-    agent = factory.start(env)
+    with contextlib.ExitStack() as fakes:
+        env = {"AGENT_LOG_LEVEL": "WARNING"}
+        config = None
+        if stack == "timed":
+            config = timed_config(SHORT_REPLY)
+        elif stack == "realtime":
+            # The vendor's SDK in the agent against a wire-level fake in this process (its
+            # replies are the fake's default: a short sentence of espeak-ng speech).
+            url = fakes.enter_context(serve_in_thread(FakeOpenAI(api_key=FAKE_KEY).app))
+            config = realtime_config(url)
+            env.update(OPENAI_API_KEY=FAKE_KEY, AGENT_MEDIA__FORMAT="ulaw")
+        if config is not None:
+            path = workdir / f"{stack}.toml"
+            path.write_text(config, encoding="utf-8")
+            env["AGENT_CONFIG"] = str(path)
+        return _run_levels(lab, factory.start(env), stack, levels)
+
+
+def _run_levels(lab: Lab, agent: AgentProcess, stack: str, levels: list[int]) -> dict[str, Any]:
     assert lab.agent.proc is not None
     asterisk_pid = lab.agent.proc.pid
     out: dict[str, Any] = {"load_before": _load(), "levels": []}
@@ -171,7 +207,9 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--stacks", default="timed,offline", help="timed and/or offline (empty: none)")
+    parser.add_argument(
+        "--stacks", default="timed,offline,realtime", help="timed, offline and/or realtime (empty: none)"
+    )
     parser.add_argument("--levels", default="1,5", help="calls held at once, comma separated, in order")
     parser.add_argument("--load-calls", type=int, default=10, help="ari-agent load calls (0: skip)")
     parser.add_argument("--load-rate", type=float, default=1.0, help="ari-agent load calls per second")
@@ -179,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
     unknown = set(stacks) - set(QUESTIONS)
     if unknown:
-        parser.error(f"unknown stacks {sorted(unknown)}: timed and/or offline")
+        parser.error(f"unknown stacks {sorted(unknown)}: timed, offline and/or realtime")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     started = time.time()
     report: dict[str, Any] = {
