@@ -14,7 +14,9 @@ Starts the lab (tests/integration/lab.py). Two phases:
   SDKs), ``offline`` (the shipped frontdesk: pocketsphinx, scripted dialog,
   espeak-ng, all in the agent's process) and ``realtime`` (OpenAI Realtime
   through the openai SDK to the wire-level fake tests/fakes/openai_server.py,
-  served from this process, µ-law both ways). These callers come in
+  served from this process, µ-law both ways); ``pool`` is the offline stack
+  on two pool agents (StasisBroadcast, the lab's context ``lab-pool``), their
+  CPU and memory summed, with how many calls each took. These callers come in
   through a Local channel and an ExternalMedia leg of their own
   (tests/integration/rtp_caller.py), so Asterisk's share here is above a
   SIP call's.
@@ -55,6 +57,7 @@ QUESTIONS = {
     "timed": "tell me about your opening hours",
     "offline": "where are you located",
     "realtime": "what time do you open",
+    "pool": "where are you located",
 }
 # The realtime stack's key for its fake: only the fake ever sees it.
 FAKE_KEY = "sk-bench-0123456789abcdef"
@@ -109,21 +112,55 @@ def run_stack(
             path = workdir / f"{stack}.toml"
             path.write_text(config, encoding="utf-8")
             env["AGENT_CONFIG"] = str(path)
-        return _run_levels(lab, factory.start(env), stack, levels)
+        if stack != "pool":
+            return _run_levels(lab, [factory.start(env)], stack, levels)
+        # Two agents of a pool (StasisBroadcast, the lab's context lab-pool), offline stack.
+        low, high = lab.ports.agent_media
+        half = (high - low + 1) // 2
+        agents = [
+            factory.start(
+                {
+                    **env,
+                    "AGENT_POOL__ENABLED": "true",
+                    "AGENT_INSTANCE_ID": f"bench-{i}",
+                    "AGENT_HTTP__PORT": str(lab.ports.agent_http + 50 + i),
+                    "AGENT_MEDIA__PORT_MIN": str(low + i * half),
+                    "AGENT_MEDIA__PORT_MAX": str(low + (i + 1) * half - 1),
+                }
+            )
+            for i in range(2)
+        ]
+        return _run_levels(lab, agents, stack, levels, extension="frontdesk", context="lab-pool")
 
 
-def _run_levels(lab: Lab, agent: AgentProcess, stack: str, levels: list[int]) -> dict[str, Any]:
+def _run_levels(
+    lab: Lab,
+    agents: list[AgentProcess],
+    stack: str,
+    levels: list[int],
+    extension: str = "100",
+    context: str = "ai-agent-demo",
+) -> dict[str, Any]:
     assert lab.agent.proc is not None
     asterisk_pid = lab.agent.proc.pid
-    out: dict[str, Any] = {"load_before": _load(), "levels": []}
+    pids = [a.pid for a in agents]
+    out: dict[str, Any] = {"load_before": _load(), "agents": len(agents), "levels": []}
     try:
-        out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(agent.pid))
-        out["agent_idle_rss_mb"] = round(rss_mb(agent.pid), 1)
+        out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(pids[0]))
+        out["agent_idle_rss_mb"] = round(sum(map(rss_mb, pids)), 1)
         for level in levels:
             started = time.monotonic()
-            res = asyncio.run(run_concurrency(lab, agent.pid, asterisk_pid, level, QUESTIONS[stack]))
+            before = [len(a.records()) for a in agents]
+            res = asyncio.run(
+                run_concurrency(
+                    lab, pids, asterisk_pid, level, QUESTIONS[stack], extension=extension, context=context
+                )
+            )
             report = res.report()
             report["load_after"] = _load()
+            # Which agent took how many (a pool spreads them; records are written at each call's end).
+            time.sleep(2.0)
+            report["calls_per_agent"] = [len(a.records()) - n for a, n in zip(agents, before, strict=True)]
             out["levels"].append(report)
             cpu = report["agent_cpu_percent_per_call"].get("with_children", 0.0)
             ast = report["asterisk_cpu_percent"].get("own", 0.0) / level
@@ -136,7 +173,8 @@ def _run_levels(lab: Lab, agent: AgentProcess, stack: str, levels: list[int]) ->
             lab.hangup_all()
             time.sleep(1.0)
     finally:
-        agent.stop()
+        for agent in agents:
+            agent.stop()
         lab.hangup_all()
     return out
 
@@ -208,7 +246,7 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--stacks", default="timed,offline,realtime", help="timed, offline and/or realtime (empty: none)"
+        "--stacks", default="timed,offline,realtime,pool", help="timed, offline, realtime, pool (empty: none)"
     )
     parser.add_argument("--levels", default="1,5", help="calls held at once, comma separated, in order")
     parser.add_argument("--load-calls", type=int, default=10, help="ari-agent load calls (0: skip)")
@@ -217,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
     unknown = set(stacks) - set(QUESTIONS)
     if unknown:
-        parser.error(f"unknown stacks {sorted(unknown)}: timed, offline and/or realtime")
+        parser.error(f"unknown stacks {sorted(unknown)}: timed, offline, realtime, pool")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     started = time.time()
     report: dict[str, Any] = {

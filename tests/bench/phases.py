@@ -193,8 +193,21 @@ class _Barrier:
             self.event.set()
 
 
+def _cpu_sum(pids: Sequence[int]) -> CpuSample:
+    samples = [cpu_seconds(pid) for pid in pids]
+    return CpuSample(sum(x.own for x in samples), sum(x.children for x in samples))
+
+
 async def run_concurrency(
-    lab: Lab, agent_pid: int, asterisk_pid: int, level: int, question: str, *, stagger_s: float = 0.15
+    lab: Lab,
+    agent_pid: int | Sequence[int],
+    asterisk_pid: int,
+    level: int,
+    question: str,
+    *,
+    stagger_s: float = 0.15,
+    extension: str = "100",
+    context: str = "ai-agent-demo",
 ) -> LevelResult:
     """``level`` calls at once, each: greeting, one question, the reply; all held until all are done.
 
@@ -209,7 +222,9 @@ async def run_concurrency(
         passed_answer = False
         try:
             await asyncio.sleep(i * stagger_s)
-            async with RtpCaller.connect(lab, answer_timeout=30) as call:
+            async with RtpCaller.connect(
+                lab, extension=extension, context=context, answer_timeout=30
+            ) as call:
                 result.answered += 1
                 passed_answer = True
                 answered.arrive()
@@ -230,20 +245,22 @@ async def run_concurrency(
                 answered.arrive()
             done.arrive()
 
-    agent_rss0, asterisk_rss0 = rss_mb(agent_pid), rss_mb(asterisk_pid)
+    # Several agents (a pool): their CPU and memory add up.
+    agents = [agent_pid] if isinstance(agent_pid, int) else list(agent_pid)
+    agent_rss0, asterisk_rss0 = sum(map(rss_mb, agents)), rss_mb(asterisk_pid)
     tasks = [asyncio.create_task(one(i)) for i in range(level)]
     try:
         await asyncio.wait_for(answered.event.wait(), 30 + level * stagger_s)
         started = time.monotonic()
         agent0, asterisk0, bench0 = (
-            cpu_seconds(agent_pid),
+            _cpu_sum(agents),
             cpu_seconds(asterisk_pid),
             cpu_seconds(os.getpid()),
         )
         await asyncio.wait_for(done.event.wait(), 120)
         result.window_s = time.monotonic() - started
         agent1, asterisk1, bench1 = (
-            cpu_seconds(agent_pid),
+            _cpu_sum(agents),
             cpu_seconds(asterisk_pid),
             cpu_seconds(os.getpid()),
         )
@@ -251,7 +268,7 @@ async def run_concurrency(
         result.asterisk_cpu = cpu_percent(asterisk0, asterisk1, result.window_s)
         result.bench_cpu = cpu_percent(bench0, bench1, result.window_s)
         # Every call is still up (held until release): what they hold in memory.
-        result.agent_rss = (agent_rss0, rss_mb(agent_pid))
+        result.agent_rss = (agent_rss0, sum(map(rss_mb, agents)))
         result.asterisk_rss = (asterisk_rss0, rss_mb(asterisk_pid))
     finally:
         release.set()
