@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_calls import SHORT_REPLY, timed_config
-from tests.bench.measure import cpu_percent, cpu_seconds, rss_mb
+from tests.bench.measure import cpu_percent, cpu_seconds, git_commit, rss_mb
 from tests.bench.phases import idle_cpu, run_concurrency
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.threaded import serve_in_thread
@@ -85,13 +85,6 @@ def _hwm_mb(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-def _commit() -> str:
-    proc = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    return proc.stdout.strip() or "unknown"
 
 
 def run_stack(
@@ -260,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     report: dict[str, Any] = {
         "command": " ".join(["python -m tests.bench.bench_capacity", *(argv or sys.argv[1:])]),
-        "commit": _commit(),
+        "commit": git_commit(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": _load()},
         "stacks": {},

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.measure import summary
+from tests.bench.measure import git_commit, summary
 from tests.integration.kamailio_lab import FR_TIMER, PING_INTERVAL, running_cluster
 from tests.integration.lab import running_lab
 
@@ -33,6 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5)
     args = parser.parse_args()
+    commit = git_commit()
+    load_before = os.getloadavg()
     detect: list[float] = []
     recover: list[float] = []
     with running_lab() as lab, running_cluster(lab) as cluster:
@@ -68,8 +70,15 @@ def main() -> None:
         print(f"{label:<36}{row['p50']:>8.2f}{row['p95']:>8.2f}{row['max']:>8.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"kamailio-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    machine = {"cpus": os.cpu_count(), "load": os.getloadavg()}
-    path.write_text(json.dumps({"machine": machine, **result}, indent=2), encoding="utf-8")
+    # The load average before and after: the machine is shared, the figures move with it.
+    machine = {"cpus": os.cpu_count(), "load_before": load_before, "load": os.getloadavg()}
+    report = {
+        "command": "python -m tests.bench.bench_kamailio",
+        "commit": commit,
+        "machine": machine,
+        **result,
+    }
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"written: {path}")
 
 

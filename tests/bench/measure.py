@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,18 @@ def cpu_seconds(pid: int) -> CpuSample:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return CpuSample((utime + stime) / _TICK, (cutime + cstime) / _TICK)
+
+
+def git_commit() -> str:
+    """The checkout's commit (``-dirty`` with changes not committed): a figure names what it measured."""
+    proc = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or "unknown"
 
 
 def rss_mb(pid: int) -> float:
