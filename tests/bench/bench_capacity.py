@@ -9,10 +9,11 @@ Starts the lab (tests/integration/lab.py). Two phases:
   held at once (``phases.run_concurrency``: greeting, one question, the
   reply), each level after the last. Per level: the agent's and Asterisk's
   CPU while the calls talk, and their resident memory before the first call
-  and while all are held. Stacks: ``timed`` (STT/LLM/TTS of simulated
-  latency, tests/fakes/timed.py: what a cloud stack costs the agent, less the
-  SDKs), ``offline`` (the shipped frontdesk: pocketsphinx, scripted dialog,
-  espeak-ng, all in the agent's process) and ``realtime`` (OpenAI Realtime
+  and while all are held (the agent with its child processes: the offline
+  recogniser decodes in worker processes, espeak-ng runs as one). Stacks:
+  ``timed`` (STT/LLM/TTS of simulated latency, tests/fakes/timed.py: what a
+  cloud stack costs the agent, less the SDKs), ``offline`` (the shipped
+  frontdesk: pocketsphinx, scripted dialog, espeak-ng) and ``realtime`` (OpenAI Realtime
   through the openai SDK to the wire-level fake tests/fakes/openai_server.py,
   served from this process, µ-law both ways); ``pool`` is the offline stack
   on two pool agents (StasisBroadcast, the lab's context ``lab-pool``), their
@@ -21,8 +22,9 @@ Starts the lab (tests/integration/lab.py). Two phases:
   (tests/integration/rtp_caller.py), so Asterisk's share here is above a
   SIP call's.
 * ``load``: ``ari-agent load`` (SIPp callers over SIP, the offline stack),
-  its JSON report as it prints it, with Asterisk's CPU over the run and the
-  agent's peak memory (VmHWM) beside it.
+  its JSON report as it prints it (its agent CPU is the agent's own process),
+  with Asterisk's CPU, the agent's with its workers, and their peak memory
+  (VmHWM) beside it.
 
 The machine is shared: the load average is recorded before and after each
 phase, and every figure should be read beside it. JSON goes to
@@ -46,7 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_calls import SHORT_REPLY, timed_config
-from tests.bench.measure import cpu_percent, cpu_seconds, git_commit, rss_mb
+from tests.bench.measure import (
+    cpu_percent,
+    cpu_seconds,
+    descendants,
+    git_commit,
+    tree_cpu_seconds,
+    tree_rss_mb,
+)
 from tests.bench.phases import idle_cpu, run_concurrency
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.threaded import serve_in_thread
@@ -140,7 +149,7 @@ def _run_levels(
     out: dict[str, Any] = {"load_before": _load(), "agents": len(agents), "levels": []}
     try:
         out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(pids[0]))
-        out["agent_idle_rss_mb"] = round(sum(map(rss_mb, pids)), 1)
+        out["agent_idle_rss_mb"] = round(sum(map(tree_rss_mb, pids)), 1)
         for level in levels:
             started = time.monotonic()
             before = [len(a.records()) for a in agents]
@@ -182,8 +191,9 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
     ]  # fmt: skip
     out: dict[str, Any] = {"command": " ".join(["ari-agent", *cmd[3:]]), "load_before": _load()}
     try:
-        rss0 = rss_mb(agent.pid)
-        asterisk0, agent0 = cpu_seconds(asterisk_pid), cpu_seconds(agent.pid)
+        rss0 = tree_rss_mb(agent.pid)
+        # The agent with its recogniser workers: its own /metrics CPU (the report's) leaves them out.
+        asterisk0, agent0 = cpu_seconds(asterisk_pid), tree_cpu_seconds(agent.pid)
         started = time.monotonic()
         proc = subprocess.run(
             cmd,
@@ -206,7 +216,7 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
         # Over the whole run (calls arriving, talking, ending): seconds of CPU per call, and
         # per second of call (the records' start to end): percent of a core per call held.
         asterisk = cpu_percent(asterisk0, cpu_seconds(asterisk_pid), wall)
-        agent_cpu = cpu_percent(agent0, cpu_seconds(agent.pid), wall)
+        agent_cpu = cpu_percent(agent0, tree_cpu_seconds(agent.pid), wall)
         call_s = sum(
             (datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["started_at"])).total_seconds()
             for r in agent.records()
@@ -219,7 +229,11 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
                 "agent": round(agent_cpu["with_children"] * wall / call_s, 2),
                 "asterisk": round(asterisk["own"] * wall / call_s, 2),
             }
-        out["agent_rss_mb"] = {"before": round(rss0, 1), "peak": round(_hwm_mb(agent.pid), 1)}
+        peak = sum(_hwm_mb(pid) for pid in [agent.pid, *descendants(agent.pid)])
+        out["agent_rss_mb"] = {"before": round(rss0, 1), "peak": round(peak, 1)}
+        out["agent_cpu_seconds_per_call_with_workers"] = round(
+            agent_cpu["with_children"] * wall / 100 / calls, 3
+        )
         out["load_after"] = _load()
     finally:
         agent.stop()

@@ -60,6 +60,55 @@ def git_commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (children, their children...): the offline recogniser's workers."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> CpuSample:
+    """CPU of a process and of its live descendants (``own``), and of the children it has waited for.
+
+    A long-lived child (a recogniser worker) is never waited for while it runs, so the
+    process's own counters miss it; a short one (espeak-ng) is in ``children`` once it exits.
+    """
+    root = cpu_seconds(pid)
+    own = root.own
+    for child in descendants(pid):
+        try:
+            sample = cpu_seconds(child)
+        except OSError:
+            continue
+        own += sample.own
+    return CpuSample(own, root.children)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live descendants, MiB (shared pages counted in each)."""
+    total = rss_mb(pid)
+    for child in descendants(pid):
+        try:
+            total += rss_mb(child)
+        except (OSError, RuntimeError):
+            continue
+    return total
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (VmRSS), MiB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as f:

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.bench.measure import CpuSample, cpu_percent, cpu_seconds, rss_mb, summary
+from tests.bench.measure import (
+    CpuSample,
+    cpu_percent,
+    cpu_seconds,
+    rss_mb,
+    summary,
+    tree_cpu_seconds,
+    tree_rss_mb,
+)
 from tests.integration.lab import Lab
 from tests.integration.rtp_caller import RtpCaller
 
@@ -194,7 +202,7 @@ class _Barrier:
 
 
 def _cpu_sum(pids: Sequence[int]) -> CpuSample:
-    samples = [cpu_seconds(pid) for pid in pids]
+    samples = [tree_cpu_seconds(pid) for pid in pids]
     return CpuSample(sum(x.own for x in samples), sum(x.children for x in samples))
 
 
@@ -247,7 +255,8 @@ async def run_concurrency(
 
     # Several agents (a pool): their CPU and memory add up.
     agents = [agent_pid] if isinstance(agent_pid, int) else list(agent_pid)
-    agent_rss0, asterisk_rss0 = sum(map(rss_mb, agents)), rss_mb(asterisk_pid)
+    # The agents with their recogniser workers (child processes).
+    agent_rss0, asterisk_rss0 = sum(map(tree_rss_mb, agents)), rss_mb(asterisk_pid)
     tasks = [asyncio.create_task(one(i)) for i in range(level)]
     try:
         await asyncio.wait_for(answered.event.wait(), 30 + level * stagger_s)
@@ -268,7 +277,7 @@ async def run_concurrency(
         result.asterisk_cpu = cpu_percent(asterisk0, asterisk1, result.window_s)
         result.bench_cpu = cpu_percent(bench0, bench1, result.window_s)
         # Every call is still up (held until release): what they hold in memory.
-        result.agent_rss = (agent_rss0, sum(map(rss_mb, agents)))
+        result.agent_rss = (agent_rss0, sum(map(tree_rss_mb, agents)))
         result.asterisk_rss = (asterisk_rss0, rss_mb(asterisk_pid))
     finally:
         release.set()
