@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.kamailio_lab import Cluster, Node, _wait, running_cluster
+from tests.integration.kamailio_lab import PING_INTERVAL, Cluster, Node, _wait, running_cluster
 from tests.integration.lab import Lab
 
 
@@ -97,7 +97,7 @@ def test_a_drained_node_takes_no_new_calls(cluster: Cluster) -> None:
     assert drained.agent is not None
     drained.agent.proc.send_signal(signal.SIGTERM)
     assert drained.agent.proc.wait(timeout=30) == 0
-    time.sleep(3 * 1)  # several probe intervals: a probe must not bring a disabled node back
+    time.sleep(3 * PING_INTERVAL)  # several probes: none may bring a disabled node back
     assert cluster.kamailio.states()[drained.uri].startswith("D")
     spread = _answered(cluster, 4)
     assert spread[drained.name] == [] and len(spread[other.name]) == 4, spread
