@@ -54,6 +54,7 @@ from tests.bench.measure import (
     descendants,
     git_commit,
     tree_cpu_seconds,
+    tree_pss_mb,
     tree_rss_mb,
 )
 from tests.bench.phases import idle_cpu, run_concurrency
@@ -150,6 +151,7 @@ def _run_levels(
     try:
         out["agent_idle_cpu_percent"] = asyncio.run(idle_cpu(pids[0]))
         out["agent_idle_rss_mb"] = round(sum(map(tree_rss_mb, pids)), 1)
+        out["agent_idle_pss_mb"] = round(sum(map(tree_pss_mb, pids)), 1)
         for level in levels:
             started = time.monotonic()
             before = [len(a.records()) for a in agents]
@@ -231,6 +233,7 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
             }
         peak = sum(_hwm_mb(pid) for pid in [agent.pid, *descendants(agent.pid)])
         out["agent_rss_mb"] = {"before": round(rss0, 1), "peak": round(peak, 1)}
+        out["agent_pss_mb_after"] = round(tree_pss_mb(agent.pid), 1)
         out["agent_cpu_seconds_per_call_with_workers"] = round(
             agent_cpu["with_children"] * wall / 100 / calls, 3
         )

@@ -109,6 +109,19 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its live descendants, MiB: shared pages split
+    between the processes sharing them, so the sum is what the tree takes (RSS counts them in each)."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{each}/smaps_rollup", encoding="ascii") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process (VmRSS), MiB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
