@@ -225,6 +225,16 @@ def run_load(lab: Lab, factory: AgentFactory, calls: int, rate: float) -> dict[s
             if r.get("ended_at")
         )
         out["call_seconds"] = round(call_s, 1)
+        # A call the agent did not end (the tool's "not hung up after goodbye"): what it heard and said.
+        out["calls_not_ended_by_agent"] = [
+            {
+                "number": (r.get("caller") or {}).get("number"),
+                "end_reason": r.get("end_reason"),
+                "turns": [(t.get("role"), t.get("text")) for t in r.get("turns", [])],
+            }
+            for r in agent.records()
+            if r.get("end_reason") != "hangup_by_agent"
+        ]
         out["asterisk_cpu_seconds_per_call"] = round(asterisk["own"] * wall / 100 / calls, 3)
         if call_s > 0:
             out["cpu_percent_per_call_held"] = {
