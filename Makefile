@@ -78,6 +78,7 @@ bench: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_kamailio  # Kamailio's detection of a dead node
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_capacity  # docs/capacity.md's figures
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
 # (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.
