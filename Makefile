@@ -4,11 +4,12 @@ PYTHON ?= python3
 ROOTFS ?= /var/cache/ari-agent/rootfs
 # make test's pytest workers; each through-Asterisk worker starts its own lab.
 TEST_WORKERS ?= 2
-APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester
+APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester kubernetes-client
 # Installed without recommends: only promtool is used (make test checks the alert rules with it);
 # nothing needs Debian's prometheus service running, leave it stopped where it starts. Chromium and
 # its driver: the console's headless browser test (selenium is pointed at /usr/bin/chromedriver).
-APT_BARE_PACKAGES := prometheus chromium chromium-driver
+# Kamailio: test_kamailio.py runs its own on loopback, never the packaged service.
+APT_BARE_PACKAGES := prometheus chromium chromium-driver kamailio
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install deps rootfs lint test test-unit test-integration test-faults test-live bench soak load up up-agent down logs check clean screenshots
@@ -21,8 +22,12 @@ help:
 	@echo "make load    load-test the running stack with SIPp callers (LOAD_ARGS=\"--calls 50 --rate 2\")"
 
 # Debian packages the tests and the offline voice need (skipped when present).
+# kubernetes-client: any kubectl on PATH will do (a packaged one, e.g. Google Cloud SDK's
+# `kubectl`, owns /usr/bin/kubectl and makes Debian's fail to install).
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+		if [ $$p = kubernetes-client ] && command -v kubectl >/dev/null; then continue; fi; \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -72,6 +77,8 @@ bench: install rootfs
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_kamailio  # Kamailio's detection of a dead node
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_capacity  # docs/capacity.md's figures
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call
 # (about 32 minutes); SOAK_ARGS="--minutes 1 --long-call-minutes 0" for a quick look.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,89 @@ def cpu_seconds(pid: int) -> CpuSample:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return CpuSample((utime + stime) / _TICK, (cutime + cstime) / _TICK)
+
+
+def git_commit() -> str:
+    """The checkout's commit (``-dirty`` with changes not committed): a figure names what it measured."""
+    proc = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or "unknown"
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (children, their children...): the offline recogniser's workers."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> CpuSample:
+    """CPU of a process and of its live descendants (``own``), and of the children it has waited for.
+
+    A long-lived child (a recogniser worker) is never waited for while it runs, so the
+    process's own counters miss it; a short one (espeak-ng) is in ``children`` once it exits.
+    """
+    root = cpu_seconds(pid)
+    own = root.own
+    for child in descendants(pid):
+        try:
+            sample = cpu_seconds(child)
+        except OSError:
+            continue
+        own += sample.own
+    return CpuSample(own, root.children)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live descendants, MiB (shared pages counted in each)."""
+    total = rss_mb(pid)
+    for child in descendants(pid):
+        try:
+            total += rss_mb(child)
+        except (OSError, RuntimeError):
+            continue
+    return total
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its live descendants, MiB: shared pages split
+    between the processes sharing them, so the sum is what the tree takes (RSS counts them in each)."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{each}/smaps_rollup", encoding="ascii") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def cpu_percent(before: CpuSample, after: CpuSample, wall: float) -> dict[str, float]:

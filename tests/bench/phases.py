@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.bench.measure import CpuSample, cpu_percent, cpu_seconds, summary
+from tests.bench.measure import (
+    CpuSample,
+    cpu_percent,
+    cpu_seconds,
+    rss_mb,
+    summary,
+    tree_cpu_seconds,
+    tree_rss_mb,
+)
 from tests.integration.lab import Lab
 from tests.integration.rtp_caller import RtpCaller
 
@@ -150,6 +158,9 @@ class LevelResult:
     latencies: list[float] = field(default_factory=list)
     intervals: list[float] = field(default_factory=list)
     send_lateness: list[float] = field(default_factory=list)  # the simulated callers' own
+    # Resident memory (MiB) before the first call and while every call is held.
+    agent_rss: tuple[float, float] = (0.0, 0.0)
+    asterisk_rss: tuple[float, float] = (0.0, 0.0)
 
     def report(self) -> dict[str, Any]:
         per_call = {k: round(v / self.level, 2) for k, v in self.agent_cpu.items()}
@@ -166,7 +177,14 @@ class LevelResult:
             "turn_latency_ms": summary(self.latencies),
             "outbound_interval_ms": summary(self.intervals, ndigits=2),
             "caller_send_lateness_ms": summary(self.send_lateness, ndigits=2),
+            "agent_rss_mb": _rss_report(self.agent_rss, self.level),
+            "asterisk_rss_mb": _rss_report(self.asterisk_rss, self.level),
         }
+
+
+def _rss_report(rss: tuple[float, float], calls: int) -> dict[str, float]:
+    before, held = rss
+    return {"before": round(before, 1), "held": round(held, 1), "per_call": round((held - before) / calls, 2)}
 
 
 class _Barrier:
@@ -183,8 +201,21 @@ class _Barrier:
             self.event.set()
 
 
+def _cpu_sum(pids: Sequence[int]) -> CpuSample:
+    samples = [tree_cpu_seconds(pid) for pid in pids]
+    return CpuSample(sum(x.own for x in samples), sum(x.children for x in samples))
+
+
 async def run_concurrency(
-    lab: Lab, agent_pid: int, asterisk_pid: int, level: int, question: str, *, stagger_s: float = 0.15
+    lab: Lab,
+    agent_pid: int | Sequence[int],
+    asterisk_pid: int,
+    level: int,
+    question: str,
+    *,
+    stagger_s: float = 0.15,
+    extension: str = "100",
+    context: str = "ai-agent-demo",
 ) -> LevelResult:
     """``level`` calls at once, each: greeting, one question, the reply; all held until all are done.
 
@@ -199,7 +230,9 @@ async def run_concurrency(
         passed_answer = False
         try:
             await asyncio.sleep(i * stagger_s)
-            async with RtpCaller.connect(lab, answer_timeout=30) as call:
+            async with RtpCaller.connect(
+                lab, extension=extension, context=context, answer_timeout=30
+            ) as call:
                 result.answered += 1
                 passed_answer = True
                 answered.arrive()
@@ -220,25 +253,32 @@ async def run_concurrency(
                 answered.arrive()
             done.arrive()
 
+    # Several agents (a pool): their CPU and memory add up.
+    agents = [agent_pid] if isinstance(agent_pid, int) else list(agent_pid)
+    # The agents with their recogniser workers (child processes).
+    agent_rss0, asterisk_rss0 = sum(map(tree_rss_mb, agents)), rss_mb(asterisk_pid)
     tasks = [asyncio.create_task(one(i)) for i in range(level)]
     try:
         await asyncio.wait_for(answered.event.wait(), 30 + level * stagger_s)
         started = time.monotonic()
         agent0, asterisk0, bench0 = (
-            cpu_seconds(agent_pid),
+            _cpu_sum(agents),
             cpu_seconds(asterisk_pid),
             cpu_seconds(os.getpid()),
         )
         await asyncio.wait_for(done.event.wait(), 120)
         result.window_s = time.monotonic() - started
         agent1, asterisk1, bench1 = (
-            cpu_seconds(agent_pid),
+            _cpu_sum(agents),
             cpu_seconds(asterisk_pid),
             cpu_seconds(os.getpid()),
         )
         result.agent_cpu = cpu_percent(agent0, agent1, result.window_s)
         result.asterisk_cpu = cpu_percent(asterisk0, asterisk1, result.window_s)
         result.bench_cpu = cpu_percent(bench0, bench1, result.window_s)
+        # Every call is still up (held until release): what they hold in memory.
+        result.agent_rss = (agent_rss0, sum(map(tree_rss_mb, agents)))
+        result.asterisk_rss = (asterisk_rss0, rss_mb(asterisk_pid))
     finally:
         release.set()
         await asyncio.gather(*tasks, return_exceptions=True)
