@@ -326,6 +326,7 @@ class InboundStream:
             "late_fills": self.events.get(LATE_FILL, 0),
             "late_fill_ms": self.late_fill_frames * FRAME_MS,
             "hold_max_ms": round(self.hold_max_s * 1000),
+            # Handed back to the consumer; a turn engine between utterances has nothing to take.
             "late_fill_retracted_ms": self.retracted_frames * FRAME_MS,
             "jitter_buffer_p50_ms": self.buffer.delay_percentile_ms(50),
             "jitter_buffer_p95_ms": self.buffer.delay_percentile_ms(95),
