@@ -378,3 +378,15 @@ async def test_build_chain_reads_timeouts_and_retries_from_options() -> None:
     assert first.first_token_timeout == 2.5
     assert await reply(chain) == "late"  # three tries allowed by its options
     assert set(board.states()) == {"p:llm:tests.unit.test_resilience:ScriptLLM"}
+
+
+def test_a_scoped_chain_has_its_own_breakers() -> None:
+    # A language's voice is the profile's TTS with other options: its failures must not open the
+    # breaker of the default voice that every other call of the profile uses.
+    board = BreakerBoard(clock=FakeClock())
+    name = "tests.unit.test_resilience:ScriptLLM"
+    ctx = ProviderContext(profile="p", options={"label": "a", "script": ["x"]})
+    default = build_chain("llm", [name], lambda _: ctx, breakers=board)
+    spanish = build_chain("llm", [name], lambda _: ctx, breakers=board, scope="es")
+    assert default.members[0].breaker is not spanish.members[0].breaker
+    assert set(board.states()) == {f"p:llm:{name}", f"p:llm:{name}@es"}
