@@ -171,8 +171,8 @@ class CallRecord:
     media: dict[str, float | int | None] = field(default_factory=dict)
     # The agent that handled it (AGENT_INSTANCE_ID): in a pool, which one took the call.
     instance: str | None = None
-    # The caller's language (a tag of the profile's language or languages) as the recogniser
-    # last reported it; None when it reports none.
+    # The caller's language: the last of the profile's language and languages the recogniser
+    # reported (one it was not configured for changes nothing); None when it reported none.
     language: str | None = None
 
     def to_json(self) -> dict[str, Any]:
