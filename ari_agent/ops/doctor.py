@@ -5,7 +5,8 @@ Checks, in order; a failed check skips the ones that depend on it:
 1. ``ari``: ARI answers at the configured URL.
 2. ``credentials``: the configured user and password are accepted.
 3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis and the configured
-   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket) loaded.
+   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket;
+   res_websocket_client and chan_websocket) loaded.
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
 5. ``media``: two-way audio between Asterisk and the advertised RTP address
@@ -50,6 +51,7 @@ REQUIRED_MODULES = ("res_ari.so", "res_http_websocket.so", "res_stasis.so", "app
 TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
     "rtp": (),
     "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
+    "websocket": ("res_websocket_client.so", "chan_websocket.so"),
 }
 HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"

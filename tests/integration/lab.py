@@ -1100,6 +1100,7 @@ _SHIPPED = (
     "pjsip.conf",
     "extensions.conf",
     "logger.conf",
+    "chan_websocket.conf",
 )
 
 

@@ -249,3 +249,43 @@ def test_doctor_checks_audiosocket_modules_and_two_way_audio(
     assert checks["media"][0]["status"] == "skip"
     # Loaded again (the next test's calls need it).
     assert "chan_audiosocket.so" in lab.agent.rx("module show like audiosocket")
+
+
+# ---------------------------------------------------------------- WebSocket (chan_websocket)
+
+
+def websocket_env(lab: Lab) -> dict[str, str]:
+    # connection_type=server: the agent connects to the lab Asterisk's HTTP server (ARI's URL).
+    return {"AGENT_MEDIA__TRANSPORT": "websocket"}
+
+
+@pytest.fixture
+def ws_agent(agent_factory: AgentFactory, lab: Lab) -> AgentProcess:
+    return agent_factory.start(websocket_env(lab))
+
+
+def test_websocket_call_answers_each_intent_and_goodbye(lab: Lab, ws_agent: AgentProcess) -> None:
+    handle = lab.place_call(["what time do you open", "where are you located", "goodbye"], via="local")
+    names: list[str] = []
+    deadline = time.monotonic() + 30
+    while not names and time.monotonic() < deadline:
+        names = media_channel_names(lab)
+        time.sleep(0.2)
+    assert names and all(n.startswith("WebSocket/") for n in names), names
+    lab.wait_call_ended(handle, timeout=120)
+    record = ws_agent.record_for(handle.number)
+
+    assert agent_lines(record) == [GREETING, HOURS, ADDRESS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert status_after_stasis(lab, handle.number) == "COMPLETED"
+    assert heard_turns(lab, handle) >= {0, 1, 2}
+    # Asterisk paced it: the greeting plays at its true speed, whole (espeak-ng: about 3.6 s).
+    segments = voiced_segments(handle.recording_path)
+    assert segments, "the caller heard nothing"
+    assert 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    # The goodbye was heard whole before the hang-up (the agent waits for Asterisk's play-out).
+    assert record["media"]["received"] > 100 and record["media"]["lost"] == 0
+    assert metric(ws_agent, "ari_agent_rtp_packets_in_total", transport="websocket") > 100
+    assert metric(ws_agent, "ari_agent_rtp_packets_out_total", transport="websocket") > 100
+    assert metric(ws_agent, "ari_agent_rtp_packets_in_total", transport="rtp") == 0
+    assert wait_leftovers_gone(lab) == ([], [])
