@@ -42,6 +42,7 @@ from ari_agent.media.transport import (
     rtp_address,
 )
 from ari_agent.media.websocket_leg import WebSocketLeg, media_url
+from ari_agent.media.ws_outbound import WebSocketOutbound
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
@@ -582,6 +583,8 @@ class CallSession:
             if isinstance(self._leg, WebSocketLeg):
                 await self._leg.closed_io()
             self._observe_quality(self._leg)
+            if isinstance(self._pacer, WebSocketOutbound):
+                self.record.media.update({f"ws_{k}": v for k, v in self._pacer.summary().items()})
             metrics.errors.labels("rtp_consumer").inc(self._leg.callback_errors)
         ari = self.deps.ari
         try:

@@ -64,6 +64,7 @@ class WebSocketOutbound(OutboundPacer):
         self.xoff = False
         self.xoffs = 0  # MEDIA_XOFF seen
         self.marks_sent = 0
+        self.commands_sent: dict[str, int] = {}  # PAUSE_MEDIA, CONTINUE_MEDIA, FLUSH_MEDIA
         self._broken = False
         rate = self.wire.sample_rate
         self._reference = None if rate == _REFERENCE_RATE else StreamResampler(rate, _REFERENCE_RATE)
@@ -140,7 +141,20 @@ class WebSocketOutbound(OutboundPacer):
 
     async def _send_commands(self) -> None:
         while self._commands:
-            await self._link.send_command(self._commands.pop(0))
+            line = self._commands.pop(0)
+            await self._link.send_command(line)
+            self.commands_sent[line] = self.commands_sent.get(line, 0) + 1
+
+    def summary(self) -> dict[str, int]:
+        """For the call record: how Asterisk's play-out was driven."""
+        return {
+            "marks_sent": self.marks_sent,
+            "marks_processed": self.playout.marks_seen,
+            "xoffs": self.xoffs,
+            "pauses": self.commands_sent.get(wsmedia.PAUSE_MEDIA, 0),
+            "continues": self.commands_sent.get(wsmedia.CONTINUE_MEDIA, 0),
+            "flushes": self.commands_sent.get(wsmedia.FLUSH_MEDIA, 0),
+        }
 
     async def _run(self) -> None:
         while True:

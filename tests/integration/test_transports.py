@@ -1,8 +1,9 @@
-"""The other media transports through the real Asterisk 22: AudioSocket (ExternalMedia over TCP).
+"""The other media transports through the real Asterisk 22: AudioSocket (ExternalMedia over
+TCP) and WebSocket (chan_websocket, the agent connecting to Asterisk's /media/<id>).
 
 The same calls as on RTP (test_calls, test_barge_in, test_media_input), with
-``media.transport = audiosocket``: everything above the media leg must not
-notice. Deadlines are generous; nothing here measures latency.
+``media.transport = audiosocket`` or ``websocket``: everything above the media
+leg must not notice. Deadlines are generous; nothing here measures latency.
 """
 
 from __future__ import annotations
@@ -40,9 +41,28 @@ def audiosocket_env(lab: Lab) -> dict[str, str]:
     }
 
 
+def websocket_env(lab: Lab) -> dict[str, str]:
+    # connection_type=server: the agent connects to the lab Asterisk's HTTP server (ARI's URL).
+    return {"AGENT_MEDIA__TRANSPORT": "websocket"}
+
+
+ENVS = {"audiosocket": audiosocket_env, "websocket": websocket_env}
+
+
 @pytest.fixture
 def as_agent(agent_factory: AgentFactory, lab: Lab) -> AgentProcess:
     return agent_factory.start(audiosocket_env(lab))
+
+
+@pytest.fixture(params=sorted(ENVS))
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each stream transport in turn (the calls that must not notice which one carries them)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def stream_agent(agent_factory: AgentFactory, lab: Lab, transport: str) -> AgentProcess:
+    return agent_factory.start(ENVS[transport](lab))
 
 
 def media_channel_names(lab: Lab) -> list[str]:
@@ -84,8 +104,8 @@ def test_audiosocket_call_answers_each_intent_and_goodbye(lab: Lab, as_agent: Ag
     assert wait_leftovers_gone(lab) == ([], [])
 
 
-async def test_audiosocket_caller_silent_between_words_gets_every_answer(
-    lab: Lab, as_agent: AgentProcess, tmp_path: Path
+async def test_caller_silent_between_words_gets_every_answer(
+    lab: Lab, stream_agent: AgentProcess, transport: str, tmp_path: Path
 ) -> None:
     """A leg that sends nothing while the caller is quiet: the agent's clock fills it, as on RTP."""
     async with RtpCaller.connect(lab, silence_suppression=True) as call:
@@ -99,19 +119,20 @@ async def test_audiosocket_caller_silent_between_words_gets_every_answer(
             raise
         assert said.last_sent > 0
         assert call.suppressed_frames > 100
-    record = as_agent.record_for(call.number, timeout=20)
+    record = stream_agent.record_for(call.number, timeout=20)
     assert [t["text"] for t in record["turns"] if t["role"] == "user"] == ["what time do you open", "goodbye"]
     assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
     assert record["end_reason"] == "hangup_by_agent"
     assert record["media"]["gaps"] >= 2
-    assert metric(as_agent, "ari_agent_rtp_inbound_gaps_total", transport="audiosocket") >= 2
+    assert metric(stream_agent, "ari_agent_rtp_inbound_gaps_total", transport=transport) >= 2
 
 
-def test_audiosocket_one_key_press_gives_one_digit(lab: Lab, as_agent: AgentProcess) -> None:
-    # The digit comes through ARI; the copy Asterisk also writes on the AudioSocket is only counted.
+def test_one_key_press_gives_one_digit(lab: Lab, stream_agent: AgentProcess) -> None:
+    # The digit comes through ARI; the copy Asterisk also writes on the stream (AudioSocket's
+    # DTMF kind, chan_websocket's DTMF_END) is only counted.
     handle = lab.place_call(["dtmf:5", "goodbye"], via="local")
     lab.wait_call_ended(handle, timeout=90)
-    record = as_agent.record_for(handle.number)
+    record = stream_agent.record_for(handle.number)
     users = [t["text"] for t in record["turns"] if t["role"] == "user"]
     assert [u for u in users if u.startswith("caller pressed")] == ["caller pressed 5"], users
     assert record["end_reason"] == "hangup_by_agent"
@@ -141,7 +162,9 @@ def test_audiosocket_narrowband_booking_transfers_and_strangers_are_refused(
     assert metric(as_agent, dropped, reason="unknown_uuid", transport="audiosocket") == 1
 
 
-async def test_audiosocket_barge_in_stops_the_reply(lab: Lab, as_agent: AgentProcess, tmp_path: Path) -> None:
+async def test_barge_in_stops_the_reply(
+    lab: Lab, stream_agent: AgentProcess, transport: str, tmp_path: Path
+) -> None:
     async with RtpCaller.connect(lab) as call:
         try:
             await call.wait_greeting()
@@ -154,17 +177,20 @@ async def test_audiosocket_barge_in_stops_the_reply(lab: Lab, as_agent: AgentPro
         except BaseException:
             call.dump_wav(tmp_path / "barge-in.wav")
             raise
-    record = as_agent.record_for(call.number, timeout=20)
+    record = stream_agent.record_for(call.number, timeout=20)
     replies = [t for t in record["turns"] if t["role"] == "agent"]
     hours = next(t for t in replies if str(t["text"]).startswith("We are open") or t.get("interrupted"))
     assert hours["interrupted"] is True
     heard = str(hours["text"])
     assert heard and HOURS.startswith(heard) and len(heard) < len(HOURS)
     assert replies[-1]["text"] == ADDRESS
-    assert metric(as_agent, "ari_agent_barge_ins_total", profile="frontdesk") == 1
+    assert metric(stream_agent, "ari_agent_barge_ins_total", profile="frontdesk") == 1
+    if transport == "websocket":
+        # The cut is Asterisk's: FLUSH_MEDIA dropped what it still held.
+        assert record["media"]["ws_flushes"] >= 1
 
 
-def test_audiosocket_five_concurrent_sip_calls_leave_nothing(lab: Lab, as_agent: AgentProcess) -> None:
+def test_five_concurrent_sip_calls_leave_nothing(lab: Lab, stream_agent: AgentProcess) -> None:
     questions = [("what time do you open", HOURS), ("where are you located", ADDRESS)]
     handles = []
     for i in range(5):
@@ -175,20 +201,20 @@ def test_audiosocket_five_concurrent_sip_calls_leave_nothing(lab: Lab, as_agent:
         lab.wait_call_ended(handle, timeout=180)
     wrong = []
     for handle, reply in handles:
-        record = as_agent.record_for(handle.number, timeout=20)
+        record = stream_agent.record_for(handle.number, timeout=20)
         if agent_lines(record) != [GREETING, reply, GOODBYE] or record["end_reason"] != "hangup_by_agent":
             wrong.append((handle.number, agent_lines(record), record["end_reason"]))
     assert not wrong, wrong
     assert wait_leftovers_gone(lab) == ([], [])
-    status, body = as_agent.http_get("/calls")
+    status, body = stream_agent.http_get("/calls")
     assert status == 200 and body.strip() == "[]"
 
 
-def test_audiosocket_kill_and_restart_hands_parked_callers_back(
-    lab: Lab, agent_factory: AgentFactory
+def test_kill_and_restart_hands_parked_callers_back(
+    lab: Lab, agent_factory: AgentFactory, transport: str
 ) -> None:
     records_dir = agent_factory.workdir / "restart-records"
-    env = audiosocket_env(lab)
+    env = ENVS[transport](lab)
     first = agent_factory.start(env, records_dir=records_dir)
     handles = [lab.place_call([], via="local", tail=60, max_duration=90) for _ in range(2)]
     deadline = time.monotonic() + 30
@@ -252,11 +278,6 @@ def test_doctor_checks_audiosocket_modules_and_two_way_audio(
 
 
 # ---------------------------------------------------------------- WebSocket (chan_websocket)
-
-
-def websocket_env(lab: Lab) -> dict[str, str]:
-    # connection_type=server: the agent connects to the lab Asterisk's HTTP server (ARI's URL).
-    return {"AGENT_MEDIA__TRANSPORT": "websocket"}
 
 
 @pytest.fixture
