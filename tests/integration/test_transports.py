@@ -18,7 +18,7 @@ import pytest
 
 from ari_agent.media import audiosocket
 from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric, voiced_segments
-from tests.integration.rtp_caller import RtpCaller
+from tests.integration.rtp_caller import RtpCaller, cough
 from tests.integration.test_calls import (
     ADDRESS,
     GOODBYE,
@@ -30,6 +30,7 @@ from tests.integration.test_calls import (
     heard_turns,
     status_after_stasis,
 )
+from tests.integration.test_interruptions import _sound_over_the_greeting
 from tests.integration.test_ops import doctor
 
 
@@ -310,3 +311,101 @@ def test_websocket_call_answers_each_intent_and_goodbye(lab: Lab, ws_agent: Agen
     assert metric(ws_agent, "ari_agent_rtp_packets_out_total", transport="websocket") > 100
     assert metric(ws_agent, "ari_agent_rtp_packets_in_total", transport="rtp") == 0
     assert wait_leftovers_gone(lab) == ([], [])
+
+
+def test_websocket_narrowband_booking_transfers(lab: Lab, agent_factory: AgentFactory) -> None:
+    # media.format = ulaw: chan_websocket carries µ-law as it is (160-byte frames).
+    ws_agent = agent_factory.start({**websocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
+    handle = lab.place_call(["i want to book an appointment"], via="local")
+    lab.wait_dialplan_event(handle.number, "reception", timeout=60)
+    record = ws_agent.record_for(handle.number, timeout=20)
+    assert agent_lines(record) == [GREETING, RECEPTION]
+    assert record["end_reason"] == "transferred"
+    assert status_after_stasis(lab, handle.number) == "TRANSFERRED"
+    assert heard_turns(lab, handle) >= {0, 1}
+    segments = voiced_segments(handle.recording_path)
+    assert segments and 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 50
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
+async def test_websocket_heard_part_of_a_cut_reply_matches_the_caller(
+    lab: Lab, ws_agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The record's heard part comes from Asterisk's play-out (marks), not from when frames left."""
+    async with RtpCaller.connect(lab) as call:
+        try:
+            await call.wait_greeting()
+            said = await call.say("what time do you open")
+            reply_at = await call.wait_agent_audio(timeout=15, after=said.last_sent)
+            await asyncio.sleep(2.0)  # into the five-second reply, which Asterisk holds whole
+            said = await call.say("where are you located")
+            await call.wait_agent_speech(timeout=15, after=said.last_sent)
+            await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+        except BaseException:
+            call.dump_wav(tmp_path / "heard.wav")
+            raise
+        # What the caller got of the reply: its first audible frame to its last before the
+        # answer to the second question (packets come 20 ms apart: exact to a frame).
+        # (Asterisk sends the caller nothing once the agent's audio is flushed: the last packet
+        # before the second answer is the last frame heard.)
+        got = call.packets(after=reply_at - 0.001, before=said.last_sent)
+    assert got, "the reply never played"
+    record = ws_agent.record_for(call.number, timeout=20)
+    hours = next(t for t in record["turns"] if t["role"] == "agent" and t.get("interrupted"))
+    heard_ms = int(hours["heard_ms"])
+    caller_ms = (got[-1].at - got[0].at) * 1000 + 20
+    print(f"record: {heard_ms} ms heard; caller: {caller_ms:.0f} ms from the reply's first frame to its last")
+    assert 1000 < heard_ms < 4500
+    assert abs(heard_ms - caller_ms) <= 60
+    assert record["media"]["ws_flushes"] >= 1 and record["media"]["ws_marks_processed"] > 10
+
+
+async def test_websocket_cough_during_the_greeting_pauses_and_continues_it(
+    lab: Lab, ws_agent: AgentProcess, tmp_path: Path
+) -> None:
+    record = await _sound_over_the_greeting(lab, ws_agent, tmp_path, cough(), "cough")
+    # Held and resumed by Asterisk: PAUSE_MEDIA, then CONTINUE_MEDIA, nothing flushed.
+    media = record["media"]
+    assert isinstance(media, dict)
+    assert media["ws_pauses"] >= 1 and media["ws_continues"] >= 1, media
+    assert media["ws_flushes"] == 0, media
+
+
+# Long enough that Asterisk's queue (XOFF at 900 frames, 18 s) fills: about 30 s of espeak-ng.
+LONG_GREETING = " ".join(
+    [
+        "Thank you for calling Riverside Dental.",
+        "Before we begin, here is some information about our practice.",
+        "We are open Monday to Friday, from nine in the morning to five in the evening.",
+        "We are closed on weekends and on public holidays.",
+        "Our practice is at 12 Harbour Street, next to the library, with parking behind the building.",
+        "New patients are welcome, and we see children from the age of three.",
+        "For emergencies outside our opening hours, please call the hospital.",
+        "This is the end of the greeting. How can I help you?",
+    ]
+)
+
+
+def test_websocket_reply_longer_than_asterisks_queue_waits_for_xon_and_arrives_whole(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    config = agent_factory.workdir / "long-greeting.toml"
+    config.write_text(f'[profiles.frontdesk]\ngreeting = "{LONG_GREETING}"\n', encoding="utf-8")
+    ws_agent = agent_factory.start({**websocket_env(lab), "AGENT_CONFIG": str(config)})
+    handle = lab.place_call([], via="local", tail=45, max_duration=60)
+    lab.wait_call_ended(handle, timeout=90)
+    record = ws_agent.record_for(handle.number)
+    assert agent_lines(record)[0] == LONG_GREETING
+    assert not record["turns"][0].get("interrupted")
+    media = record["media"]
+    assert media["ws_xoffs"] >= 1, media  # Asterisk said its queue was full ...
+    sent_s = metric(ws_agent, "ari_agent_rtp_packets_out_total", transport="websocket") * 0.02
+    assert sent_s > 20, sent_s
+    # ... and the caller still heard all of it, at its true speed: from the first voiced
+    # segment to the last, as long as the frames sent (less the greeting's trailing quiet).
+    segments = voiced_segments(handle.recording_path)
+    assert segments
+    span = segments[-1][1] - segments[0][0]
+    print(f"greeting: {sent_s:.1f} s sent, {span:.1f} s heard, {media['ws_xoffs']} XOFF")
+    assert sent_s - 1.5 < span <= sent_s + 0.5, (span, sent_s)
