@@ -10,7 +10,8 @@ Checks, in order; a failed check skips the ones that depend on it:
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
 5. ``media``: two-way audio between Asterisk and the advertised RTP address
-   (on AudioSocket: the same over AudioSocket connections, see audiosocket_probe).
+   (on AudioSocket and WebSocket: the same over their connections, see audiosocket_probe
+   and websocket_probe).
    Two ExternalMedia channels in one mixing bridge, each toward a UDP socket
    of ours bound like the agent's media: a prompt played into the bridge must
    reach us (Asterisk → advertised address), and a tone we send into one
@@ -41,6 +42,7 @@ from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.audiosocket_probe import audiosocket_loopback
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
+from ari_agent.ops.websocket_probe import websocket_loopback
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -296,8 +298,9 @@ class Doctor:
 
     async def _check_media(self, app: PrivateApp) -> None:
         media = self.settings.media
-        if media.transport == "audiosocket":
-            outcome = await audiosocket_loopback(self.ari, app, self.settings)
+        if media.transport in ("audiosocket", "websocket"):
+            loopback = audiosocket_loopback if media.transport == "audiosocket" else websocket_loopback
+            outcome = await loopback(self.ari, app, self.settings)
             self._add(Check("media", "ok" if outcome.ok else "fail", outcome.detail, outcome.fix))
             return
         advertised = media.advertised

@@ -409,3 +409,31 @@ def test_websocket_reply_longer_than_asterisks_queue_waits_for_xon_and_arrives_w
     span = segments[-1][1] - segments[0][0]
     print(f"greeting: {sent_s:.1f} s sent, {span:.1f} s heard, {media['ws_xoffs']} XOFF")
     assert sent_s - 1.5 < span <= sent_s + 0.5, (span, sent_s)
+
+
+def test_doctor_checks_websocket_modules_and_two_way_audio(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **websocket_env(lab)}
+    code, checks = doctor(env)
+    assert checks["modules"][0]["status"] == "ok"
+    assert "chan_websocket" in checks["modules"][0]["detail"]
+    media = checks["media"][0]
+    assert media["status"] == "ok", media
+    assert f"two-way audio over WebSocket via ws://127.0.0.1:{lab.ports.ari}/media/<id> " in media["detail"]
+    # A media URL where Asterisk is not: the fix names the setting.
+    code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__URL": "ws://127.0.0.1:1"})
+    assert code == 1 and checks["media"][0]["status"] == "fail", checks
+    assert "AGENT_MEDIA__WEBSOCKET__URL" in checks["media"][0]["fix"]
+    lab.agent.rx("module unload chan_websocket.so")
+    try:
+        code, checks = doctor(env)
+    finally:
+        lab.agent.rx("module load chan_websocket.so")
+    assert code == 1
+    failed = [c for c in checks["modules"] if c["status"] == "fail"]
+    assert [c["detail"] for c in failed] == [
+        "module chan_websocket.so is not loaded (media.transport is websocket)"
+    ]
+    assert checks["media"][0]["status"] == "skip"
+    assert "chan_websocket.so" in lab.agent.rx("module show like chan_websocket")
