@@ -71,6 +71,7 @@ bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_transports
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
 
 # The long faults: 1x, 1.5x and 2x the call limit for 10 minutes each beside a 22-minute call

@@ -66,6 +66,7 @@ class WebSocketOutbound(OutboundPacer):
         self.marks_sent = 0
         self.commands_sent: dict[str, int] = {}  # PAUSE_MEDIA, CONTINUE_MEDIA, FLUSH_MEDIA
         self._broken = False
+        self._sending = False  # a batch is on its way (not yet counted as sent)
         rate = self.wire.sample_rate
         self._reference = None if rate == _REFERENCE_RATE else StreamResampler(rate, _REFERENCE_RATE)
 
@@ -90,7 +91,7 @@ class WebSocketOutbound(OutboundPacer):
         played, dropped = self.playout.flush(self._clock())
         self._emit_played(played)
         local = super().flush()  # the local queue, the resampler; un-pauses
-        if dropped or was_paused:
+        if dropped or was_paused or self._sending:
             self._command(wsmedia.FLUSH_MEDIA)
         if was_paused:
             # FLUSH_MEDIA leaves Asterisk's queue paused: the next utterance must play.
@@ -190,7 +191,11 @@ class WebSocketOutbound(OutboundPacer):
         count = min(BATCH_FRAMES, room, len(self._frames))
         batch = [self._frames.popleft() for _ in range(count)]
         epoch = self.playout.epoch
-        await self._link.send_media(b"".join(frame for frame, _ in batch))
+        self._sending = True
+        try:
+            await self._link.send_media(b"".join(frame for frame, _ in batch))
+        finally:
+            self._sending = False
         if self.playout.epoch != epoch:
             return  # flushed while it was on its way: FLUSH_MEDIA follows it, nobody hears it
         self.playout.on_sent(batch, self._clock())

@@ -203,3 +203,38 @@ async def test_asterisk_hanging_up_ends_sending_quietly(fake: tuple[FakeAsterisk
     await out.stop()
     leg.close()
     await leg.closed_io()
+
+
+class SlowLink:
+    """A link whose media sends wait for the test (a frame batch on its way at a barge-in)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str | int] = []
+        self.gate = asyncio.Event()
+
+    async def send_media(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.sent.append(len(data))
+
+    async def send_command(self, line: str) -> None:
+        self.sent.append(line)
+
+
+async def test_a_flush_while_a_batch_is_on_its_way_still_flushes_asterisk() -> None:
+    from ari_agent.media.ws_outbound import WebSocketOutbound
+
+    link = SlowLink()
+    out = WebSocketOutbound(link, SLIN16)
+    out.start()
+    try:
+        out.enqueue(np.full(3200, 900, np.int16))  # 10 frames: the first batch goes out at once
+        await asyncio.sleep(0.05)
+        assert out.flush() == 5  # the 5 still here; the 5 on the wire are not counted as sent yet
+        link.gate.set()
+        await asyncio.wait_for(out.wait_idle(), 1)
+        await asyncio.sleep(0.05)
+        # The batch reached Asterisk before FLUSH_MEDIA, which drops it; no mark for it, nothing heard.
+        assert link.sent == [5 * 640, "FLUSH_MEDIA"]
+        assert not out.speaking and out.playout.sent == 0
+    finally:
+        await out.stop()
