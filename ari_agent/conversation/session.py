@@ -41,7 +41,7 @@ from ari_agent.media.transport import (
     open_endpoint,
     rtp_address,
 )
-from ari_agent.media.websocket_leg import WebSocketLeg, media_url
+from ari_agent.media.websocket_leg import WebSocketLeg, media_base, media_url
 from ari_agent.media.ws_outbound import WebSocketOutbound
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
@@ -386,7 +386,7 @@ class CallSession:
         if not connection_id:
             log.error("the WebSocket media channel did not report its connection id")
             raise Finish("failed")
-        base = settings.media.websocket.url or settings.ari.url
+        base = settings.media.websocket.url or media_base(settings.ari.url)
         url = media_url(base, connection_id)
         ari = settings.ari
         try:

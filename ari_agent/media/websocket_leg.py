@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -64,6 +65,16 @@ SLIN8 = WireFormat(
 def wire_for(media_format: str) -> WireFormat:
     """The WebSocket format for ``media.format``: slin16 (wideband both ways) or µ-law."""
     return ULAW if media_format == "ulaw" else SLIN16
+
+
+def media_base(ari_url: str) -> str:
+    """Asterisk's HTTP server root from the ARI URL: ``http://h:8088/ari`` -> ``http://h:8088``
+    (a reverse proxy's path prefix kept: Asterisk's http.conf prefix covers /media too)."""
+    parts = urlsplit(ari_url.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/ari"):
+        path = path[: -len("/ari")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def media_url(base: str, connection_id: str) -> str:

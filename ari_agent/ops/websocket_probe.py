@@ -19,7 +19,7 @@ from ari_agent.ari.tls import client_ssl
 from ari_agent.config import Settings
 from ari_agent.errors import MediaError
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE
-from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_url
+from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_base, media_url
 from ari_agent.ops.ariapp import OpsAri, PrivateApp
 from ari_agent.ops.audiosocket_probe import (
     HEARD_DBFS,
@@ -39,7 +39,7 @@ URL_FIX = (
 
 
 async def websocket_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -> Outcome:
-    base = settings.media.websocket.url or settings.ari.url
+    base = settings.media.websocket.url or media_base(settings.ari.url)
     where = media_url(base, "<id>")
     ears = (Ear(), Ear())
     legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)

@@ -19,7 +19,7 @@ from ari_agent.errors import MediaError
 from ari_agent.media import inbound
 from ari_agent.media.clock import ReceiveClock
 from ari_agent.media.leg import DropCounters
-from ari_agent.media.websocket_leg import DROP_GARBAGE, SLIN16, WebSocketLeg, media_url, wire_for
+from ari_agent.media.websocket_leg import DROP_GARBAGE, SLIN16, WebSocketLeg, media_base, media_url, wire_for
 from ari_agent.media.ws_outbound import BATCH_FRAMES
 
 START = (
@@ -86,6 +86,9 @@ def test_media_url_and_formats() -> None:
     assert media_url("http://127.0.0.1:8088", "abc") == "ws://127.0.0.1:8088/media/abc"
     assert media_url("https://pbx:8089/", "abc") == "wss://pbx:8089/media/abc"
     assert media_url("wss://pbx:8089", "abc") == "wss://pbx:8089/media/abc"
+    assert media_base("http://pbx:8088/ari/") == "http://pbx:8088"
+    assert media_base("https://proxy/pbx1/ari") == "https://proxy/pbx1"
+    assert media_base("http://127.0.0.1:8088") == "http://127.0.0.1:8088"
     assert wire_for("slin16").bytes_per_frame == 640 and wire_for("slin16").outbound.sample_rate == 16000
     assert wire_for("ulaw").bytes_per_frame == 160
 
