@@ -437,3 +437,59 @@ def test_doctor_checks_websocket_modules_and_two_way_audio(
     ]
     assert checks["media"][0]["status"] == "skip"
     assert "chan_websocket.so" in lab.agent.rx("module show like chan_websocket")
+
+
+async def test_websocket_realtime_barge_in_truncates_at_the_heard_position(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    """A speech-to-speech provider's audio (µ-law as it comes) over chan_websocket: the truncate
+    position the provider is told is what Asterisk played, from the marks."""
+    from tests.fakes.openai_server import FakeOpenAI, RealtimeReply
+    from tests.fakes.threaded import serve_in_thread
+
+    key = "sk-test-realtime-0123456789SECRET"
+    fake = FakeOpenAI(api_key=key)
+    long_reply = RealtimeReply(text=HOURS + " " + HOURS, chunk_ms=100, chunk_delay=0.08)
+    fake.realtime.replies.extend(
+        [RealtimeReply(text="Hello, how can I help?"), long_reply, RealtimeReply(text=ADDRESS)]
+    )
+    with serve_in_thread(fake.app) as url:
+        config = tmp_path / "rt.toml"
+        config.write_text(
+            f'[profiles.rt]\ngreeting = "Hello, how can I help?"\nrealtime = ["openai"]\n'
+            f'[profiles.rt.options.openai]\nbase_url = "{url}/v1"\n',
+            encoding="utf-8",
+        )
+        agent = agent_factory.start(
+            {
+                **websocket_env(lab),
+                "AGENT_CONFIG": str(config),
+                "OPENAI_API_KEY": key,
+                "AGENT_MEDIA__FORMAT": "ulaw",
+            }
+        )
+        async with RtpCaller.connect(lab, extension="rt", context="lab-profile") as call:
+            try:
+                await call.wait_agent_speech(timeout=20)
+                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+                said = await call.say("what time do you open")
+                reply_at = await call.wait_agent_audio(timeout=20, after=said.last_sent)
+                await asyncio.sleep(2.0)
+                said = await call.say("where are you located")
+                await call.wait_agent_speech(timeout=20, after=said.last_sent)
+                await call.wait_agent_silence(min_silence_ms=700, timeout=20)
+            except BaseException:
+                call.dump_wav(tmp_path / "realtime.wav")
+                raise
+            got = call.packets(after=reply_at - 0.001, before=said.last_sent)
+            heard_ms = (got[-1].at - got[0].at) * 1000 + 20
+        truncates = fake.events_of("conversation.item.truncate")
+    assert len(truncates) == 1
+    audio_end_ms = truncates[0]["audio_end_ms"]
+    print(f"truncated at {audio_end_ms} ms; the caller heard {heard_ms:.0f} ms")
+    assert 1500 < audio_end_ms < 6000
+    assert abs(audio_end_ms - heard_ms) <= 100
+    record = agent.record_for(call.number, timeout=20)
+    cut = [t for t in record["turns"] if t["role"] == "agent" and t.get("interrupted")]
+    assert len(cut) == 1 and cut[0]["heard_ms"] == audio_end_ms
+    assert record["media"]["ws_flushes"] >= 1
