@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
@@ -36,6 +37,11 @@ BATCH_FRAMES = 5  # 100 ms per message and mark: the heard part is known to abou
 IN_FLIGHT_MAX = wsmedia.QUEUE_MAX - 2 * BATCH_FRAMES
 _PERIOD = FRAME_MS / 1000.0
 _REFERENCE_RATE = 8000  # the echo references are 8 kHz on every transport
+# The echo references go to the echo guard this far ahead of the reckoned play-out. The
+# reckoning runs up to a frame behind Asterisk (a mark is read after the frame behind it
+# started) and is looked at once a frame; a reference that arrives after its own echo is
+# no use. On RTP a frame's reference leaves with it, a bridge hop before the caller hears it.
+REFERENCE_LEAD_S = 0.06
 
 
 class MediaLink(Protocol):
@@ -69,6 +75,9 @@ class WebSocketOutbound(OutboundPacer):
         self._sending = False  # a batch is on its way (not yet counted as sent)
         rate = self.wire.sample_rate
         self._reference = None if rate == _REFERENCE_RATE else StreamResampler(rate, _REFERENCE_RATE)
+        # Frames sent, not yet given to on_audio_sent (index of the first: references_done).
+        self._unreferenced: deque[bytes] = deque()
+        self._references_done = 0
 
     # -- the pacer's interface
 
@@ -88,8 +97,12 @@ class WebSocketOutbound(OutboundPacer):
 
     def flush(self) -> int:
         was_paused = self._paused
-        played, dropped = self.playout.flush(self._clock())
+        now = self._clock()
+        self._emit_references(now, lead=0.0)
+        played, dropped = self.playout.flush(now)
         self._emit_played(played)
+        self._unreferenced.clear()
+        self._references_done = 0
         local = super().flush()  # the local queue, the resampler; un-pauses
         if dropped or was_paused or self._sending:
             self._command(wsmedia.FLUSH_MEDIA)
@@ -131,6 +144,8 @@ class WebSocketOutbound(OutboundPacer):
         self._broken = True
         self._emit_played(self.playout.advance(self._clock()))
         self.playout.flush(self._clock())
+        self._unreferenced.clear()
+        self._references_done = 0
         self._frames.clear()
         self._wake.set()
 
@@ -176,6 +191,7 @@ class WebSocketOutbound(OutboundPacer):
                 self.link_lost()
             now = self._clock()
             self._emit_played(self.playout.advance(now))
+            self._emit_references(now)
             if not self._frames and self.playout.in_flight == 0:
                 self._idle.set()
                 await self._wake.wait()
@@ -199,6 +215,7 @@ class WebSocketOutbound(OutboundPacer):
         if self.playout.epoch != epoch:
             return  # flushed while it was on its way: FLUSH_MEDIA follows it, nobody hears it
         self.playout.on_sent(batch, self._clock())
+        self._unreferenced.extend(frame for frame, _ in batch)
         self.packets_sent += count
         if self.on_frames_sent is not None:
             self.on_frames_sent(count)
@@ -214,14 +231,28 @@ class WebSocketOutbound(OutboundPacer):
                     self.on_sent(item.tag)
                 except Exception:
                     log.exception("on_sent callback failed")
-            if self.on_audio_sent is not None:
-                try:
-                    pcm = self.wire.decode(item.frame)
-                    if self._reference is not None:
-                        pcm = self._reference.process(pcm)
-                    self.on_audio_sent(pcm, item.at)
-                except Exception:
-                    log.exception("on_audio_sent callback failed")
+
+    def _emit_references(self, now: float, lead: float = REFERENCE_LEAD_S) -> None:
+        """Hand the echo guard and canceller each frame as it is about to play, stamped with
+        when it plays (reckoned)."""
+        if self.on_audio_sent is None:
+            self._unreferenced.clear()
+            return
+        playout = self.playout
+        due = playout.position(now + lead) if not playout.paused else playout.played
+        anchor_at = now
+        while self._references_done < due and self._unreferenced:
+            frame = self._unreferenced.popleft()
+            index = self._references_done
+            self._references_done += 1
+            at = anchor_at + (index - playout.played) * _PERIOD if index >= playout.played else now
+            try:
+                pcm = self.wire.decode(frame)
+                if self._reference is not None:
+                    pcm = self._reference.process(pcm)
+                self.on_audio_sent(pcm, at)
+            except Exception:
+                log.exception("on_audio_sent callback failed")
 
 
 def _unused(data: bytes) -> None:
