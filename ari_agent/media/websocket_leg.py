@@ -134,7 +134,14 @@ class WebSocketLeg(ReceiveSide):
                 first = await self._ws.receive()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._close_io()
-            raise MediaError(f"cannot open the media WebSocket: {type(exc).__name__}: {exc}") from None
+            # Never the URL: its connection id is what gives access to the call's audio.
+            if isinstance(exc, aiohttp.ClientResponseError):
+                why = f"HTTP {exc.status} {exc.message}"
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                why = f"cannot connect ({exc.os_error.strerror or exc.os_error})"
+            else:
+                why = type(exc).__name__
+            raise MediaError(f"cannot open the media WebSocket: {why}") from None
         try:
             if first.type != aiohttp.WSMsgType.TEXT:
                 raise wsmedia.WebSocketMediaError(f"Asterisk sent {first.type.name} before MEDIA_START")

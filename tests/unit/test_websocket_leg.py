@@ -186,8 +186,12 @@ async def test_a_start_that_does_not_fit_is_a_media_error(fake: tuple[FakeAsteri
     asterisk.first = "MEDIA_XON"
     with pytest.raises(MediaError, match="before MEDIA_START"):
         await make_leg([]).connect(media_url(base, "c4"))
-    with pytest.raises(MediaError, match="cannot open"):
-        await make_leg([]).connect("ws://127.0.0.1:1/media/x", connect_timeout=2)
+    with pytest.raises(MediaError, match="cannot open") as err:
+        await make_leg([]).connect("ws://127.0.0.1:1/media/secret-id", connect_timeout=2)
+    assert "secret-id" not in str(err.value)
+    with pytest.raises(MediaError, match="HTTP 404") as err:
+        await make_leg([]).connect(base.replace("http", "ws", 1) + "/nowhere/secret-id")
+    assert "secret-id" not in str(err.value)
 
 
 async def test_asterisk_hanging_up_ends_sending_quietly(fake: tuple[FakeAsterisk, str]) -> None:
