@@ -506,3 +506,18 @@ async def test_websocket_own_echo_does_not_interrupt_but_the_caller_does(
     # scores 0.6-0.95 against the references on WebSocket (>= 0.97 on RTP; threshold 0.8) and
     # pauses the greeting -- Asterisk's 16 -> 8 kHz path is not the agent's (open, see issue 17).
     await own_echo_test(lab, ws_agent, tmp_path, -20, 80)
+
+
+def test_websocket_media_over_tls_follows_ari(lab: Lab, agent_factory: AgentFactory) -> None:
+    # ARI over https: the media WebSocket is wss:// to the same TLS port, checked against ARI's CA.
+    assert lab.tls is not None
+    ws_agent = agent_factory.start(
+        {**websocket_env(lab), "AGENT_ARI__URL": lab.ari_tls_url, "AGENT_ARI__CA_FILE": str(lab.tls.ca)}
+    )
+    handle = lab.place_call(["what time do you open", "goodbye"], via="local")
+    lab.wait_call_ended(handle, timeout=90)
+    record = ws_agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert metric(ws_agent, "ari_agent_rtp_packets_in_total", transport="websocket") > 100
+    assert record["media"]["ws_marks_processed"] > 10
