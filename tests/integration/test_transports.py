@@ -502,10 +502,18 @@ async def test_websocket_own_echo_does_not_interrupt_but_the_caller_does(
     lab: Lab, ws_agent: AgentProcess, tmp_path: Path
 ) -> None:
     # The echo guard's references follow what Asterisk plays (the marks), handed over a little
-    # ahead of it. Only the -20 dB, 80 ms echo of test_barge_in here: a -6 dB, 20 ms echo
-    # scores 0.6-0.95 against the references on WebSocket (>= 0.97 on RTP; threshold 0.8) and
-    # pauses the greeting -- Asterisk's 16 -> 8 kHz path is not the agent's (open, see issue 17).
+    # ahead of it. On slin16 only the -20 dB, 80 ms echo of test_barge_in: a -6 dB, 20 ms echo
+    # scores 0.6-0.95 against the references (>= 0.97 on RTP; threshold 0.8) and pauses the
+    # greeting; sending the speech band-limited to 8 kHz did not change that. On ulaw (no
+    # resampling in Asterisk on the way to an 8 kHz caller) the loud echo is recognised too.
     await own_echo_test(lab, ws_agent, tmp_path, -20, 80)
+
+
+async def test_websocket_ulaw_loud_echo_does_not_interrupt(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    ws_agent = agent_factory.start({**websocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
+    await own_echo_test(lab, ws_agent, tmp_path, -6, 20)
 
 
 def test_websocket_media_over_tls_follows_ari(lab: Lab, agent_factory: AgentFactory) -> None:
