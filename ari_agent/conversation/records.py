@@ -126,11 +126,16 @@ class Turn:
     sources: list[tuple[str, str]] = field(default_factory=list)
     # Agent turns: the tool server calls behind the reply.
     tools: list[ToolUse] = field(default_factory=list)
+    # Interrupted agent turns: how much of the reply's audio the caller heard (as the media
+    # leg knows it: frames sent on RTP and AudioSocket, Asterisk's play-out on WebSocket).
+    heard_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
         if self.interrupted:
             data["interrupted"] = True
+        if self.heard_ms is not None:
+            data["heard_ms"] = self.heard_ms
         timings = self.timings.to_json()
         if timings:
             data["timings"] = timings
