@@ -8,7 +8,9 @@ APT_PACKAGES := debootstrap espeak-ng sox podman runc sip-tester kubernetes-clie
 # Installed without recommends: only promtool is used (make test checks the alert rules with it);
 # nothing needs Debian's prometheus service running, leave it stopped where it starts. Chromium and
 # its driver: the console's headless browser test (selenium is pointed at /usr/bin/chromedriver).
-# Kamailio: test_kamailio.py runs its own on loopback, never the packaged service.
+# Kamailio: test_kamailio.py runs its own on loopback, never the packaged service. Where systemd
+# runs, the services these two packages enable are stopped and disabled when make deps installs them
+# (Debian's kamailio listens on *:5060, where an Asterisk on the host would).
 APT_BARE_PACKAGES := prometheus chromium chromium-driver kamailio
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -36,6 +38,8 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing (no recommends):$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		for s in $$missing; do case $$s in kamailio|prometheus) \
+			systemctl disable --now $$s >/dev/null 2>&1 || true;; esac; done; \
 	fi
 
 install: deps
@@ -76,6 +80,7 @@ bench: install rootfs
 	$(PYTHON) -m tests.bench.bench_frontend
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_interruptions
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_calls
+	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_transports
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_faults $(BENCH_FAULTS_ARGS)
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_kamailio  # Kamailio's detection of a dead node
 	ARI_AGENT_ROOTFS=$(ROOTFS) $(PYTHON) -m tests.bench.bench_capacity  # docs/capacity.md's figures

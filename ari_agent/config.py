@@ -130,13 +130,69 @@ class AudioSocketSettings(_Section):
         )
 
 
+_WS_URL_FIX = (
+    "set AGENT_MEDIA__WEBSOCKET__URL (or 'media.websocket.url') to Asterisk's HTTP server, "
+    "e.g. ws://127.0.0.1:8088, or leave it out to use AGENT_ARI__URL's"
+)
+
+
+class WebSocketSettings(_Section):
+    """chan_websocket (ExternalMedia ``transport=websocket``, Asterisk 22.6+)."""
+
+    # server: Asterisk waits for the agent on its own HTTP server (/media/<connection id>);
+    # no websocket_client.conf. client (Asterisk dials out to the agent) is not offered yet.
+    connection_type: Literal["server"] = "server"
+    # Asterisk's HTTP server for /media/<id>: ws://host:port or wss://host:port
+    # (None: AGENT_ARI__URL's host and port, wss when it is https; its CA and checks apply).
+    url: str | None = None
+    # Asterisk must say MEDIA_START this soon after the agent connects.
+    connect_timeout: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("connection_type", mode="before")
+    @classmethod
+    def _connection_type(cls, value: object) -> object:
+        name = value.strip().lower() if isinstance(value, str) else value
+        if name == "client":
+            raise invalid(
+                "client (Asterisk connects out to the agent through websocket_client.conf) is not supported",
+                "set AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE "
+                "(or 'media.websocket.connection_type') to server",
+            )
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.strip())
+            port = parts.port
+        except ValueError:
+            raise invalid(
+                "not a valid URL (or its port is not a number from 1 to 65535)", _WS_URL_FIX
+            ) from None
+        if parts.scheme.lower() not in ("ws", "wss", "http", "https"):
+            raise invalid("must start with ws://, wss://, http:// or https://", _WS_URL_FIX)
+        if parts.username is not None or parts.password is not None:
+            raise invalid("credentials in the URL (the media URL takes none)", _WS_URL_FIX)
+        if not parts.hostname or port == 0:
+            raise invalid("the URL has no host or port", _WS_URL_FIX)
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise invalid("the URL has a path, query or fragment (the agent adds /media/<id>)", _WS_URL_FIX)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme.lower(), parts.scheme.lower())
+        return f"{scheme}://{parts.netloc}"
+
+
 class MediaSettings(_Section):
     # How the call's audio travels between Asterisk and the agent (one per installation):
     # rtp = ExternalMedia RTP over UDP (any Asterisk with ARI ExternalMedia, 16.6+);
     # audiosocket = ExternalMedia AudioSocket over TCP (Asterisk 18+, chan_audiosocket);
-    # websocket = chan_websocket (Asterisk 22.6+): reserved, not implemented yet.
-    transport: Literal["rtp", "audiosocket"] = "rtp"
+    # websocket = ExternalMedia over chan_websocket (Asterisk 22.6+, 21.11+, 20.16+; marks 22.8+):
+    # Asterisk paces the agent's audio and does pause, flush and marks itself.
+    transport: Literal["rtp", "audiosocket", "websocket"] = "rtp"
     audiosocket: AudioSocketSettings = AudioSocketSettings()
+    websocket: WebSocketSettings = WebSocketSettings()
     bind_host: str = "127.0.0.1"
     advertise_host: str | None = None
     port_min: int = Field(40000, ge=1024, le=65535)
@@ -154,13 +210,7 @@ class MediaSettings(_Section):
     @field_validator("transport", mode="before")
     @classmethod
     def _transport(cls, value: object) -> object:
-        name = value.strip().lower() if isinstance(value, str) else value
-        if name == "websocket":
-            raise invalid(
-                "websocket (chan_websocket) is not yet supported",
-                "set AGENT_MEDIA__TRANSPORT (or 'media.transport') to rtp or audiosocket",
-            )
-        return name
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("bind_host")
     @classmethod

@@ -141,5 +141,13 @@ def create_realtime(name: str, ctx: ProviderContext) -> Realtime:
 
 
 def stt_capabilities(name: str, ctx: ProviderContext) -> STTCapabilities:
-    """What the STT provider ``name`` would declare for ``ctx`` (``check``: nothing is built)."""
-    return cast(type[STT], load("stt", name)).capabilities_for(ctx)
+    """What the STT provider ``name`` would declare for ``ctx`` (``check``: nothing is built).
+
+    A plugin recogniser that is not an ``STT`` subclass may lack ``capabilities_for``; it then
+    declares what its class says, or nothing, rather than failing ``check`` and ``run``."""
+    cls = load("stt", name)
+    capabilities_for = getattr(cls, "capabilities_for", None)
+    if capabilities_for is None:
+        caps = getattr(cls, "capabilities", None)
+        return caps if isinstance(caps, STTCapabilities) else STTCapabilities()
+    return cast(STTCapabilities, capabilities_for(ctx))

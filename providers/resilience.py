@@ -213,6 +213,7 @@ def build_chain(
     ctx_for_name: Callable[[str], ProviderContext],
     *,
     breakers: BreakerBoard | None = ...,
+    scope: str = ...,
 ) -> STT: ...
 
 
@@ -223,6 +224,7 @@ def build_chain(
     ctx_for_name: Callable[[str], ProviderContext],
     *,
     breakers: BreakerBoard | None = ...,
+    scope: str = ...,
 ) -> LLM: ...
 
 
@@ -233,6 +235,7 @@ def build_chain(
     ctx_for_name: Callable[[str], ProviderContext],
     *,
     breakers: BreakerBoard | None = ...,
+    scope: str = ...,
 ) -> TTS: ...
 
 
@@ -242,6 +245,7 @@ def build_chain(
     ctx_for_name: Callable[[str], ProviderContext],
     *,
     breakers: BreakerBoard | None = None,
+    scope: str = "",
 ) -> STT | LLM | TTS:
     """The providers of one stage, in failover order, as one provider.
 
@@ -250,6 +254,9 @@ def build_chain(
     timeouts in TIMEOUT_OPTIONS, ``retry_attempts``, ``retry_base_delay``,
     ``retry_max_delay``, ``retry_jitter``, ``breaker_threshold``,
     ``breaker_reset_s``.
+
+    ``scope`` keeps this chain's breakers apart from another chain of the same profile, stage and
+    providers (a language's voice): a voice failing for one language must not open the default's.
     """
     from providers.fallback import FallbackLLM, FallbackSTT, FallbackTTS, Member
 
@@ -268,7 +275,7 @@ def build_chain(
             provider = registry.create_tts(name, ctx)
         apply_timeouts(provider, ctx.options)
         breaker = board.get(
-            f"{ctx.profile}:{stage}:{name}",
+            f"{ctx.profile}:{stage}:{name}" + (f"@{scope}" if scope else ""),
             failure_threshold=int(ctx.options["breaker_threshold"])
             if "breaker_threshold" in ctx.options
             else None,

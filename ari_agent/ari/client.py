@@ -362,13 +362,14 @@ class AriClient:
         self,
         channel_id: str,
         app: str,
-        external_host: str,
+        external_host: str | None,
         format: str,
         *,
         encapsulation: str = "rtp",
         transport: str = "udp",
         direction: str = "both",
         data: str | None = None,
+        connection_type: str | None = None,
         variables: Mapping[str, str] | None = None,
     ) -> Channel:
         """``POST /channels/externalMedia`` with a pre-assigned ``channelId``.
@@ -376,18 +377,23 @@ class AriClient:
         ``external_host`` is ``host:port`` where Asterisk sends the media; ``format``
         is the Asterisk format name (``slin16``, ``ulaw``...), used as is, no negotiation.
         ``data`` is the AudioSocket UUID (``encapsulation=audiosocket``, ``transport=tcp``).
+        chan_websocket: ``transport=websocket``, ``encapsulation=none``, ``connection_type=server``
+        and no ``external_host`` (the app connects to Asterisk's /media/<connection id>).
         """
         params = {
             "channelId": channel_id,
             "app": app,
-            "external_host": external_host,
             "format": format,
             "encapsulation": encapsulation,
             "transport": transport,
             "direction": direction,
         }
+        if external_host is not None:
+            params["external_host"] = external_host
         if data is not None:
             params["data"] = data
+        if connection_type is not None:
+            params["connection_type"] = connection_type
         return await self._channel("POST", "/channels/externalMedia", params=params, variables=variables)
 
     async def originate(

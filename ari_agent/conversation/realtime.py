@@ -200,7 +200,7 @@ class RealtimeConversation(ConversationBase):
         log.info("caller barged in; %d ms of the reply were heard", item.heard_ms)
         if item.turn is None:
             # Its transcript may come later, or never for a cancelled response: hold its place.
-            item.turn = Turn("agent", "", utc_now(), interrupted=True)
+            item.turn = Turn("agent", "", utc_now(), interrupted=True, heard_ms=item.heard_ms)
             self.record.turns.append(item.turn)
         else:
             self._cut(item)
@@ -223,6 +223,7 @@ class RealtimeConversation(ConversationBase):
         share = min(1.0, item.heard_ms / total_ms) if total_ms else 0.0
         item.turn.text = " ".join(words[: round(len(words) * share)])
         item.turn.interrupted = True
+        item.turn.heard_ms = item.heard_ms
 
     async def apologise(self) -> None:
         self.pacer.flush()

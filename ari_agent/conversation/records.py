@@ -126,11 +126,16 @@ class Turn:
     sources: list[tuple[str, str]] = field(default_factory=list)
     # Agent turns: the tool server calls behind the reply.
     tools: list[ToolUse] = field(default_factory=list)
+    # Interrupted agent turns: how much of the reply's audio the caller heard (as the media
+    # leg knows it: frames sent on RTP and AudioSocket, Asterisk's play-out on WebSocket).
+    heard_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"role": self.role, "text": self.text, "at": self.at}
         if self.interrupted:
             data["interrupted"] = True
+        if self.heard_ms is not None:
+            data["heard_ms"] = self.heard_ms
         timings = self.timings.to_json()
         if timings:
             data["timings"] = timings
@@ -171,8 +176,8 @@ class CallRecord:
     media: dict[str, float | int | None] = field(default_factory=dict)
     # The agent that handled it (AGENT_INSTANCE_ID): in a pool, which one took the call.
     instance: str | None = None
-    # The caller's language (a tag of the profile's language or languages) as the recogniser
-    # last reported it; None when it reports none.
+    # The caller's language: the last of the profile's language and languages the recogniser
+    # reported (one it was not configured for changes nothing); None when it reported none.
     language: str | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ari_agent.ari.client import AriClient, AriError, AriNotFound
 from ari_agent.ari.events import Channel
+from ari_agent.ari.tls import client_ssl
 from ari_agent.config import Settings
 from ari_agent.conversation.engine import CallParts
 from ari_agent.conversation.pipeline import PipelineConversation
@@ -26,7 +27,7 @@ from ari_agent.conversation.records import STATUS_FOR, CallRecord, EndReason, ut
 from ari_agent.conversation.speech import Speaker
 from ari_agent.conversation.tools import Finish, Search, ToolRunner
 from ari_agent.errors import MediaError
-from ari_agent.media import audiosocket_leg, inbound
+from ari_agent.media import audiosocket_leg, inbound, websocket_leg
 from ari_agent.media.audiosocket_leg import AudioSocketLeg, AudioSocketServer
 from ari_agent.media.codecs import wire_format
 from ari_agent.media.leg import DropCounters, MediaLeg
@@ -40,6 +41,8 @@ from ari_agent.media.transport import (
     open_endpoint,
     rtp_address,
 )
+from ari_agent.media.websocket_leg import WebSocketLeg, media_base, media_url
+from ari_agent.media.ws_outbound import WebSocketOutbound
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
 from ari_agent.profiles import DestinationConfig, ProfileConfig
@@ -141,6 +144,8 @@ class CallSession:
         self.transport = media.transport
         if self.transport == "audiosocket":
             self._wire = audiosocket_leg.wire_for(media.format)
+        elif self.transport == "websocket":
+            self._wire = websocket_leg.wire_for(media.format)
         else:
             self._wire = wire_format(media.format)
         self._leg: MediaLeg | None = None
@@ -277,6 +282,17 @@ class CallSession:
                     transport="tcp",
                     data=str(leg.uuid),
                 )
+            elif isinstance(leg, WebSocketLeg):
+                # Asterisk waits for us on its HTTP server at /media/<connection id>.
+                media = await ari.external_media(
+                    self.media_channel_id,
+                    settings.stasis_app,
+                    None,
+                    self._wire.name,
+                    encapsulation="none",
+                    transport="websocket",
+                    connection_type=settings.media.websocket.connection_type,
+                )
             else:
                 assert isinstance(leg, RtpEndpoint)
                 media = await ari.external_media(
@@ -290,6 +306,8 @@ class CallSession:
             raise Finish("busy") from None
         if isinstance(leg, RtpEndpoint):
             await self._lock_rtp_source(leg, media)
+        if isinstance(leg, WebSocketLeg):
+            await self._connect_websocket(leg, media)
         instructions = await self._instructions()
         # Asterisk refuses to bridge the media channel until it is in Stasis itself.
         try:
@@ -304,7 +322,13 @@ class CallSession:
             leg.send(data)
             frames_out.inc()
 
-        self._pacer = OutboundPacer(send, self._wire, on_audio_sent=self._on_sent_audio, rtp=leg.rtp_framing)
+        if isinstance(leg, WebSocketLeg):
+            # Asterisk paces what it is sent; the pacer's interface follows its play-out.
+            self._pacer = leg.make_outbound(on_audio_sent=self._on_sent_audio, on_frames_sent=frames_out.inc)
+        else:
+            self._pacer = OutboundPacer(
+                send, self._wire, on_audio_sent=self._on_sent_audio, rtp=leg.rtp_framing
+            )
         self._pacer.start()
         self._conversation = self._make_conversation(self._pacer, instructions)
         # A greeting over a path that isn't flowing yet gets its first words cut.
@@ -319,6 +343,15 @@ class CallSession:
         metrics = self.deps.metrics
         counters = DropCounters(on_drop=self._count_drop)
         frames_in = metrics.rtp_in.labels(self.transport)
+        if self.transport == "websocket":
+            return WebSocketLeg(
+                self._wire,
+                self._on_audio,
+                counters,
+                jitter_ms=settings.media.jitter_buffer_ms,
+                on_event=self._count_event,
+                on_accepted=frames_in.inc,
+            )
         if self.transport == "audiosocket":
             server = self.deps.audiosocket
             if server is None:
@@ -346,6 +379,28 @@ class CallSession:
         except MediaError as exc:
             log.warning("no RTP port for the call: %s", exc)
             raise Finish("busy") from None
+
+    async def _connect_websocket(self, leg: WebSocketLeg, media: Channel) -> None:
+        settings = self.deps.settings
+        connection_id = media.channelvars.get(
+            "MEDIA_WEBSOCKET_CONNECTION_ID"
+        ) or await self.deps.ari.get_variable(self.media_channel_id, "MEDIA_WEBSOCKET_CONNECTION_ID")
+        if not connection_id:
+            log.error("the WebSocket media channel did not report its connection id")
+            raise Finish("failed")
+        base = settings.media.websocket.url or media_base(settings.ari.url)
+        url = media_url(base, connection_id)
+        ari = settings.ari
+        try:
+            await leg.connect(
+                url,
+                ssl=client_ssl(url.replace("wss://", "https://", 1), ari.ca_file, ari.tls_verify),
+                connect_timeout=settings.media.websocket.connect_timeout,
+            )
+        except MediaError as exc:
+            # The connection id is in the URL: say where, not the URL.
+            log.error("media WebSocket to Asterisk failed: %s", exc)
+            raise Finish("failed") from None
 
     async def _lock_rtp_source(self, endpoint: RtpEndpoint, media: Channel) -> None:
         ari = self.deps.ari
@@ -533,7 +588,11 @@ class CallSession:
             metrics.errors.labels("rtp_send").inc(self._pacer.send_errors)
         if self._leg is not None:
             self._leg.close()
+            if isinstance(self._leg, WebSocketLeg):
+                await self._leg.closed_io()
             self._observe_quality(self._leg)
+            if isinstance(self._pacer, WebSocketOutbound):
+                self.record.media.update({f"ws_{k}": v for k, v in self._pacer.summary().items()})
             metrics.errors.labels("rtp_consumer").inc(self._leg.callback_errors)
         ari = self.deps.ari
         try:

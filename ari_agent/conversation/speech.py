@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ari_agent.conversation.records import Turn, utc_now
+from ari_agent.media.codecs import FRAME_MS
 from ari_agent.media.pacer import OutboundPacer
 from providers.base import TTS
 
@@ -202,6 +203,7 @@ class Speaker:
 
     def _record_heard(self, spoken: Spoken) -> None:
         spoken.turn.text = spoken.heard_text(self.pacer.frames_sent)
+        spoken.turn.heard_ms = sum(self.pacer.frames_sent(tag) for _, tag, _ in spoken.pieces) * FRAME_MS
         spoken.turn.interrupted = True
 
     def _on_sent(self, tag: Hashable | None) -> None:

@@ -163,7 +163,14 @@ class ToolRunner:
             query = str(args.get("query", "")).strip()
             if not query:
                 return ToolOutcome("error: give the caller's question as query", answer_from=True)
-            found = await self._search(query)
+            try:
+                found = await self._search(query)
+            except Exception as exc:  # a locked or broken knowledge.db must not end the call
+                log.warning("knowledge search failed (%s); the model is told so", type(exc).__name__)
+                return ToolOutcome(
+                    "error: the documents cannot be searched now: say you cannot look it up",
+                    answer_from=True,
+                )
             return ToolOutcome(found.output, passages=found.passages, answer_from=True)
         if call.name not in allowed:
             log.warning("tool %r is not enabled for this profile", call.name)

@@ -36,7 +36,7 @@ SPOKEN_FILLER = frozenset(
     """
     somewhere something anything anyone someone anywhere everything everyone nothing
     happen happens happened go goes going gone went put take takes taken make makes made
-    let lets thing things much many possible way ever even still maybe may might must shall us
+    let lets thing things much many possible ever even still maybe might must shall
     """.split()
 )
 

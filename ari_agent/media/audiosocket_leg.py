@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from typing import cast
@@ -31,7 +30,6 @@ from ari_agent.media.audiosocket import AudioSocketError, Decoder
 from ari_agent.media.clock import ReceiveClock
 from ari_agent.media.codecs import Pcm, WireFormat, pcm_from_bytes
 from ari_agent.media.leg import DEFAULT_JITTER_MS, DropCounters, ReceiveSide
-from ari_agent.media.rtp import RtpPacket
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,6 @@ REJECT_TIMEOUT = "timeout"
 # Outbound bytes Asterisk has not read yet beyond which frames are dropped, not queued:
 # 1 s of slin16 (a stalled reader must not grow the agent's memory).
 MAX_WRITE_BUFFER = 32000
-_SSRC = 0x41534F43  # a constant: one connection is one source
 
 
 def _le_encode(pcm: Pcm) -> bytes:
@@ -114,14 +111,10 @@ class AudioSocketLeg(ReceiveSide):
         self.uuid = uuid.uuid4()
         self.connected = asyncio.Event()
         self.disconnected = False
-        self.packets_in = 0  # accepted frames (20 ms each)
         self.packets_out = 0
         self.send_errors = 0
         self.asterisk_errors = 0
         self._conn: _Connection | None = None
-        self._pending = b""  # inbound audio short of a whole frame
-        self._seq = 0
-        self._ts = 0
         self._out_rate = wire.outbound.sample_rate
 
     # -- from the connection
@@ -162,36 +155,7 @@ class AudioSocketLeg(ReceiveSide):
         if rate != self.wire.sample_rate and rate != wire_codec.AUDIO_KINDS[wire_codec.KIND_AUDIO]:
             self.counters.add(DROP_RATE)
             return
-        data = self._pending + message.pcm if self._pending else message.pcm
-        size = self.wire.bytes_per_frame
-        whole = len(data) // size
-        self._pending = data[whole * size :]
-        if not whole:
-            return
-        now = time.monotonic()
-        spf = self.wire.samples_per_frame
-        payloads: list[bytes] = []
-        for i in range(whole):
-            packet = RtpPacket(
-                payload_type=self.wire.send_payload_type,
-                sequence=self._seq,
-                timestamp=self._ts,
-                ssrc=_SSRC,
-                payload=data[i * size : (i + 1) * size],
-            )
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._ts = (self._ts + spf) & 0xFFFF_FFFF
-            kind, out = self.inbound.receive(packet, now)
-            if kind == inbound.AUDIO:
-                self.packets_in += 1
-                if self.on_accepted is not None:
-                    self.on_accepted()
-            else:
-                self.counters.add(kind)
-            payloads.extend(out)
-        if not self.first_packet.is_set():
-            self.first_packet.set()
-        self._deliver(payloads)
+        self._feed(message.pcm)
 
     # -- MediaLeg
 

@@ -16,15 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ari_agent.media import inbound as inbound_kinds
 from ari_agent.media.clock import ReceiveClock, shared_clock
 from ari_agent.media.codecs import FRAME_MS, SESSION_SAMPLE_RATE, Pcm, WireFormat
 from ari_agent.media.inbound import InboundStream
 from ari_agent.media.resample import StreamResampler
-from ari_agent.media.rtp import SourceStats
+from ari_agent.media.rtp import RtpPacket, SourceStats
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JITTER_MS = 40
+_STREAM_SSRC = 0x41534F43  # a constant: a stream transport's connection is one source
 
 
 class DropCounters:
@@ -47,7 +49,7 @@ class DropCounters:
 class MediaLeg(Protocol):
     """One call's two-way audio with Asterisk, as the session uses it."""
 
-    transport: str  # "rtp" | "audiosocket": the metrics' label
+    transport: str  # "rtp" | "audiosocket" | "websocket": the metrics' label
     # True: the pacer hands send() whole RTP packets; False: bare 20 ms frames of wire audio.
     rtp_framing: bool
     wire: WireFormat
@@ -97,6 +99,12 @@ class ReceiveSide:
         self.callback_errors = 0
         self._resampler = StreamResampler(wire.sample_rate, SESSION_SAMPLE_RATE)
         self._closed = False
+        # Stream transports (AudioSocket, WebSocket): audio short of a whole frame, and the
+        # numbering that makes their frames look like RTP packets to the inbound stream.
+        self.packets_in = 0
+        self._pending = b""
+        self._seq = 0
+        self._ts = 0
 
     @property
     def stats(self) -> SourceStats:
@@ -122,6 +130,42 @@ class ReceiveSide:
         if self._closed:
             return
         self._deliver(self.inbound.tick(now))
+
+    def _feed(self, data: bytes) -> None:
+        """Audio from a stream transport, any length: cut into 20 ms frames, numbered like
+        RTP packets, through the same inbound stream as RTP (so split and coalesced reads,
+        and a silent leg that sends nothing, are handled on the agent's clock alike)."""
+        if self._pending:
+            data = self._pending + data
+        size = self.wire.bytes_per_frame
+        whole = len(data) // size
+        self._pending = data[whole * size :]
+        if not whole:
+            return
+        now = time.monotonic()
+        spf = self.wire.samples_per_frame
+        payloads: list[bytes] = []
+        for i in range(whole):
+            packet = RtpPacket(
+                payload_type=self.wire.send_payload_type,
+                sequence=self._seq,
+                timestamp=self._ts,
+                ssrc=_STREAM_SSRC,
+                payload=data[i * size : (i + 1) * size],
+            )
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._ts = (self._ts + spf) & 0xFFFF_FFFF
+            kind, out = self.inbound.receive(packet, now)
+            if kind == inbound_kinds.AUDIO:
+                self.packets_in += 1
+                if self.on_accepted is not None:
+                    self.on_accepted()
+            else:
+                self.counters.add(kind)
+            payloads.extend(out)
+        if not self.first_packet.is_set():
+            self.first_packet.set()
+        self._deliver(payloads)
 
     def _event(self, kind: str) -> None:
         if self.on_event is not None:

@@ -41,7 +41,7 @@ class Outcome:
     fix: str = ""
 
 
-class _Ear:
+class Ear:
     """What one leg heard: the level of each chunk handed on (on the receive clock)."""
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class _Ear:
         return max(self.levels[since:], default=-90.0)
 
 
-def _stasis_start_of(channel_id: str) -> Callable[[Event], bool]:
+def stasis_start_of(channel_id: str) -> Callable[[Event], bool]:
     return lambda event: isinstance(event, StasisStart) and event.channel.id == channel_id
 
 
@@ -83,7 +83,7 @@ async def audiosocket_loopback(ari: OpsAri, app: PrivateApp, settings: Settings)
         )
     port = adv_port if own_port else server.port
     where = f"{adv_host}:{port}" + ("" if own_port else " (a free port: the agent holds its own)")
-    ears = (_Ear(), _Ear())
+    ears = (Ear(), Ear())
     legs = tuple(server.expect(SLIN8, ear, jitter_ms=0) for ear in ears)
     tag = uuid.uuid4().hex[:8]
     bridge_id = f"doctor-{tag}"
@@ -107,7 +107,7 @@ async def _run(
     bridge_id: str,
     channel_ids: tuple[str, str],
     legs: tuple[AudioSocketLeg, ...],
-    ears: tuple[_Ear, _Ear],
+    ears: tuple[Ear, Ear],
     host: str,
     port: int,
     where: str,
@@ -129,7 +129,7 @@ async def _run(
                 data=str(leg.uuid),
             )
         for cid in channel_ids:
-            if await app.wait_for(_stasis_start_of(cid), STASIS_WAIT) is None:
+            if await app.wait_for(stasis_start_of(cid), STASIS_WAIT) is None:
                 return Outcome(
                     False,
                     "the AudioSocket channel never entered doctor's Stasis app",

@@ -5,11 +5,13 @@ Checks, in order; a failed check skips the ones that depend on it:
 1. ``ari``: ARI answers at the configured URL.
 2. ``credentials``: the configured user and password are accepted.
 3. ``modules``: res_ari, res_http_websocket, res_stasis, app_stasis and the configured
-   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket) loaded.
+   media transport's modules (chan_rtp; res_audiosocket and chan_audiosocket;
+   res_websocket_client and chan_websocket) loaded.
 4. ``app``: the agent's Stasis app is registered (a warning when the agent is
    not running at all: its /healthz does not answer).
 5. ``media``: two-way audio between Asterisk and the advertised RTP address
-   (on AudioSocket: the same over AudioSocket connections, see audiosocket_probe).
+   (on AudioSocket and WebSocket: the same over their connections, see audiosocket_probe
+   and websocket_probe).
    Two ExternalMedia channels in one mixing bridge, each toward a UDP socket
    of ours bound like the agent's media: a prompt played into the bridge must
    reach us (Asterisk → advertised address), and a tone we send into one
@@ -40,6 +42,7 @@ from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.audiosocket_probe import audiosocket_loopback
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
+from ari_agent.ops.websocket_probe import websocket_loopback
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -50,6 +53,7 @@ REQUIRED_MODULES = ("res_ari.so", "res_http_websocket.so", "res_stasis.so", "app
 TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
     "rtp": (),
     "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
+    "websocket": ("res_websocket_client.so", "chan_websocket.so"),
 }
 HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"
@@ -294,8 +298,9 @@ class Doctor:
 
     async def _check_media(self, app: PrivateApp) -> None:
         media = self.settings.media
-        if media.transport == "audiosocket":
-            outcome = await audiosocket_loopback(self.ari, app, self.settings)
+        if media.transport in ("audiosocket", "websocket"):
+            loopback = audiosocket_loopback if media.transport == "audiosocket" else websocket_loopback
+            outcome = await loopback(self.ari, app, self.settings)
             self._add(Check("media", "ok" if outcome.ok else "fail", outcome.detail, outcome.fix))
             return
         advertised = media.advertised

@@ -67,7 +67,7 @@ def _voices(plan: ProfilePlan) -> dict[str, TTS]:
     voices: dict[str, TTS] = {}
     for tag in profile.languages:
         slots = {s.name: language_context(s.ctx, profile, tag) for s in _usable(plan, "tts")}
-        voices[tag] = build_chain("tts", list(slots), slots.__getitem__)
+        voices[tag] = build_chain("tts", list(slots), slots.__getitem__, scope=tag)
     return voices
 
 

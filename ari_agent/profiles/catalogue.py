@@ -296,8 +296,8 @@ def _language_problems(plan: ProfilePlan) -> list[Problem]:
                 f"{where}.languages",
                 f"{', '.join(stt_slots)} does not report the caller's language: calls stay in "
                 f"{profile.language} and the other languages are never used.",
-                "use a recogniser that reports it (deepgram, or openai with a whisper model and "
-                "stt_streaming = false, or gpt-transcribe); see README: Languages",
+                "put a recogniser that reports the caller's language first in stt "
+                "(docs/providers.md says which do, and with which settings)",
                 "warning",
             )
         )

@@ -9,7 +9,6 @@ that changes the audio.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import shutil
 import struct
@@ -122,17 +121,25 @@ class EspeakTTS(TTS):
             return [f"{cls.program} has no voice '{ctx.voice}' (espeak-ng --voices lists them)"]
         return []
 
+    _voices: ClassVar[dict[str, bool]] = {}
+
     @classmethod
-    @functools.cache
     def has_voice(cls, voice: str) -> bool:
-        """Whether espeak-ng can speak with ``voice`` (it says so at once, ~20 ms; asked once)."""
+        """Whether espeak-ng can speak with ``voice`` (it says so at once, ~20 ms; asked once).
+
+        A question it could not answer (busy host, no program) counts as yes and is asked again
+        next time: refusing a profile over a timeout would be worse than a failed synthesis,
+        which fails over like any other."""
+        if voice in cls._voices:
+            return cls._voices[voice]
         try:
             done = subprocess.run(
                 [cls.program, "-v", voice, "-q", "a"], capture_output=True, timeout=5, check=False
             )
         except (OSError, subprocess.TimeoutExpired):
-            return False
-        return done.returncode == 0
+            return True
+        cls._voices[voice] = done.returncode == 0
+        return cls._voices[voice]
 
     async def _prepare(self, phrases: Sequence[str], sample_rate: int) -> None:
         # The semaphore bounds how many espeak-ng processes run at once.

@@ -274,8 +274,11 @@ class OpenAISTT(STT):
         return Transcript(str(getattr(result, "text", "")).strip(), language=heard)
 
     def _language_params(self) -> dict[str, Any]:
-        """Pinned to the profile's language, or left to detect among the profile's languages."""
-        if not self.languages:
+        """Pinned to the profile's language, or left to detect among the profile's languages.
+
+        A model that would not say which language it heard stays pinned: unpinned, it could only
+        transcribe the default language worse, since no switch can follow."""
+        if not self.languages or not reports_language(self.model, streaming=self.streaming):
             return {"language": language_code(self.language)}
         if self.model in LISTING_MODELS:
             codes = [language_code(code) for code in (self.language, *self.languages)]

@@ -8,7 +8,7 @@ receive jitter buffer on virtual time: the delay it adds (p50/p95) and the
 CPU per packet of the whole receive path, with it on and off, beside the
 path before the receive clock existed (parse + RFC 3550 statistics +
 decode + resample); then the whole receive leg and the send framing of RTP
-beside AudioSocket; in one run.
+beside AudioSocket and WebSocket; in one run.
 
     python -m tests.bench.bench_media --late-fills   (issue 12 only)
 
@@ -36,6 +36,9 @@ from ari_agent.media.codecs import SESSION_SAMPLE_RATE, SLIN16, WIRE_FORMATS, Wi
 from ari_agent.media.inbound import LATE_FILL, MAX_HOLD_MS, InboundStream
 from ari_agent.media.resample import StreamResampler
 from ari_agent.media.rtp import ReceiveStats, RtpPacket, parse_rtp
+from ari_agent.media.websocket_leg import SLIN16 as WS_SLIN16
+from ari_agent.media.websocket_leg import WebSocketLeg
+from ari_agent.media.wsmedia import encode_media
 
 N = 20000
 
@@ -201,12 +204,25 @@ def bench_transports(session_frame: np.ndarray) -> None:
     def audiosocket_send() -> bytes:
         return audiosocket.encode_audio(out_frame, 8000)
 
+    # chan_websocket: a BINARY message is the frame itself (slin16 both ways, 16 kHz back).
+    ws_leg = WebSocketLeg(WS_SLIN16, lambda pcm: None, None, jitter_ms=40)
+    ws_frame = WS_SLIN16.encode(session_frame)
+
+    def websocket_receive() -> None:
+        ws_leg._feed(ws_frame)
+
+    def websocket_send() -> bytes:
+        return encode_media(WS_SLIN16.encode(session_frame), 640)
+
     rows = [
         ("rtp", "receive (parse, stream, decode, resample)", bench(rtp_receive)),
         ("audiosocket", "receive (decode msg, cut, stream, ...)", bench(audiosocket_receive)),
+        ("websocket", "receive (cut, stream, decode)", bench(websocket_receive)),
         ("rtp", "send framing (RtpPacket.serialize)", bench(rtp_send)),
         ("audiosocket", "send framing (encode_audio)", bench(audiosocket_send)),
+        ("websocket", "send (encode slin16, whole-frame check)", bench(websocket_send)),
     ]
+    ws_leg.close()
     print(f"{'transport':12} {'stage':42} {'µs/frame':>9}")
     for transport, stage, us in rows:
         print(f"{transport:12} {stage:42} {us:9.2f}")

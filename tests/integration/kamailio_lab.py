@@ -327,7 +327,9 @@ class Calls:
         return self.proc.wait(timeout=timeout)
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        """SIPp's error file, then its own output (why it exited: a bind error, a bad argument)."""
+        files = (self.log_path, self.log_path.with_name("sipp.out"))
+        return "\n".join(f.read_text(errors="replace")[-chars:] for f in files if f.exists())
 
 
 class Cluster:

@@ -139,6 +139,12 @@ class SlotLock:
             except BlockingIOError:
                 os.close(fd)
                 continue
+            ports = Ports.for_slot(slot)
+            tcp = (ports.ari, ports.agent_http, ports.ari_tls)
+            if not all(_port_free(port, socket.SOCK_STREAM) for port in tcp):
+                # A process outside any session (a stray agent) holds one of its ports.
+                os.close(fd)
+                continue
             self.slot, self._fd = slot, fd
             return slot
         raise LabError(f"all {MAX_SLOTS} lab slots are busy (locks in {LOCK_DIR}): too many test sessions")
@@ -1100,6 +1106,7 @@ _SHIPPED = (
     "pjsip.conf",
     "extensions.conf",
     "logger.conf",
+    "chan_websocket.conf",
 )
 
 

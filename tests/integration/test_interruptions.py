@@ -19,7 +19,7 @@ from tests.integration.test_calls import GREETING, HOURS
 
 async def _sound_over_the_greeting(
     lab: Lab, agent: AgentProcess, tmp_path: Path, sound: np.ndarray, name: str
-) -> None:
+) -> dict[str, object]:
     async with RtpCaller.connect(lab) as call:
         try:
             started = await call.wait_agent_speech(timeout=15)
@@ -46,6 +46,7 @@ async def _sound_over_the_greeting(
     assert metric_sum(agent, "ari_agent_agent_resumes_total") >= 1
     assert metric_sum(agent, "ari_agent_false_interruptions_total") >= 1
     assert metric_sum(agent, "ari_agent_barge_ins_total") == 0
+    return record
 
 
 async def test_a_cough_during_the_greeting_is_followed_by_the_rest_of_it(

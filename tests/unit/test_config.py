@@ -224,10 +224,53 @@ def test_media_transport_defaults_to_rtp_and_takes_audiosocket(monkeypatch: pyte
     assert load_settings().media.audiosocket_advertised == ("agent.example", 19100)
 
 
+def test_media_transport_takes_websocket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MEDIA__TRANSPORT", " WebSocket ")
+    s = load_settings()
+    assert s.media.transport == "websocket"
+    assert s.media.websocket.connection_type == "server" and s.media.websocket.url is None
+    monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__URL", "https://pbx.example:8089/")
+    assert load_settings().media.websocket.url == "wss://pbx.example:8089"
+
+
 @pytest.mark.parametrize(
     ("env", "value", "field", "problem", "fix"),
     [
-        ("AGENT_MEDIA__TRANSPORT", "websocket", "media.transport", "not yet supported", "rtp or audiosocket"),
+        (
+            "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE",
+            "client",
+            "media.websocket.connection_type",
+            "websocket_client.conf",
+            "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__URL",
+            "ws://user:pw@asterisk:8088",
+            "media.websocket.url",
+            "credentials",
+            "AGENT_MEDIA__WEBSOCKET__URL",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__URL",
+            "ftp://asterisk:8088",
+            "media.websocket.url",
+            "ws://",
+            "AGENT_MEDIA__WEBSOCKET__URL",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__URL",
+            "ws://asterisk:8088/media",
+            "media.websocket.url",
+            "path",
+            "AGENT_MEDIA__WEBSOCKET__URL",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__URL",
+            "ws://asterisk:http",
+            "media.websocket.url",
+            "port",
+            "AGENT_MEDIA__WEBSOCKET__URL",
+        ),
         ("AGENT_MEDIA__TRANSPORT", "sctp", "media.transport", "'audiosocket'", "AGENT_MEDIA__TRANSPORT"),
         (
             "AGENT_MEDIA__AUDIOSOCKET__LISTEN_HOST",

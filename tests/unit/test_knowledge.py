@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from ari_agent.cli import main
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError, split_document
-from ari_agent.knowledge.answer import NOTHING_FOUND, KnowledgeSearch, tool_output
+from ari_agent.knowledge.answer import NOTHING_FOUND, Found, KnowledgeSearch, tool_output
 from ari_agent.knowledge.base import read_document
 from ari_agent.knowledge.query import FUNCTION_WORDS, match_expression, quoted, terms
 from ari_agent.knowledge.relevance import MIN_COVERAGE, answers, coverage, idf, term_weights
@@ -102,6 +103,9 @@ def test_the_query_keeps_content_words_and_quotes_them() -> None:
 def test_the_query_drops_a_spoken_questions_filler_unless_told_only_function_words() -> None:
     question = "Is there somewhere to leave my car, and what happens if it takes too much time?"
     assert terms(question) == ["leave", "car", "time"]
+    # Filler words that are also topics stay: a month, a country, a way in.
+    assert terms("Are you open in May?") == ["open", "may"]
+    assert terms("Do you ship to the US, and which way is the entrance?") == ["ship", "us", "way", "entrance"]
     # The first method's query (the bench's "before") is still there.
     assert terms(question, FUNCTION_WORDS) == [
         "somewhere",
@@ -303,6 +307,15 @@ async def test_the_search_tool_is_offered_only_with_documents_and_names_its_pass
     assert not plain.searches
     refused = await plain.run(ToolCall("search_knowledge", {"query": "refund"}))
     assert refused.output == "error: tool search_knowledge is not available"
+    # A search that fails (a locked or damaged index) is a tool error the model answers from,
+    # not an exception that would end the call.
+
+    async def locked(query: str) -> Found:
+        raise sqlite3.OperationalError("database is locked")
+
+    broken = ToolRunner(profile, set_variable, {}, {}, search=locked)
+    failed = await broken.run(ToolCall("search_knowledge", {"query": "refund"}))
+    assert failed.output.startswith("error:") and failed.answer_from and failed.passages == ()
 
 
 # ------------------------------------------------------------------ the CLI

@@ -239,6 +239,17 @@ async def test_a_pinned_profile_still_pins_its_language(openai_fake: tuple[FakeO
     assert "response_format" not in server.requests[-1].body
 
 
+async def test_a_model_that_reports_no_language_stays_pinned(openai_fake: tuple[FakeOpenAI, str]) -> None:
+    # With languages listed but a model that never says what it heard, no switch can follow:
+    # unpinning it would only transcribe the default language worse.
+    server, url = openai_fake
+    options = {"base_url": url, "stt_model": "gpt-4o-mini-transcribe", "stt_streaming": False}
+    stt = OpenAISTT.create(ProviderContext("p", language="en-US", languages=("es",), options=options))
+    await stt.recognize(tone_pcm(300, 16000), 16000)
+    await stt.aclose()
+    assert server.requests[-1].body["language"] == "en"
+
+
 # --------------------------------------------------------------------------
 # The turn carries the language to the pipeline
 

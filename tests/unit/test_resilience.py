@@ -408,3 +408,15 @@ async def test_audio_taken_back_through_the_chain_never_reaches_a_turn_by_turn_r
     await collect(stream, lambda e: isinstance(e, EndOfTurn))
     await stream.aclose()
     assert inner.heard == [word + word]
+
+
+def test_a_scoped_chain_has_its_own_breakers() -> None:
+    # A language's voice is the profile's TTS with other options: its failures must not open the
+    # breaker of the default voice that every other call of the profile uses.
+    board = BreakerBoard(clock=FakeClock())
+    name = "tests.unit.test_resilience:ScriptLLM"
+    ctx = ProviderContext(profile="p", options={"label": "a", "script": ["x"]})
+    default = build_chain("llm", [name], lambda _: ctx, breakers=board)
+    spanish = build_chain("llm", [name], lambda _: ctx, breakers=board, scope="es")
+    assert default.members[0].breaker is not spanish.members[0].breaker
+    assert set(board.states()) == {f"p:llm:{name}", f"p:llm:{name}@es"}

@@ -1,0 +1,145 @@
+"""``doctor``'s two-way audio check over chan_websocket (media.transport = websocket).
+
+Like the RTP and AudioSocket checks: two ExternalMedia channels in one
+mixing bridge, here WebSocket ones (``connection_type=server``) that doctor
+connects to at the media URL the agent would use. A prompt played into the
+bridge must reach both connections (the URL is right and Asterisk sends
+audio), and a tone sent on one must come out of the other (our frames ->
+Asterisk's play-out -> us).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+from ari_agent.ari.client import AriError, AriHttpError
+from ari_agent.ari.tls import client_ssl
+from ari_agent.config import Settings
+from ari_agent.errors import MediaError
+from ari_agent.media.codecs import SESSION_SAMPLE_RATE
+from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_base, media_url
+from ari_agent.ops.ariapp import OpsAri, PrivateApp
+from ari_agent.ops.audiosocket_probe import (
+    HEARD_DBFS,
+    INBOUND_WAIT,
+    PROMPT,
+    STASIS_WAIT,
+    Ear,
+    Outcome,
+    stasis_start_of,
+)
+from ari_agent.ops.rtpprobe import tone
+
+URL_FIX = (
+    "set AGENT_MEDIA__WEBSOCKET__URL to Asterisk's HTTP server as this host reaches it "
+    "(ws://host:port, wss:// with TLS), and allow tcp to it"
+)
+
+
+async def websocket_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -> Outcome:
+    base = settings.media.websocket.url or media_base(settings.ari.url)
+    where = media_url(base, "<id>")
+    ears = (Ear(), Ear())
+    legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)
+    tag = uuid.uuid4().hex[:8]
+    bridge_id = f"doctor-{tag}"
+    channel_ids = (f"doctor-{tag}-a", f"doctor-{tag}-b")
+    try:
+        return await _run(ari, app, settings, bridge_id, channel_ids, legs, ears, base, where)
+    finally:
+        for leg in legs:
+            leg.close()
+            await leg.closed_io()
+        for cid in channel_ids:
+            with contextlib.suppress(AriError):
+                await ari.hangup(cid)
+        with contextlib.suppress(AriError):
+            await ari.destroy_bridge(bridge_id)
+
+
+async def _run(
+    ari: OpsAri,
+    app: PrivateApp,
+    settings: Settings,
+    bridge_id: str,
+    channel_ids: tuple[str, str],
+    legs: tuple[WebSocketLeg, ...],
+    ears: tuple[Ear, Ear],
+    base: str,
+    where: str,
+) -> Outcome:
+    ids: list[str] = []
+    try:
+        await ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
+        for cid in channel_ids:
+            channel = await ari.external_media(
+                cid,
+                app.name,
+                None,
+                "slin",
+                encapsulation="none",
+                transport="websocket",
+                connection_type="server",
+            )
+            ids.append(channel.channelvars.get("MEDIA_WEBSOCKET_CONNECTION_ID", ""))
+    except AriHttpError as exc:
+        return Outcome(
+            False,
+            f"Asterisk refused a WebSocket ExternalMedia channel: {exc}",
+            "load chan_websocket (Asterisk 22.6+, 21.11+ or 20.16+)",
+        )
+    if not all(ids):
+        return Outcome(False, "Asterisk did not say the channel's MEDIA_WEBSOCKET_CONNECTION_ID", "")
+    ari_settings = settings.ari
+    for leg, connection_id in zip(legs, ids, strict=True):
+        url = media_url(base, connection_id)
+        ssl = client_ssl(url.replace("wss://", "https://", 1), ari_settings.ca_file, ari_settings.tls_verify)
+        try:
+            await leg.connect(url, ssl=ssl, connect_timeout=settings.media.websocket.connect_timeout)
+        except MediaError as exc:
+            return Outcome(False, f"cannot open the media WebSocket at {where}: {exc}", URL_FIX)
+    # The channel is answered, and enters Stasis, once its WebSocket is connected.
+    try:
+        for cid in channel_ids:
+            if await app.wait_for(stasis_start_of(cid), STASIS_WAIT) is None:
+                return Outcome(
+                    False,
+                    "the WebSocket channel never entered doctor's Stasis app",
+                    "check Asterisk's log for chan_websocket errors",
+                )
+            await ari.add_channel(bridge_id, cid)
+    except AriHttpError as exc:
+        return Outcome(False, f"Asterisk would not bridge the WebSocket channels: {exc}", "")
+
+    # Asterisk -> us: a prompt played into the bridge reaches both connections.
+    with contextlib.suppress(AriError):
+        await ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT})
+    for _ in range(int(INBOUND_WAIT / 0.05)):
+        if all(leg.packets_in for leg in legs):
+            break
+        await asyncio.sleep(0.05)
+    if not any(leg.packets_in for leg in legs):
+        return Outcome(False, f"no audio from Asterisk arrived over the WebSocket at {where}", URL_FIX)
+
+    # Us -> Asterisk -> us: a tone sent on one connection comes out of the other.
+    outbound = legs[0].make_outbound()
+    outbound.start()
+    mark = len(ears[1].levels)
+    try:
+        outbound.enqueue(tone(1.0, rate=SESSION_SAMPLE_RATE))
+        await asyncio.wait_for(outbound.wait_idle(), 5)
+        await asyncio.sleep(0.3)
+    except TimeoutError:
+        pass  # judged by what came back
+    finally:
+        await outbound.stop()
+    heard = ears[1].loudest(mark)
+    if heard < HEARD_DBFS:
+        return Outcome(
+            False,
+            f"audio sent over the WebSocket never came back through the bridge (loudest {heard:.0f} dBFS)",
+            "check Asterisk's log for chan_websocket errors",
+        )
+    return Outcome(True, f"two-way audio over WebSocket via {where} (tone came back at {heard:.0f} dBFS)")
