@@ -113,7 +113,14 @@ class AgentApp:
         if settings.media.transport == "websocket" and settings.media.websocket.connection_type == "client":
             wsc = settings.media.websocket
             self.ws_listener = WebSocketMediaServer(
-                settings.media.websocket_listen_host, wsc.listen_port, hello_timeout=wsc.connect_timeout
+                settings.media.websocket_listen_host,
+                wsc.listen_port,
+                hello_timeout=wsc.connect_timeout,
+                credentials=(
+                    (wsc.username, wsc.password.get_secret_value())
+                    if wsc.username is not None and wsc.password is not None
+                    else None
+                ),
             )
             refused_ws = self.metrics.rtp_dropped
             self.ws_listener.on_reject = lambda reason: refused_ws.labels(reason, "websocket").inc()

@@ -153,6 +153,22 @@ class WebSocketSettings(_Section):
     # client: where the agent listens (None: media.bind_host); that section's uri must reach it.
     listen_host: str | None = None
     listen_port: int = Field(9093, ge=1, le=65535)
+    # client: HTTP Basic credentials Asterisk must present (websocket_client.conf's username
+    # and password); connections without them are refused. None: no check.
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WebSocketSettings:
+        if (self.username is None) != (self.password is None):
+            missing = "password" if self.password is None else "username"
+            raise invalid(
+                "username and password go together (websocket_client.conf sends both)",
+                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
+                "to the same value as websocket_client.conf's, or unset both",
+                at=missing,
+            )
+        return self
 
     @field_validator("connection_type", mode="before")
     @classmethod

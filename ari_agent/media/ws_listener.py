@@ -15,7 +15,9 @@ MEDIA_START names it is handed to it; anything else is closed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ REJECT_UNKNOWN = "unknown_channel"  # no call waits for MEDIA_START's channel_id
 REJECT_TAKEN = "taken"  # the call has its connection already
 REJECT_FORMAT = "format"  # the channel's format or frame size is not the call's
 REJECT_TIMEOUT = "timeout"
+REJECT_AUTH = "auth"  # the configured username and password were not presented
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +67,32 @@ def route(first: aiohttp.WSMessage, waiting: dict[str, WebSocketLeg]) -> Routed:
     return Routed(leg)
 
 
+def authorized(header: str, credentials: tuple[str, str]) -> bool:
+    """True when ``header`` (an Authorization value) is HTTP Basic with exactly these credentials."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:
+        return False
+    expected = f"{credentials[0]}:{credentials[1]}".encode()
+    return hmac.compare_digest(given, expected)
+
+
 class WebSocketMediaServer:
     """One aiohttp listener for every call's chan_websocket connection; legs wait on it by channel id."""
 
-    def __init__(self, host: str, port: int, *, hello_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        hello_timeout: float = 5.0,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.host = host
+        self._credentials = credentials
         self.port = port
         self.hello_timeout = hello_timeout
         self.rejected: dict[str, int] = {}
@@ -118,6 +142,11 @@ class WebSocketMediaServer:
             self.on_reject(reason)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._credentials is not None and not authorized(
+            request.headers.get(aiohttp.hdrs.AUTHORIZATION, ""), self._credentials
+        ):
+            self.reject(REJECT_AUTH)
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="ari-agent media"'})
         ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), autoping=True, max_msg_size=1 << 20)
         if not ws.can_prepare(request).ok:
             self.reject(REJECT_NO_START)

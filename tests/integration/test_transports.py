@@ -57,6 +57,8 @@ def websocket_client_env(lab: Lab) -> dict[str, str]:
         "AGENT_MEDIA__TRANSPORT": "websocket",
         "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE": "client",
         "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT": str(lab.ws_client_port),
+        "AGENT_MEDIA__WEBSOCKET__USERNAME": lab.ws_client_user,
+        "AGENT_MEDIA__WEBSOCKET__PASSWORD": lab.ws_client_password,
     }
 
 
@@ -339,7 +341,12 @@ def test_websocket_client_call_answers_each_intent_and_goodbye_and_refuses_stran
         "MEDIA_START connection_id:ari-agent channel:WebSocket/ari-agent/0x1 "
         "channel_id:aia-m-000000000000 format:slin16 optimal_frame_size:640 ptime:20"
     )
-    assert asyncio.run(_stranger(url, stranger_start)) == "CLOSE"
+    # Without the credentials: 401 before any upgrade. With them but naming no waiting call: closed.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(_stranger(url, stranger_start, {}))
+    assert refused.value.status == 401
+    auth = {"Authorization": aiohttp.encode_basic_auth(lab.ws_client_user, lab.ws_client_password)}
+    assert asyncio.run(_stranger(url, stranger_start, auth)) == "CLOSE"
     handle = lab.place_call(["what time do you open", "where are you located", "goodbye"], via="local")
     names: list[str] = []
     deadline = time.monotonic() + 30
@@ -362,11 +369,31 @@ def test_websocket_client_call_answers_each_intent_and_goodbye_and_refuses_stran
     assert metric(agent, "ari_agent_rtp_packets_out_total", transport="websocket") > 100
     dropped = "ari_agent_rtp_packets_dropped_total"
     assert metric(agent, dropped, reason="unknown_channel", transport="websocket") == 1
+    assert metric(agent, dropped, reason="auth", transport="websocket") == 1
     assert wait_leftovers_gone(lab) == ([], [])
 
 
-async def _stranger(url: str, first: str) -> str:
-    async with aiohttp.ClientSession() as session, session.ws_connect(url, protocols=("media",)) as ws:
+def test_websocket_client_with_the_wrong_password_fails_the_call_cleanly(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # Asterisk presents websocket_client.conf's password; the agent expects another one.
+    agent = agent_factory.start({**websocket_client_env(lab), "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
+    handle = lab.place_call(["what time do you open"], via="local")
+    event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=60)
+    assert event.fields["AI_AGENT_STATUS"] == "FAILED"
+    record = agent.record_for(handle.number, timeout=20)
+    assert record["end_reason"] == "failed"
+    dropped = "ari_agent_rtp_packets_dropped_total"
+    assert metric(agent, dropped, reason="auth", transport="websocket") >= 1
+    assert wait_leftovers_gone(lab) == ([], [])
+    assert "not-it" not in agent.log_tail(100000)
+
+
+async def _stranger(url: str, first: str, headers: dict[str, str]) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("media",), headers=headers) as ws,
+    ):
         await ws.send_str(first)
         await ws.send_bytes(bytes(640))
         message = await ws.receive(timeout=10)

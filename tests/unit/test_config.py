@@ -271,6 +271,13 @@ def test_websocket_client_connection_type(monkeypatch: pytest.MonkeyPatch) -> No
             "AGENT_MEDIA__WEBSOCKET__LISTEN_HOST",
         ),
         (
+            "AGENT_MEDIA__WEBSOCKET__USERNAME",
+            "ari-agent",
+            "media.websocket.password",
+            "go together",
+            "AGENT_MEDIA__WEBSOCKET__PASSWORD",
+        ),
+        (
             "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT",
             "70000",
             "media.websocket.listen_port",

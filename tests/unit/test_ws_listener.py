@@ -17,6 +17,7 @@ from aiohttp import WSMessage, WSMsgType
 from ari_agent.media.leg import DropCounters
 from ari_agent.media.websocket_leg import SLIN16, WebSocketLeg
 from ari_agent.media.ws_listener import (
+    REJECT_AUTH,
     REJECT_FORMAT,
     REJECT_NO_START,
     REJECT_TAKEN,
@@ -24,6 +25,7 @@ from ari_agent.media.ws_listener import (
     REJECT_UNKNOWN,
     SUBPROTOCOL,
     WebSocketMediaServer,
+    authorized,
     route,
 )
 
@@ -161,3 +163,44 @@ async def test_asterisk_hanging_up_is_seen_by_the_leg(server: WebSocketMediaServ
     assert leg.disconnected
     leg.close()
     assert server.waiting == 0
+
+
+def test_authorized_vectors() -> None:
+    creds = ("ari-agent", "s3cret:with colon")
+    # base64("ari-agent:s3cret:with colon"), as Asterisk's ast_http_create_basic_auth_header writes it.
+    assert authorized("Basic YXJpLWFnZW50OnMzY3JldDp3aXRoIGNvbG9u", creds)
+    for header in (
+        "",
+        "Basic",
+        "Basic !!!notbase64",
+        "Bearer YXJpLWFnZW50OnMzY3JldDp3aXRoIGNvbG9u",
+        "Basic YXJpLWFnZW50OnMzY3JldA==",  # ari-agent:s3cret
+        "Basic b3RoZXI6czNjcmV0OndpdGggY29sb24=",  # other:s3cret:with colon
+    ):
+        assert not authorized(header, creds), header
+
+
+async def test_credentials_are_checked_before_the_upgrade() -> None:
+    srv = WebSocketMediaServer("127.0.0.1", 0, hello_timeout=0.5, credentials=("ari-agent", "pw"))
+    await srv.start()
+    leg = make_leg()
+    srv.expect("m1", leg)
+    url = f"ws://127.0.0.1:{srv.port}/media"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for headers in ({}, {"Authorization": aiohttp.encode_basic_auth("ari-agent", "wrong")}):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await session.ws_connect(url, protocols=(SUBPROTOCOL,), headers=headers)
+                assert err.value.status == 401
+            ws = await session.ws_connect(
+                url,
+                protocols=(SUBPROTOCOL,),
+                headers={"Authorization": aiohttp.encode_basic_auth("ari-agent", "pw")},
+            )
+            await ws.send_str(START.format(cid="m1", fmt="slin16", size=640))
+            await asyncio.wait_for(leg.connected.wait(), 3)
+            leg.close()
+            await leg.closed_io()
+    finally:
+        await srv.close()
+    assert srv.rejected == {REJECT_AUTH: 2}
