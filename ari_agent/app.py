@@ -407,11 +407,11 @@ class AgentApp:
         elif isinstance(event, StasisEnd | ChannelDestroyed):
             session = self.calls.route(event.channel.id)
             if session is not None:
-                session.channel_gone()
+                session.channel_gone(event.channel.id)
         elif isinstance(event, BridgeDestroyed):
             session = self.calls.route(event.bridge.id)
             if session is not None:
-                session.channel_gone()
+                session.channel_gone(event.bridge.id)
         elif isinstance(event, ApplicationReplaced):
             self._replaced()
         elif isinstance(event, ChannelDtmfReceived):
@@ -557,7 +557,7 @@ class AgentApp:
                 await self._ignore_missing(self.ari.hangup(channel_id))
         for session in self.calls.sessions(before=mark):
             if session.caller.id not in channels:
-                session.channel_gone()
+                session.channel_gone(session.caller.id)
         parked = [
             cid
             for cid in app_info.get("channel_ids", [])

@@ -156,6 +156,7 @@ class CallSession:
         self._conversation: Conversation | None = None
         self._media_channel_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gone: asyncio.Task[None] | None = None
         self._cleaned = False
         self._started_mono = time.monotonic()
 
@@ -173,10 +174,19 @@ class CallSession:
         if self._conversation is not None:
             self._conversation.on_dtmf(digit)
 
-    def channel_gone(self) -> None:
-        """The caller, our media channel or our bridge disappeared."""
+    def channel_gone(self, resource_id: str) -> None:
+        """The caller, our media channel or our bridge (``resource_id``) disappeared."""
         if self.end_reason is not None:
             return  # already ending (often this is the echo of our own hand-back)
+        if resource_id != self.caller.id:
+            # Our media channel or bridge went (e.g. Asterisk could not open a chan_websocket
+            # client connection and hung the channel up) while the caller is still there:
+            # the caller goes back to the dialplan as FAILED, not left in silence.
+            log.warning("the call's media channel or bridge ended under it; handing the caller back")
+            self._gone = asyncio.get_running_loop().create_task(
+                self.hand_back("failed"), name=f"call-{self.call_id}-gone"
+            )
+            return
         self.end_reason = "hangup_by_caller"
         self._stop_task()
 

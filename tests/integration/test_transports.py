@@ -377,6 +377,7 @@ def test_websocket_client_with_the_wrong_password_fails_the_call_cleanly(
     lab: Lab, agent_factory: AgentFactory
 ) -> None:
     # Asterisk presents websocket_client.conf's password; the agent expects another one.
+    # Asterisk gives up (401) and hangs its channel up; the caller goes back to the dialplan.
     agent = agent_factory.start({**websocket_client_env(lab), "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
     handle = lab.place_call(["what time do you open"], via="local")
     event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=60)
