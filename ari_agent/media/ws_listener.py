@@ -103,7 +103,9 @@ class WebSocketMediaServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # At stop the calls have ended (or been handed back): a connection still open then is
+        # not worth waiting aiohttp's default minute for.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:

@@ -401,9 +401,10 @@ async def _stranger(url: str, first: str, headers: dict[str, str]) -> str:
         return message.type.name
 
 
-def test_websocket_narrowband_booking_transfers(lab: Lab, agent_factory: AgentFactory) -> None:
+@pytest.mark.parametrize("kind", ["websocket", "websocket-client"])
+def test_websocket_narrowband_booking_transfers(lab: Lab, agent_factory: AgentFactory, kind: str) -> None:
     # media.format = ulaw: chan_websocket carries µ-law as it is (160-byte frames).
-    ws_agent = agent_factory.start({**websocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
+    ws_agent = agent_factory.start({**ENVS[kind](lab), "AGENT_MEDIA__FORMAT": "ulaw"})
     handle = lab.place_call(["i want to book an appointment"], via="local")
     lab.wait_dialplan_event(handle.number, "reception", timeout=60)
     record = ws_agent.record_for(handle.number, timeout=20)
