@@ -528,6 +528,34 @@ def test_doctor_checks_websocket_modules_and_two_way_audio(
     assert "chan_websocket.so" in lab.agent.rx("module show like chan_websocket")
 
 
+def test_doctor_checks_websocket_client_through_websocket_client_conf(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **websocket_client_env(lab)}
+    code, checks = doctor(env)
+    media = checks["media"][0]
+    assert code == 0 and media["status"] == "ok", checks
+    where = f"websocket_client.conf [ari-agent] -> 127.0.0.1:{lab.ws_client_port}"
+    assert f"two-way audio over WebSocket via {where} " in media["detail"]
+    # The wrong password: Asterisk's connection is refused, and the fix says where to look.
+    code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail", checks
+    assert "auth=" in media["detail"] and "not-it" not in str(checks)
+    assert "websocket_client.conf" in media["fix"]
+    # A section Asterisk does not have: ExternalMedia is refused (400), named in the detail.
+    code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__CLIENT_NAME": "no-such-section"})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail" and "websocket_client" in media["detail"], checks
+    # With the agent holding the listener's port, doctor checks the server path and says so.
+    agent_factory.start(websocket_client_env(lab))
+    code, checks = doctor(env)
+    media = checks["media"][0]
+    assert code == 0 and media["status"] == "ok", checks
+    assert "only the server path was checked" in media["detail"]
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
 async def test_websocket_realtime_barge_in_truncates_at_the_heard_position(
     lab: Lab, agent_factory: AgentFactory, tmp_path: Path
 ) -> None:
