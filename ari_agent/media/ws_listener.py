@@ -43,10 +43,11 @@ REJECT_AUTH = "auth"  # the configured username and password were not presented
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """Where a connection goes: to ``leg``, or refused for ``reason``."""
+    """Where a connection goes: to ``leg`` (with its MEDIA_START), or refused for ``reason``."""
 
     leg: WebSocketLeg | None
     reason: str = ""
+    start: wsmedia.MediaStart | None = None
 
 
 def route(first: aiohttp.WSMessage, waiting: dict[str, WebSocketLeg]) -> Routed:
@@ -64,7 +65,7 @@ def route(first: aiohttp.WSMessage, waiting: dict[str, WebSocketLeg]) -> Routed:
         leg.check_start(start)
     except wsmedia.WebSocketMediaError:
         return Routed(None, REJECT_FORMAT)
-    return Routed(leg)
+    return Routed(leg, start=start)
 
 
 def authorized(header: str, credentials: tuple[str, str]) -> bool:
@@ -162,8 +163,8 @@ class WebSocketMediaServer:
             await ws.close()
             return ws
         routed = route(first, self._legs)
-        leg = routed.leg
-        if leg is None or not leg.attach(ws, read_start(first)):
+        leg, start = routed.leg, routed.start
+        if leg is None or start is None or not leg.attach(ws, start):
             self.reject(routed.reason or REJECT_TAKEN)
             with contextlib.suppress(Exception):
                 await ws.close()

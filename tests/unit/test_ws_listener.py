@@ -50,6 +50,7 @@ def test_route_vectors() -> None:
     waiting = {"aia-m-0123456789ab": leg}
     ok = route(text(START.format(cid="aia-m-0123456789ab", fmt="slin16", size=640)), waiting)
     assert ok.leg is leg and ok.reason == ""
+    assert ok.start is not None and ok.start.channel_id == "aia-m-0123456789ab" and ok.start.ptime == 20
     unknown = route(text(START.format(cid="aia-m-ffffffffffff", fmt="slin16", size=640)), waiting)
     assert unknown.leg is None and unknown.reason == REJECT_UNKNOWN
     # The right channel in the wrong format (e.g. a ulaw call's section used by a slin16 one).
