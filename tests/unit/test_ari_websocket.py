@@ -511,7 +511,9 @@ async def test_handshake_that_never_completes_is_retried(
     server.scripts = [server.hold]
     listener, rec = make_listener()
     listener.start()
-    await poll(lambda: listener.reconnects >= 2)
-    assert server.attempts >= 2
+    # The server's count, not the listener's: a reconnect is counted before its handshake
+    # reaches the server (one CI run saw reconnects 2 with the second still on its way).
+    await poll(lambda: server.attempts >= 2)
+    assert listener.reconnects >= 1
     assert not listener.connected
     assert rec.log == []
