@@ -489,10 +489,7 @@ class CallSession:
                 self._leg.on_payload = conversation.on_payload
             return conversation
         assert providers.stt is not None and providers.llm is not None
-        pipeline = PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
-        if self._leg is not None:
-            self._leg.on_retract = pipeline.on_retract
-        return pipeline
+        return PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
 
     async def _instructions(self) -> dict[str, str]:
         """The instructions per language of the profile, with the call's details filled in."""
