@@ -35,6 +35,7 @@ from ari_agent.knowledge.answer import knowledge_search
 from ari_agent.leads.handoff import LeadHandoff
 from ari_agent.media.audiosocket_leg import AudioSocketServer
 from ari_agent.media.transport import PortPool
+from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.looplag import watch_loop_lag
@@ -108,6 +109,21 @@ class AgentApp:
             )
             refused = self.metrics.rtp_dropped
             self.audiosocket.on_reject = lambda reason: refused.labels(reason, "audiosocket").inc()
+        self.ws_listener: WebSocketMediaServer | None = None
+        if settings.media.transport == "websocket" and settings.media.websocket.connection_type == "client":
+            wsc = settings.media.websocket
+            self.ws_listener = WebSocketMediaServer(
+                settings.media.websocket_listen_host,
+                wsc.listen_port,
+                hello_timeout=wsc.connect_timeout,
+                credentials=(
+                    (wsc.username, wsc.password.get_secret_value())
+                    if wsc.username is not None and wsc.password is not None
+                    else None
+                ),
+            )
+            refused_ws = self.metrics.rtp_dropped
+            self.ws_listener.on_reject = lambda reason: refused_ws.labels(reason, "websocket").inc()
         # Bad or unreadable keys raise ConfigError here: better no start than plaintext.
         self.cipher = data_cipher(settings.store)
         self.records = RecordWriter(settings.records.dir, self.cipher) if settings.records.dir else None
@@ -144,6 +160,9 @@ class AgentApp:
             # Before ARI: a call admitted now needs Asterisk able to connect (MediaError if not).
             await self.audiosocket.start()
             log.info("AudioSocket on %s:%d", self.audiosocket.host, self.audiosocket.port)
+        if self.ws_listener is not None:
+            await self.ws_listener.start()
+            log.info("chan_websocket listener on %s:%d", self.ws_listener.host, self.ws_listener.port)
         await self._open_store()
         self.leads = LeadHandoff(self.settings.leads, self.store)
         await self.leads.resume()
@@ -211,6 +230,8 @@ class AgentApp:
             self._pool_task.cancel()
         if self.audiosocket is not None:
             await self.audiosocket.close()
+        if self.ws_listener is not None:
+            await self.ws_listener.close()
         await self.listener.stop()
         await self.ari.close()
         if self._http is not None:
@@ -386,11 +407,11 @@ class AgentApp:
         elif isinstance(event, StasisEnd | ChannelDestroyed):
             session = self.calls.route(event.channel.id)
             if session is not None:
-                session.channel_gone()
+                session.channel_gone(event.channel.id)
         elif isinstance(event, BridgeDestroyed):
             session = self.calls.route(event.bridge.id)
             if session is not None:
-                session.channel_gone()
+                session.channel_gone(event.bridge.id)
         elif isinstance(event, ApplicationReplaced):
             self._replaced()
         elif isinstance(event, ChannelDtmfReceived):
@@ -455,6 +476,7 @@ class AgentApp:
                     on_done=self._session_done,
                     sink=self,
                     audiosocket=self.audiosocket,
+                    ws_listener=self.ws_listener,
                 ),
             )
             if not self.calls.activate(channel.id, session, (session.media_channel_id, session.bridge_id)):
@@ -535,7 +557,7 @@ class AgentApp:
                 await self._ignore_missing(self.ari.hangup(channel_id))
         for session in self.calls.sessions(before=mark):
             if session.caller.id not in channels:
-                session.channel_gone()
+                session.channel_gone(session.caller.id)
         parked = [
             cid
             for cid in app_info.get("channel_ids", [])

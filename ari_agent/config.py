@@ -140,25 +140,64 @@ class WebSocketSettings(_Section):
     """chan_websocket (ExternalMedia ``transport=websocket``, Asterisk 22.6+)."""
 
     # server: Asterisk waits for the agent on its own HTTP server (/media/<connection id>);
-    # no websocket_client.conf. client (Asterisk dials out to the agent) is not offered yet.
-    connection_type: Literal["server"] = "server"
+    # no websocket_client.conf. client: Asterisk connects out to the agent's listener
+    # (listen_host:listen_port) through websocket_client.conf's section client_name.
+    connection_type: Literal["server", "client"] = "server"
     # Asterisk's HTTP server for /media/<id>: ws://host:port or wss://host:port
     # (None: AGENT_ARI__URL's host and port, wss when it is https; its CA and checks apply).
     url: str | None = None
-    # Asterisk must say MEDIA_START this soon after the agent connects.
+    # Asterisk must say MEDIA_START this soon after the connection opens.
     connect_timeout: float = Field(5.0, gt=0, le=60)
+    # client: the websocket_client.conf section Asterisk dials (ExternalMedia's external_host).
+    client_name: str = "ari-agent"
+    # client: where the agent listens (None: media.bind_host); that section's uri must reach it.
+    listen_host: str | None = None
+    listen_port: int = Field(9093, ge=1, le=65535)
+    # client: HTTP Basic credentials Asterisk must present (websocket_client.conf's username
+    # and password); connections without them are refused. None: no check.
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WebSocketSettings:
+        if (self.username is None) != (self.password is None):
+            missing = "password" if self.password is None else "username"
+            raise invalid(
+                "username and password go together (websocket_client.conf sends both)",
+                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
+                "to the same value as websocket_client.conf's, or unset both",
+                at=missing,
+            )
+        return self
 
     @field_validator("connection_type", mode="before")
     @classmethod
     def _connection_type(cls, value: object) -> object:
-        name = value.strip().lower() if isinstance(value, str) else value
-        if name == "client":
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("client_name")
+    @classmethod
+    def _client_name(cls, value: str) -> str:
+        # It goes into the dial string WebSocket/<name>/...: '/' or ',' would change its meaning.
+        name = value.strip()
+        if not name or any(c in name for c in "/,()[]&|; \t"):
             raise invalid(
-                "client (Asterisk connects out to the agent through websocket_client.conf) is not supported",
-                "set AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE "
-                "(or 'media.websocket.connection_type') to server",
+                f"{value!r} is not a websocket_client.conf section name",
+                "set AGENT_MEDIA__WEBSOCKET__CLIENT_NAME (or 'media.websocket.client_name') to the "
+                "[section] of Asterisk's websocket_client.conf, e.g. ari-agent",
             )
         return name
+
+    @field_validator("listen_host")
+    @classmethod
+    def _listen_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _ip_literal(
+            value,
+            "AGENT_MEDIA__WEBSOCKET__LISTEN_HOST (or 'media.websocket.listen_host')",
+            "to an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all",
+        )
 
     @field_validator("url")
     @classmethod
@@ -262,6 +301,10 @@ class MediaSettings(_Section):
     @property
     def audiosocket_listen_host(self) -> str:
         return self.audiosocket.listen_host or self.bind_host
+
+    @property
+    def websocket_listen_host(self) -> str:
+        return self.websocket.listen_host or self.bind_host
 
     @property
     def audiosocket_advertised(self) -> tuple[str, int]:

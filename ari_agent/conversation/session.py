@@ -42,6 +42,7 @@ from ari_agent.media.transport import (
     rtp_address,
 )
 from ari_agent.media.websocket_leg import WebSocketLeg, media_base, media_url
+from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.media.ws_outbound import WebSocketOutbound
 from ari_agent.observability.logs import call_id_var
 from ari_agent.observability.metrics import Metrics
@@ -110,6 +111,8 @@ class SessionDeps:
     sink: CallSink
     # The app's AudioSocket listener (media.transport = audiosocket), else None.
     audiosocket: AudioSocketServer | None = None
+    # The app's chan_websocket listener (websocket with connection_type = client), else None.
+    ws_listener: WebSocketMediaServer | None = None
 
 
 class CallSession:
@@ -153,6 +156,7 @@ class CallSession:
         self._conversation: Conversation | None = None
         self._media_channel_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gone: asyncio.Task[None] | None = None
         self._cleaned = False
         self._started_mono = time.monotonic()
 
@@ -170,10 +174,19 @@ class CallSession:
         if self._conversation is not None:
             self._conversation.on_dtmf(digit)
 
-    def channel_gone(self) -> None:
-        """The caller, our media channel or our bridge disappeared."""
+    def channel_gone(self, resource_id: str) -> None:
+        """The caller, our media channel or our bridge (``resource_id``) disappeared."""
         if self.end_reason is not None:
             return  # already ending (often this is the echo of our own hand-back)
+        if resource_id != self.caller.id:
+            # Our media channel or bridge went (e.g. Asterisk could not open a chan_websocket
+            # client connection and hung the channel up) while the caller is still there:
+            # the caller goes back to the dialplan as FAILED, not left in silence.
+            log.warning("the call's media channel or bridge ended under it; handing the caller back")
+            self._gone = asyncio.get_running_loop().create_task(
+                self.hand_back("failed"), name=f"call-{self.call_id}-gone"
+            )
+            return
         self.end_reason = "hangup_by_caller"
         self._stop_task()
 
@@ -283,15 +296,18 @@ class CallSession:
                     data=str(leg.uuid),
                 )
             elif isinstance(leg, WebSocketLeg):
-                # Asterisk waits for us on its HTTP server at /media/<connection id>.
+                wsc = settings.media.websocket
+                # server: Asterisk waits for us on its HTTP server at /media/<connection id>.
+                # client: Asterisk dials websocket_client.conf's section; the listener hands
+                # the connection whose MEDIA_START names our channel id to the leg.
                 media = await ari.external_media(
                     self.media_channel_id,
                     settings.stasis_app,
-                    None,
+                    wsc.client_name if wsc.connection_type == "client" else None,
                     self._wire.name,
                     encapsulation="none",
                     transport="websocket",
-                    connection_type=settings.media.websocket.connection_type,
+                    connection_type=wsc.connection_type,
                 )
             else:
                 assert isinstance(leg, RtpEndpoint)
@@ -307,7 +323,10 @@ class CallSession:
         if isinstance(leg, RtpEndpoint):
             await self._lock_rtp_source(leg, media)
         if isinstance(leg, WebSocketLeg):
-            await self._connect_websocket(leg, media)
+            if settings.media.websocket.connection_type == "client":
+                await self._wait_websocket(leg)
+            else:
+                await self._connect_websocket(leg, media)
         instructions = await self._instructions()
         # Asterisk refuses to bridge the media channel until it is in Stasis itself.
         try:
@@ -344,7 +363,7 @@ class CallSession:
         counters = DropCounters(on_drop=self._count_drop)
         frames_in = metrics.rtp_in.labels(self.transport)
         if self.transport == "websocket":
-            return WebSocketLeg(
+            ws_leg = WebSocketLeg(
                 self._wire,
                 self._on_audio,
                 counters,
@@ -352,6 +371,14 @@ class CallSession:
                 on_event=self._count_event,
                 on_accepted=frames_in.inc,
             )
+            if settings.media.websocket.connection_type == "client":
+                listener = self.deps.ws_listener
+                if listener is None:
+                    log.error("media.websocket.connection_type is client but its listener is not running")
+                    raise Finish("busy")
+                # Before ExternalMedia: Asterisk may connect before the request returns.
+                listener.expect(self.media_channel_id, ws_leg)
+            return ws_leg
         if self.transport == "audiosocket":
             server = self.deps.audiosocket
             if server is None:
@@ -379,6 +406,20 @@ class CallSession:
         except MediaError as exc:
             log.warning("no RTP port for the call: %s", exc)
             raise Finish("busy") from None
+
+    async def _wait_websocket(self, leg: WebSocketLeg) -> None:
+        """connection_type=client: Asterisk connects after ExternalMedia has returned."""
+        wsc = self.deps.settings.media.websocket
+        try:
+            await asyncio.wait_for(leg.connected.wait(), wsc.connect_timeout)
+        except TimeoutError:
+            log.error(
+                "Asterisk did not open the media WebSocket to the agent within %g s (check "
+                "websocket_client.conf's [%s] uri and Asterisk's log)",
+                wsc.connect_timeout,
+                wsc.client_name,
+            )
+            raise Finish("failed") from None
 
     async def _connect_websocket(self, leg: WebSocketLeg, media: Channel) -> None:
         settings = self.deps.settings

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -86,6 +87,31 @@ def media_url(base: str, connection_id: str) -> str:
     return f"{base.rstrip('/')}/media/{connection_id}"
 
 
+def read_start(first: aiohttp.WSMessage) -> wsmedia.MediaStart:
+    """The connection's first message as MEDIA_START; WebSocketMediaError if it is anything else."""
+    if first.type != aiohttp.WSMsgType.TEXT:
+        raise wsmedia.WebSocketMediaError(f"Asterisk sent {first.type.name} before MEDIA_START")
+    start = wsmedia.parse_event(first.data)
+    if not isinstance(start, wsmedia.MediaStart):
+        raise wsmedia.WebSocketMediaError(f"Asterisk sent {type(start).__name__} before MEDIA_START")
+    return start
+
+
+class MediaSocket(Protocol):
+    """Either end's WebSocket as the leg uses it (aiohttp's client and server responses both fit)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def close(self) -> bool: ...
+
+    def __aiter__(self) -> AsyncIterator[aiohttp.WSMessage]: ...
+
+
 class WebSocketLeg(ReceiveSide):
     """One call's chan_websocket connection, as a :class:`MediaLeg`."""
 
@@ -118,7 +144,9 @@ class WebSocketLeg(ReceiveSide):
         self.asterisk_errors = 0
         self.send_errors = 0
         self.packets_out = 0
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: MediaSocket | None = None
+        self.connected = asyncio.Event()  # connection_type=client: Asterisk's connection arrived
+        self.on_close: Callable[[WebSocketLeg], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -130,8 +158,9 @@ class WebSocketLeg(ReceiveSide):
         self._session = aiohttp.ClientSession()
         try:
             async with asyncio.timeout(connect_timeout):
-                self._ws = await self._session.ws_connect(url, ssl=ssl, autoping=True, max_msg_size=1 << 20)
-                first = await self._ws.receive()
+                ws = await self._session.ws_connect(url, ssl=ssl, autoping=True, max_msg_size=1 << 20)
+                self._ws = ws
+                first = await ws.receive()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._close_io()
             # Never the URL: its connection id is what gives access to the call's audio.
@@ -143,23 +172,43 @@ class WebSocketLeg(ReceiveSide):
                 why = type(exc).__name__
             raise MediaError(f"cannot open the media WebSocket: {why}") from None
         try:
-            if first.type != aiohttp.WSMsgType.TEXT:
-                raise wsmedia.WebSocketMediaError(f"Asterisk sent {first.type.name} before MEDIA_START")
-            start = wsmedia.parse_event(first.data)
-            if not isinstance(start, wsmedia.MediaStart):
-                raise wsmedia.WebSocketMediaError(f"Asterisk sent {type(start).__name__} before MEDIA_START")
-            if start.format != self.wire.name or start.optimal_frame_size != self.wire.bytes_per_frame:
-                raise wsmedia.WebSocketMediaError(
-                    f"Asterisk's channel is {start.format} in {start.optimal_frame_size}-byte frames; "
-                    f"the call needs {self.wire.name} in {self.wire.bytes_per_frame}-byte frames"
-                )
+            start = read_start(first)
+            self.check_start(start)
         except wsmedia.WebSocketMediaError as exc:
             await self._close_io()
             raise MediaError(f"the media WebSocket did not start: {exc}") from None
+        self._begin(start)
+        return start
+
+    def check_start(self, start: wsmedia.MediaStart) -> None:
+        """WebSocketMediaError unless MEDIA_START's format and frame size are the call's."""
+        if start.format != self.wire.name or start.optimal_frame_size != self.wire.bytes_per_frame:
+            raise wsmedia.WebSocketMediaError(
+                f"Asterisk's channel is {start.format} in {start.optimal_frame_size}-byte frames; "
+                f"the call needs {self.wire.name} in {self.wire.bytes_per_frame}-byte frames"
+            )
+
+    def attach(self, ws: MediaSocket, start: wsmedia.MediaStart) -> bool:
+        """Take a connection Asterisk opened to the agent (connection_type=client) whose
+        MEDIA_START named this leg's channel; False when the leg is closed or has one already."""
+        if self._ws is not None or self._closed or self.start is not None:
+            return False
+        self._ws = ws
+        self._begin(start)
+        self.connected.set()
+        return True
+
+    async def served(self) -> None:
+        """Until the attached connection is closed (its HTTP handler waits here)."""
+        reader = self._reader
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(reader)
+
+    def _begin(self, start: wsmedia.MediaStart) -> None:
         self.start = start
         self._start_receiving()
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="websocket-media-read")
-        return start
 
     def make_outbound(
         self,
@@ -248,6 +297,8 @@ class WebSocketLeg(ReceiveSide):
         if self._closed:
             return
         self._stop_receiving()
+        if self.on_close is not None:
+            self.on_close(self)
         if self.outbound is not None:
             self.outbound.link_lost()
         with contextlib.suppress(RuntimeError):  # no running loop: nothing left to close

@@ -1,8 +1,11 @@
 """``doctor``'s two-way audio check over chan_websocket (media.transport = websocket).
 
 Like the RTP and AudioSocket checks: two ExternalMedia channels in one
-mixing bridge, here WebSocket ones (``connection_type=server``) that doctor
-connects to at the media URL the agent would use. A prompt played into the
+mixing bridge, here WebSocket ones: with ``connection_type=server`` doctor
+connects to them at the media URL the agent would use; with ``client``
+Asterisk connects to doctor's listener on the agent's listen address through
+websocket_client.conf (when the agent holds that port, the server path is
+checked instead and the detail says so). A prompt played into the
 bridge must reach both connections (the URL is right and Asterisk sends
 audio), and a tone sent on one must come out of the other (our frames ->
 Asterisk's play-out -> us).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 
 from ari_agent.ari.client import AriError, AriHttpError
 from ari_agent.ari.tls import client_ssl
@@ -20,6 +24,7 @@ from ari_agent.config import Settings
 from ari_agent.errors import MediaError
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE
 from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_base, media_url
+from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.ops.ariapp import OpsAri, PrivateApp
 from ari_agent.ops.audiosocket_probe import (
     HEARD_DBFS,
@@ -38,7 +43,115 @@ URL_FIX = (
 )
 
 
+CLIENT_FIX = (
+    "check that Asterisk's websocket_client.conf has the section AGENT_MEDIA__WEBSOCKET__CLIENT_NAME "
+    "names, that its uri reaches AGENT_MEDIA__WEBSOCKET__LISTEN_HOST:LISTEN_PORT from Asterisk, and "
+    "that its username/password are AGENT_MEDIA__WEBSOCKET__USERNAME/PASSWORD"
+)
+
+
 async def websocket_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -> Outcome:
+    wsc = settings.media.websocket
+    if wsc.connection_type == "client":
+        listener = await _client_listener(settings)
+        if listener is not None:
+            try:
+                return await _client_loopback(ari, app, settings, listener)
+            finally:
+                await listener.close()
+        held = await _server_loopback(ari, app, settings)
+        # The agent holds the listener's port: Asterisk's connection to it cannot be tried here.
+        note = (
+            f" (connection_type=client: the agent holds {settings.media.websocket_listen_host}:"
+            f"{wsc.listen_port}, so only the server path was checked)"
+        )
+        return Outcome(held.ok, held.detail + note, held.fix)
+    return await _server_loopback(ari, app, settings)
+
+
+async def _client_listener(settings: Settings) -> WebSocketMediaServer | None:
+    wsc = settings.media.websocket
+    credentials = (
+        (wsc.username, wsc.password.get_secret_value())
+        if wsc.username is not None and wsc.password is not None
+        else None
+    )
+    listener = WebSocketMediaServer(
+        settings.media.websocket_listen_host,
+        wsc.listen_port,
+        hello_timeout=wsc.connect_timeout,
+        credentials=credentials,
+    )
+    try:
+        await listener.start()
+    except MediaError:
+        return None
+    return listener
+
+
+async def _client_loopback(
+    ari: OpsAri, app: PrivateApp, settings: Settings, listener: WebSocketMediaServer
+) -> Outcome:
+    wsc = settings.media.websocket
+    where = f"websocket_client.conf [{wsc.client_name}] -> {listener.host}:{listener.port}"
+    ears = (Ear(), Ear())
+    legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)
+    tag = uuid.uuid4().hex[:8]
+    bridge_id = f"doctor-{tag}"
+    channel_ids = (f"doctor-{tag}-a", f"doctor-{tag}-b")
+    for leg, cid in zip(legs, channel_ids, strict=True):
+        listener.expect(cid, leg)
+
+    async def connect() -> Outcome | None:
+        try:
+            await ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
+            for cid in channel_ids:
+                await ari.external_media(
+                    cid,
+                    app.name,
+                    wsc.client_name,
+                    "slin",
+                    encapsulation="none",
+                    transport="websocket",
+                    connection_type="client",
+                )
+        except AriHttpError as exc:
+            return Outcome(
+                False, f"Asterisk refused a WebSocket (client) ExternalMedia channel: {exc}", CLIENT_FIX
+            )
+        try:
+            for leg in legs:
+                await asyncio.wait_for(leg.connected.wait(), wsc.connect_timeout)
+        except TimeoutError:
+            refused = ", ".join(f"{k}={v}" for k, v in sorted(listener.rejected.items())) or "none"
+            return Outcome(
+                False,
+                f"Asterisk did not connect to {where} within {wsc.connect_timeout:g} s "
+                f"(connections refused: {refused})",
+                CLIENT_FIX,
+            )
+        return None
+
+    try:
+        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, CLIENT_FIX)
+    finally:
+        await _tear_down(ari, bridge_id, channel_ids, legs)
+
+
+async def _tear_down(
+    ari: OpsAri, bridge_id: str, channel_ids: tuple[str, str], legs: tuple[WebSocketLeg, ...]
+) -> None:
+    for leg in legs:
+        leg.close()
+        await leg.closed_io()
+    for cid in channel_ids:
+        with contextlib.suppress(AriError):
+            await ari.hangup(cid)
+    with contextlib.suppress(AriError):
+        await ari.destroy_bridge(bridge_id)
+
+
+async def _server_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -> Outcome:
     base = settings.media.websocket.url or media_base(settings.ari.url)
     where = media_url(base, "<id>")
     ears = (Ear(), Ear())
@@ -46,30 +159,26 @@ async def websocket_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -
     tag = uuid.uuid4().hex[:8]
     bridge_id = f"doctor-{tag}"
     channel_ids = (f"doctor-{tag}-a", f"doctor-{tag}-b")
+
+    async def connect() -> Outcome | None:
+        return await _connect_server(ari, app, settings, bridge_id, channel_ids, legs, base, where)
+
     try:
-        return await _run(ari, app, settings, bridge_id, channel_ids, legs, ears, base, where)
+        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, URL_FIX)
     finally:
-        for leg in legs:
-            leg.close()
-            await leg.closed_io()
-        for cid in channel_ids:
-            with contextlib.suppress(AriError):
-                await ari.hangup(cid)
-        with contextlib.suppress(AriError):
-            await ari.destroy_bridge(bridge_id)
+        await _tear_down(ari, bridge_id, channel_ids, legs)
 
 
-async def _run(
+async def _connect_server(
     ari: OpsAri,
     app: PrivateApp,
     settings: Settings,
     bridge_id: str,
     channel_ids: tuple[str, str],
     legs: tuple[WebSocketLeg, ...],
-    ears: tuple[Ear, Ear],
     base: str,
     where: str,
-) -> Outcome:
+) -> Outcome | None:
     ids: list[str] = []
     try:
         await ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
@@ -100,6 +209,23 @@ async def _run(
             await leg.connect(url, ssl=ssl, connect_timeout=settings.media.websocket.connect_timeout)
         except MediaError as exc:
             return Outcome(False, f"cannot open the media WebSocket at {where}: {exc}", URL_FIX)
+    return None
+
+
+async def _exchange(
+    ari: OpsAri,
+    app: PrivateApp,
+    bridge_id: str,
+    channel_ids: tuple[str, str],
+    legs: tuple[WebSocketLeg, ...],
+    ears: tuple[Ear, Ear],
+    where: str,
+    connect: Callable[[], Awaitable[Outcome | None]],
+    fix: str,
+) -> Outcome:
+    failed = await connect()
+    if failed is not None:
+        return failed
     # The channel is answered, and enters Stasis, once its WebSocket is connected.
     try:
         for cid in channel_ids:
@@ -121,7 +247,7 @@ async def _run(
             break
         await asyncio.sleep(0.05)
     if not any(leg.packets_in for leg in legs):
-        return Outcome(False, f"no audio from Asterisk arrived over the WebSocket at {where}", URL_FIX)
+        return Outcome(False, f"no audio from Asterisk arrived over the WebSocket at {where}", fix)
 
     # Us -> Asterisk -> us: a tone sent on one connection comes out of the other.
     outbound = legs[0].make_outbound()

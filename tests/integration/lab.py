@@ -661,6 +661,10 @@ class Lab:
             EventLog(self.caller.log_dir / _EVENTS_LOG, "caller"),
         )
         self.recordings = self.dir / "recordings"
+        # The agent's chan_websocket listener (connection_type=client): TCP, beside AudioSocket's.
+        self.ws_client_port = ports.agent_media[0] + 1
+        self.ws_client_user = "ari-agent"
+        self.ws_client_password = base64.urlsafe_b64encode(os.urandom(12)).decode()
         self._mounted_proc = False
         self._calls = 0
         self.startup_seconds = 0.0
@@ -695,6 +699,15 @@ class Lab:
             "@LAB_LOAD_AUTH_PASSWORD@", LOAD_AUTH_PASSWORD
         )
         agent_files["rtp.conf"] = self._rtp_conf(shipped["rtp.conf"], p.agent_rtp)
+        # chan_websocket's connection_type=client dials the agent's media listener on this slot.
+        # With credentials, as an operator should set them (the agent checks them).
+        agent_files["websocket_client.conf"] = _replace_once(
+            shipped["websocket_client.conf"],
+            "uri = ws://127.0.0.1:9093/media",
+            f"uri = ws://127.0.0.1:{self.ws_client_port}/media\n"
+            f"username = {self.ws_client_user}\npassword = {self.ws_client_password}",
+            "websocket_client.conf",
+        )
         agent_files["ari.conf"] = _replace_once(
             shipped["ari.conf"], "= @ARI_PASSWORD@", f"= {self.ari_password}", "ari.conf"
         )
@@ -1107,6 +1120,7 @@ _SHIPPED = (
     "extensions.conf",
     "logger.conf",
     "chan_websocket.conf",
+    "websocket_client.conf",
 )
 
 

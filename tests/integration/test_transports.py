@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ari_agent.media import audiosocket
@@ -50,7 +51,20 @@ def websocket_env(lab: Lab) -> dict[str, str]:
     return {"AGENT_MEDIA__TRANSPORT": "websocket"}
 
 
-ENVS = {"audiosocket": audiosocket_env, "websocket": websocket_env}
+def websocket_client_env(lab: Lab) -> dict[str, str]:
+    # connection_type=client: the lab's websocket_client.conf [ari-agent] dials this port.
+    return {
+        "AGENT_MEDIA__TRANSPORT": "websocket",
+        "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE": "client",
+        "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT": str(lab.ws_client_port),
+        "AGENT_MEDIA__WEBSOCKET__USERNAME": lab.ws_client_user,
+        "AGENT_MEDIA__WEBSOCKET__PASSWORD": lab.ws_client_password,
+    }
+
+
+ENVS = {"audiosocket": audiosocket_env, "websocket": websocket_env, "websocket-client": websocket_client_env}
+# The metrics' transport label (both chan_websocket connection types are "websocket").
+LABELS = {"audiosocket": "audiosocket", "websocket": "websocket", "websocket-client": "websocket"}
 
 
 @pytest.fixture
@@ -128,7 +142,7 @@ async def test_caller_silent_between_words_gets_every_answer(
     assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
     assert record["end_reason"] == "hangup_by_agent"
     assert record["media"]["gaps"] >= 2
-    assert metric(stream_agent, "ari_agent_rtp_inbound_gaps_total", transport=transport) >= 2
+    assert metric(stream_agent, "ari_agent_rtp_inbound_gaps_total", transport=LABELS[transport]) >= 2
 
 
 def test_one_key_press_gives_one_digit(lab: Lab, stream_agent: AgentProcess) -> None:
@@ -189,7 +203,7 @@ async def test_barge_in_stops_the_reply(
     assert heard and HOURS.startswith(heard) and len(heard) < len(HOURS)
     assert replies[-1]["text"] == ADDRESS
     assert metric(stream_agent, "ari_agent_barge_ins_total", profile="frontdesk") == 1
-    if transport == "websocket":
+    if LABELS[transport] == "websocket":
         # The cut is Asterisk's: FLUSH_MEDIA dropped what it still held.
         assert record["media"]["ws_flushes"] >= 1
 
@@ -316,9 +330,81 @@ def test_websocket_call_answers_each_intent_and_goodbye(lab: Lab, ws_agent: Agen
     assert wait_leftovers_gone(lab) == ([], [])
 
 
-def test_websocket_narrowband_booking_transfers(lab: Lab, agent_factory: AgentFactory) -> None:
+def test_websocket_client_call_answers_each_intent_and_goodbye_and_refuses_strangers(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    """connection_type=client: Asterisk dials the agent's listener (websocket_client.conf)."""
+    agent = agent_factory.start(websocket_client_env(lab))
+    url = f"ws://127.0.0.1:{lab.ws_client_port}/media"
+    # A stranger naming no waiting call is closed, and the calls go on.
+    stranger_start = (
+        "MEDIA_START connection_id:ari-agent channel:WebSocket/ari-agent/0x1 "
+        "channel_id:aia-m-000000000000 format:slin16 optimal_frame_size:640 ptime:20"
+    )
+    # Without the credentials: 401 before any upgrade. With them but naming no waiting call: closed.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(_stranger(url, stranger_start, {}))
+    assert refused.value.status == 401
+    auth = {"Authorization": aiohttp.encode_basic_auth(lab.ws_client_user, lab.ws_client_password)}
+    assert asyncio.run(_stranger(url, stranger_start, auth)) == "CLOSE"
+    handle = lab.place_call(["what time do you open", "where are you located", "goodbye"], via="local")
+    names: list[str] = []
+    deadline = time.monotonic() + 30
+    while not names and time.monotonic() < deadline:
+        names = media_channel_names(lab)
+        time.sleep(0.2)
+    # The channel is the websocket_client.conf connection's, not an incoming one.
+    assert names and all(n.startswith("WebSocket/ari-agent/") for n in names), names
+    lab.wait_call_ended(handle, timeout=120)
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, HOURS, ADDRESS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert status_after_stasis(lab, handle.number) == "COMPLETED"
+    assert heard_turns(lab, handle) >= {0, 1, 2}
+    segments = voiced_segments(handle.recording_path)
+    assert segments, "the caller heard nothing"
+    assert 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 100 and record["media"]["lost"] == 0
+    assert metric(agent, "ari_agent_rtp_packets_in_total", transport="websocket") > 100
+    assert metric(agent, "ari_agent_rtp_packets_out_total", transport="websocket") > 100
+    dropped = "ari_agent_rtp_packets_dropped_total"
+    assert metric(agent, dropped, reason="unknown_channel", transport="websocket") == 1
+    assert metric(agent, dropped, reason="auth", transport="websocket") == 1
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
+def test_websocket_client_with_the_wrong_password_fails_the_call_cleanly(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # Asterisk presents websocket_client.conf's password; the agent expects another one.
+    # Asterisk gives up (401) and hangs its channel up; the caller goes back to the dialplan.
+    agent = agent_factory.start({**websocket_client_env(lab), "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
+    handle = lab.place_call(["what time do you open"], via="local")
+    event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=60)
+    assert event.fields["AI_AGENT_STATUS"] == "FAILED"
+    record = agent.record_for(handle.number, timeout=20)
+    assert record["end_reason"] == "failed"
+    dropped = "ari_agent_rtp_packets_dropped_total"
+    assert metric(agent, dropped, reason="auth", transport="websocket") >= 1
+    assert wait_leftovers_gone(lab) == ([], [])
+    assert "not-it" not in agent.log_tail(100000)
+
+
+async def _stranger(url: str, first: str, headers: dict[str, str]) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=("media",), headers=headers) as ws,
+    ):
+        await ws.send_str(first)
+        await ws.send_bytes(bytes(640))
+        message = await ws.receive(timeout=10)
+        return message.type.name
+
+
+@pytest.mark.parametrize("kind", ["websocket", "websocket-client"])
+def test_websocket_narrowband_booking_transfers(lab: Lab, agent_factory: AgentFactory, kind: str) -> None:
     # media.format = ulaw: chan_websocket carries µ-law as it is (160-byte frames).
-    ws_agent = agent_factory.start({**websocket_env(lab), "AGENT_MEDIA__FORMAT": "ulaw"})
+    ws_agent = agent_factory.start({**ENVS[kind](lab), "AGENT_MEDIA__FORMAT": "ulaw"})
     handle = lab.place_call(["i want to book an appointment"], via="local")
     lab.wait_dialplan_event(handle.number, "reception", timeout=60)
     record = ws_agent.record_for(handle.number, timeout=20)
@@ -440,6 +526,34 @@ def test_doctor_checks_websocket_modules_and_two_way_audio(
     ]
     assert checks["media"][0]["status"] == "skip"
     assert "chan_websocket.so" in lab.agent.rx("module show like chan_websocket")
+
+
+def test_doctor_checks_websocket_client_through_websocket_client_conf(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **websocket_client_env(lab)}
+    code, checks = doctor(env)
+    media = checks["media"][0]
+    assert code == 0 and media["status"] == "ok", checks
+    where = f"websocket_client.conf [ari-agent] -> 127.0.0.1:{lab.ws_client_port}"
+    assert f"two-way audio over WebSocket via {where} " in media["detail"]
+    # The wrong password: Asterisk's connection is refused, and the fix says where to look.
+    code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail", checks
+    assert "auth=" in media["detail"] and "not-it" not in str(checks)
+    assert "websocket_client.conf" in media["fix"]
+    # A section Asterisk does not have: ExternalMedia is refused (400), named in the detail.
+    code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__CLIENT_NAME": "no-such-section"})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail" and "websocket_client" in media["detail"], checks
+    # With the agent holding the listener's port, doctor checks the server path and says so.
+    agent_factory.start(websocket_client_env(lab))
+    code, checks = doctor(env)
+    media = checks["media"][0]
+    assert code == 0 and media["status"] == "ok", checks
+    assert "only the server path was checked" in media["detail"]
+    assert wait_leftovers_gone(lab) == ([], [])
 
 
 async def test_websocket_realtime_barge_in_truncates_at_the_heard_position(

@@ -233,15 +233,56 @@ def test_media_transport_takes_websocket(monkeypatch: pytest.MonkeyPatch) -> Non
     assert load_settings().media.websocket.url == "wss://pbx.example:8089"
 
 
+def test_websocket_client_connection_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_MEDIA__TRANSPORT", "websocket")
+    monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE", " Client ")
+    ws = load_settings().media
+    assert ws.websocket.connection_type == "client"
+    assert ws.websocket.client_name == "ari-agent" and ws.websocket.listen_port == 9093
+    assert ws.websocket_listen_host == "127.0.0.1"
+    monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__LISTEN_HOST", "0.0.0.0")
+    monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__CLIENT_NAME", " pbx-media ")
+    media = load_settings().media
+    assert media.websocket_listen_host == "0.0.0.0" and media.websocket.client_name == "pbx-media"
+
+
 @pytest.mark.parametrize(
     ("env", "value", "field", "problem", "fix"),
     [
         (
             "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE",
-            "client",
+            "outbound",
             "media.websocket.connection_type",
-            "websocket_client.conf",
+            "'client'",
             "AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__CLIENT_NAME",
+            "ari-agent/v(x=1)",
+            "media.websocket.client_name",
+            "websocket_client.conf",
+            "AGENT_MEDIA__WEBSOCKET__CLIENT_NAME",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__LISTEN_HOST",
+            "agent.example",
+            "media.websocket.listen_host",
+            "not an IP address",
+            "AGENT_MEDIA__WEBSOCKET__LISTEN_HOST",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__USERNAME",
+            "ari-agent",
+            "media.websocket.password",
+            "go together",
+            "AGENT_MEDIA__WEBSOCKET__PASSWORD",
+        ),
+        (
+            "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT",
+            "70000",
+            "media.websocket.listen_port",
+            "65535",
+            "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT",
         ),
         (
             "AGENT_MEDIA__WEBSOCKET__URL",
