@@ -270,6 +270,10 @@ class ReceiveStats:
             self.duplicates += 1
             return "duplicate"
         self._seen |= bit
+        # A packet sent before the first one that arrived (the stream's first packets reordered):
+        # the stream began there, so expected must reach back to it, or this packet received
+        # beyond what is expected hides one loss.
+        self._base_seq = min(self._base_seq, self.extended_max_sequence - behind)
         self.reordered += 1
         self._received += 1
         return "reordered"

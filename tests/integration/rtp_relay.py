@@ -16,7 +16,9 @@ On the way it, deterministically from a seed:
 * drops, duplicates and reorders packets;
 * sends RTCP receiver reports on the RTP port (RFC 5761 multiplexing);
 * inserts RFC 4733 telephone-event packets during a silence;
-* changes SSRC once, with new sequence and timestamp bases (a re-INVITE).
+* changes SSRC once, with new sequence and timestamp bases (a re-INVITE), and
+  always sends the new source's first packet after its second (a receiver
+  must not let that late first packet hide a loss).
 
 It counts what it did, so a test can compare with what the agent reports.
 Needs root (raw socket).
@@ -133,6 +135,7 @@ class ImpairingRelay:
         self._seen = 0
         self._held: bytes | None = None
         self._silent = False
+        self._hold_next = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtp-relay", daemon=True)
         self.errors: list[str] = []
@@ -189,6 +192,7 @@ class ImpairingRelay:
             rng = self._rng
             self._stream = _Stream(rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(32))
             counts.ssrc_changes += 1
+            self._hold_next = True
         self._seen += 1
         stream = self._stream
 
@@ -241,6 +245,9 @@ class ImpairingRelay:
         packet, k = built
         roll = self._rng.random() if impair and self._seen > self.plan.clean_start else 1.0
         plan = self.plan
+        if self._hold_next and k == 0:
+            roll = plan.loss  # neither dropped nor doubled: held back behind the next one
+        self._hold_next = False
         if roll < plan.loss:
             counts.dropped[stream.ssrc].append(k)
             return

@@ -198,6 +198,31 @@ def test_stats_reordered_and_duplicate() -> None:
     assert stats.reordered == 1 and stats.duplicates == 1
 
 
+def test_a_first_packet_that_arrives_late_still_counts_every_loss() -> None:
+    # A new source whose first packet was held back behind the second (a reorder at its very
+    # start), and two losses later: the late first packet must not stand in for one of them.
+    for first in (100, 0, 65535):
+        stats = ReceiveStats()
+        order = [first + 1, first, *(first + k for k in range(2, 40) if k not in (12, 25))]
+        verdicts = [stats.update(_pkt(seq, i * 160), i * 0.02, 8000) for i, seq in enumerate(order)]
+        assert verdicts[:2] == ["new", "reordered"]
+        assert stats.expected == 40
+        assert stats.received == 38
+        assert stats.lost == 2
+
+
+def test_source_stats_counts_loss_when_a_new_source_starts_reordered() -> None:
+    stats = SourceStats()
+    for i in range(30):
+        stats.update(_pkt(500 + i, i * 160, ssrc=1), i * 0.02, 8000)
+    # The re-INVITE's first packet comes after its second; 2 of the new source's packets are lost.
+    order = [9001, 9000, *(9000 + k for k in range(2, 60) if k not in (32, 45))]
+    for i, seq in enumerate(order):
+        stats.update(_pkt(seq, i * 160, ssrc=2), (30 + i) * 0.02, 8000)
+    assert stats.changes == 1
+    assert stats.lost == 2
+
+
 def test_duplicates_cannot_hide_loss() -> None:
     stats = ReceiveStats()
     # 0..99 with 5 lost, and 5 others sent twice (late and at once): A.1 alone would report 0 lost.
