@@ -279,6 +279,13 @@ class SpeechStream(LiveStream[SpeechEvent]):
     async def finalize(self) -> None:
         await guarded_call(self._finalize(), provider=self.provider, what="finalize")
 
+    def retract(self, size: int) -> bool:
+        """Take back the last ``size`` bytes pushed, if not recognised yet; False when too late.
+
+        A live recogniser has already heard them: only a stream that buffers the turn can.
+        """
+        return False
+
     @abstractmethod
     async def _finalize(self) -> None: ...
 
@@ -343,6 +350,12 @@ class BufferedSpeechStream(SpeechStream):
 
     def _push(self, audio: bytes) -> None:
         self._buffer += audio
+
+    def retract(self, size: int) -> bool:
+        if size <= 0 or size > len(self._buffer):
+            return False
+        del self._buffer[len(self._buffer) - size :]
+        return True
 
     async def _finalize(self) -> None:
         audio = bytes(self._buffer)

@@ -355,6 +355,15 @@ class _FallbackSpeechStream(SpeechStream):
         if stream is not None:  # None while switching: the audio waits in the replay buffer
             stream.push(self._convert(audio))
 
+    def retract(self, size: int) -> bool:
+        stream = self._stream
+        # Only where no conversion stands between the two (a resampler's output is not cut
+        # at the same place), and in the replay buffer too, so a replacement hears the same.
+        if stream is None or stream.spec != self.spec or size > len(self._turn) or not stream.retract(size):
+            return False
+        del self._turn[len(self._turn) - size :]
+        return True
+
     async def _finalize(self) -> None:
         self._finalize_pending = True
         stream = self._stream

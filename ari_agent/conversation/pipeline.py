@@ -50,6 +50,7 @@ from ari_agent.conversation.turns import (
     PredictTurn,
     PushAudio,
     ResumeAgent,
+    RetractAudio,
     SayFiller,
     StartEarly,
     TurnEngine,
@@ -200,6 +201,12 @@ class PipelineConversation(ConversationBase):
             # A chunk of several frames (the receive clock catching up) ends now.
             self._on_frame(frame, now - (whole - 1 - i) * FRAME_S)
 
+    def on_retract(self, ms: int) -> None:
+        """The receive clock filled ``ms`` of silence for audio that came late (see InboundStream)."""
+        frames = round(ms / 1000 / FRAME_S)
+        if frames:
+            self._perform(self._engine.retract(frames))
+
     def on_sent_audio(self, pcm8k: np.ndarray, at: float) -> None:
         if self._frontend is not None:
             self._frontend.sent(pcm8k, at)
@@ -230,6 +237,9 @@ class PipelineConversation(ConversationBase):
             if isinstance(action, PushAudio):
                 if self._stream is not None:
                     self._stream.push(action.audio)
+            elif isinstance(action, RetractAudio):
+                if self._stream is not None:
+                    self._stream.retract(action.size)
             elif isinstance(action, Finalize):
                 self._spawn(self._finalize())
             elif isinstance(action, PredictTurn):

@@ -489,7 +489,10 @@ class CallSession:
                 self._leg.on_payload = conversation.on_payload
             return conversation
         assert providers.stt is not None and providers.llm is not None
-        return PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
+        pipeline = PipelineConversation(parts, stt=providers.stt, llm=providers.llm)
+        if self._leg is not None:
+            self._leg.on_retract = pipeline.on_retract
+        return pipeline
 
     async def _instructions(self) -> dict[str, str]:
         """The instructions per language of the profile, with the call's details filled in."""

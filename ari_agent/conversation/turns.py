@@ -125,6 +125,13 @@ class PushAudio:
 
 
 @dataclass(frozen=True)
+class RetractAudio:
+    """Take back the last ``size`` bytes pushed: silence the receive clock filled for late audio."""
+
+    size: int
+
+
+@dataclass(frozen=True)
 class Finalize:
     """Ask the recogniser for its final transcript of what was pushed."""
 
@@ -202,6 +209,7 @@ class TurnOver:
 
 Action = (
     PushAudio
+    | RetractAudio
     | Finalize
     | PredictTurn
     | BargeIn
@@ -293,6 +301,28 @@ class TurnEngine:
         else:
             self._in_turn(f, out)
         self._maybe_resume_agent(f.now, out)
+        return out
+
+    def retract(self, frames: int) -> list[Action]:
+        """The last ``frames`` frames were silence filled for audio that has now come, late.
+
+        Inside an utterance they are taken out of it, as if never heard: a stall of the
+        caller's packets in mid-word must not reach the recogniser as a pause inside the
+        word, nor count towards the end of the turn. Once the utterance has gone to the
+        recogniser (a final asked at a pause) or the turn is over, it is too late.
+        """
+        out: list[Action] = []
+        if self.state not in (Caller.SPEAKING, Caller.PAUSED) or self._finalized_in_pause:
+            return out
+        n = min(frames, self._silence_ms // FRAME_MS, len(self._turn_audio))
+        size = 0
+        for _ in range(n):
+            size += len(self._turn_audio.pop())
+        self._utterance_ms -= n * FRAME_MS
+        self._silence_ms -= n * FRAME_MS
+        self._gap_ms = max(0, self._gap_ms - n * FRAME_MS)
+        if self._pushing and size:
+            out.append(RetractAudio(size))
         return out
 
     def _quiet(self, f: Frame, out: list[Action]) -> None:

@@ -100,6 +100,8 @@ class InboundStream:
         self._prev: tuple[int, int, float] | None = None  # sequence, timestamp, duration s
         self._filled_since_arrival = 0  # frames
         self.late_fill_frames = 0
+        self._retract_frames = 0  # fill judged wrong, not yet taken back by the consumer
+        self.retracted_frames = 0
         self._last_arrival = now
         self._covered = now  # wall time the output stream has reached
         self._in_gap = False
@@ -176,6 +178,12 @@ class InboundStream:
                 self._concealing = False
         return out
 
+    def take_retraction(self) -> int:
+        """Frames of silence just handed on for time the sender had audio for (then 0 until the next)."""
+        frames, self._retract_frames = self._retract_frames, 0
+        self.retracted_frames += frames
+        return frames
+
     @property
     def hold_ms(self) -> float:
         """How long nothing must arrive before silence is filled, now."""
@@ -213,6 +221,10 @@ class InboundStream:
             return  # the fill stood for the sender's silence or for lost packets: right
         self.late_fill_frames += round(wrong / _FRAME_S)
         self._count(LATE_FILL)
+        # The fill is the tail of what was handed on (nothing plays while the buffer is empty),
+        # and the audio it stood for follows now: the consumer may take the fill back, so a word
+        # does not reach the recogniser with a stall's silence inside it.
+        self._retract_frames += round(wrong / _FRAME_S)
         # Wait long enough next time: the packet's whole wait (its lateness plus the frame it
         # was due after) and a margin.
         wanted = lateness + prev_duration + _HOLD_MARGIN_S
@@ -314,6 +326,8 @@ class InboundStream:
             "late_fills": self.events.get(LATE_FILL, 0),
             "late_fill_ms": self.late_fill_frames * FRAME_MS,
             "hold_max_ms": round(self.hold_max_s * 1000),
+            # Handed back to the consumer; a turn engine between utterances has nothing to take.
+            "late_fill_retracted_ms": self.retracted_frames * FRAME_MS,
             "jitter_buffer_p50_ms": self.buffer.delay_percentile_ms(50),
             "jitter_buffer_p95_ms": self.buffer.delay_percentile_ms(95),
         }

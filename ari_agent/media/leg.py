@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ari_agent.media import inbound as inbound_kinds
 from ari_agent.media.clock import ReceiveClock, shared_clock
-from ari_agent.media.codecs import SESSION_SAMPLE_RATE, Pcm, WireFormat
+from ari_agent.media.codecs import FRAME_MS, SESSION_SAMPLE_RATE, Pcm, WireFormat
 from ari_agent.media.inbound import InboundStream
 from ari_agent.media.resample import StreamResampler
 from ari_agent.media.rtp import RtpPacket, SourceStats
@@ -56,6 +56,7 @@ class MediaLeg(Protocol):
     inbound: InboundStream
     first_packet: asyncio.Event
     on_payload: Callable[[bytes], None] | None
+    on_retract: Callable[[int], None] | None
     callback_errors: int
 
     @property
@@ -85,6 +86,8 @@ class ReceiveSide:
         # Optional: the raw payload as received, for consumers that take the
         # call's own encoding (no decode and resample round trip).
         self.on_payload: Callable[[bytes], None] | None = None
+        # Optional: told (in ms) when the silence just delivered stood for audio that came late.
+        self.on_retract: Callable[[int], None] | None = None
         self.counters = counters if counters is not None else DropCounters()
         self.jitter_ms = jitter_ms
         self.on_event = on_event
@@ -169,6 +172,10 @@ class ReceiveSide:
             self._call_quietly(self.on_event, kind)
 
     def _deliver(self, payloads: list[bytes]) -> None:
+        retract = self.inbound.take_retraction()
+        if retract and self.on_retract is not None:
+            # Before the late audio itself: the fill it replaces is the tail of what was delivered.
+            self._call_quietly(self.on_retract, retract * FRAME_MS)
         if not payloads:
             return
         payload = payloads[0] if len(payloads) == 1 else b"".join(payloads)

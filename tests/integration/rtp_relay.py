@@ -18,7 +18,9 @@ On the way it, deterministically from a seed:
 * inserts RFC 4733 telephone-event packets during a silence;
 * changes SSRC once, with new sequence and timestamp bases (a re-INVITE), and
   always sends the new source's first packet after its second (a receiver
-  must not let that late first packet hide a loss).
+  must not let that late first packet hide a loss);
+* stalls once, if asked: holds every packet for a while and then sends them
+  in a burst (a loaded machine or a congested path: late, nothing lost).
 
 It counts what it did, so a test can compare with what the agent reports.
 Needs root (raw socket).
@@ -56,6 +58,12 @@ class Plan:
     events_on_cn: int = 3  # telephone-events go out after this many comfort-noise packets
     silent_peak: int = 64  # a frame whose samples all stay under this is silence
     clean_start: int = 10  # the first packets go through untouched
+    # The path stalls once: from the ``stall_at_loud``-th loud packet of the call (peak at least
+    # ``loud_peak``) nothing is passed on for ``stall_ms``, then all of it at once (0: no stall).
+    stall_ms: int = 0
+    stall_at_loud: int = 0
+    loud_peak: int = 1000
+    stall_every_loud: int = 0  # and again every so many loud packets after (0: once)
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Counts:
     telephone_events: int = 0
     ssrc_changes: int = 0
     seq_wraps: int = 0
+    stalled: int = 0  # packets held by the stall
     ts_wraps: int = 0
 
     def lost_as_seen(self) -> int:
@@ -136,6 +145,9 @@ class ImpairingRelay:
         self._held: bytes | None = None
         self._silent = False
         self._hold_next = False
+        self._loud = 0
+        self._stall_until: float | None = None
+        self._stalled: list[tuple[bytes, tuple[str, int], int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rtp-relay", daemon=True)
         self.errors: list[str] = []
@@ -159,7 +171,12 @@ class ImpairingRelay:
     def _run(self) -> None:
         socks = list(self._socks)
         while not self._stop.is_set():
-            readable, _, _ = select.select(socks, [], [], 0.05)
+            readable, _, _ = select.select(socks, [], [], 0.005 if self._stall_until else 0.05)
+            if self._stall_until is not None and time.monotonic() >= self._stall_until:
+                self._stall_until = None
+                stalled, self._stalled = self._stalled, []
+                for datagram, src, port in stalled:
+                    self._send(datagram, src, port)
             for s in readable:
                 try:
                     data, addr = s.recvfrom(4096)
@@ -171,6 +188,10 @@ class ImpairingRelay:
                     self.errors.append(repr(exc))
 
     def _send(self, datagram: bytes, src: tuple[str, int], dst_port: int) -> None:
+        if self._stall_until is not None:
+            self._stalled.append((datagram, src, dst_port))
+            self.counts.stalled += 1
+            return
         header = _UDP.pack(src[1], dst_port, 8 + len(datagram), 0)  # checksum 0: none (IPv4)
         self._raw.sendto(header + datagram, (self.agent_host, 0))
         self.counts.forwarded += 1
@@ -201,6 +222,13 @@ class ImpairingRelay:
             counts.rtcp += 1
 
         samples = np.frombuffer(payload[: len(payload) // 2 * 2], dtype=">i2")
+        if samples.size and int(np.abs(samples.astype(np.int32)).max()) >= plan.loud_peak:
+            self._loud += 1
+            since = self._loud - plan.stall_at_loud
+            if plan.stall_ms and (
+                since == 0 or (plan.stall_every_loud and since > 0 and since % plan.stall_every_loud == 0)
+            ):
+                self._stall_until = time.monotonic() + plan.stall_ms / 1000
         silent = samples.size > 0 and int(np.abs(samples.astype(np.int32)).max()) < plan.silent_peak
         if silent and self._seen > plan.clean_start:
             if self._silent:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.integration.lab import AgentFactory, AgentProcess, Lab
 from tests.integration.rtp_caller import RtpCaller
 from tests.integration.rtp_relay import ImpairingRelay, Plan
@@ -141,3 +143,70 @@ async def test_rtp_bound_dual_stack_answers_an_ipv4_asterisk(
     assert record["media"]["received"] > 50
     wrong_source = 'ari_agent_rtp_packets_dropped_total{reason="wrong_source",transport="rtp"}'
     assert _metrics(agent).get(wrong_source, 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("question", "stall_at_loud"),
+    [
+        # 300 ms stalls where, with the fill left in, the offline recogniser misheard (found
+        # by putting the fill at every 20 ms of the utterances as the agent got them): inside
+        # "goodbye" 12 loud packets in, rejected (the agent never hung up); inside the question
+        # 51 loud packets in, heard as "what time do you close".
+        (None, 12),
+        ("what time do you open", 51),
+    ],
+    ids=["in-goodbye", "in-question"],
+)
+async def test_a_stall_in_mid_word_does_not_reach_the_recogniser_as_a_pause(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path, question: str | None, stall_at_loud: int
+) -> None:
+    # Issue 12: under CPU load the caller's packets sometimes came 0.2-0.6 s late in a burst.
+    # The receive clock fills silence while it waits; once the late audio came, that silence
+    # stayed inside the word, and the offline recogniser rejected "goodbye" (the agent did not
+    # hang up) or heard a question as "bye" (and hung up on the caller).
+    low = lab.ports.agent_media[0] + 910
+    ports = range(low, low + 4)
+    plan = Plan(
+        loss=0.0,
+        duplicate=0.0,
+        reorder=0.0,
+        silent_peak=0,  # no silence suppression: the stall alone
+        rtcp_every=10**9,
+        ssrc_change_after=10**9,
+        stall_ms=300,
+        stall_at_loud=stall_at_loud,
+    )
+    with ImpairingRelay(ports, plan=plan) as relay:
+        agent = agent_factory.start(
+            {
+                "AGENT_MEDIA__ADVERTISE_HOST": "127.0.0.2",
+                "AGENT_MEDIA__PORT_MIN": str(ports.start),
+                "AGENT_MEDIA__PORT_MAX": str(ports.stop - 1),
+                "AGENT_STORE__TEXT": "true",
+            }
+        )
+        async with RtpCaller.connect(lab) as call:
+            try:
+                await call.wait_greeting()
+                if question is not None:
+                    await call.ask(question)
+                await call.say("goodbye")
+                await call.wait_ended(timeout=30)
+            except BaseException:
+                call.dump_wav(tmp_path / "call.wav")
+                raise
+        record = agent.record_for(call.number, timeout=20)
+        relay.wait_idle()
+
+    assert not relay.errors
+    assert relay.counts.stalled >= 10  # the path did stall, with the word in flight
+    media = record["media"]
+    assert media["late_fills"] >= 1 and media["lost"] == 0
+    # The silence filled while waiting was taken back once the late audio came ...
+    assert media["late_fill_retracted_ms"] >= 200, media
+    # ... and the words were heard whole: the right answer, then goodbye and the hang-up.
+    said = [t["text"] for t in record["turns"] if t["role"] == "user"]
+    assert said == [*([question] if question else []), "goodbye"], record["turns"]
+    replies = [t["text"] for t in record["turns"] if t["role"] == "agent"]
+    assert replies == [GREETING, *([HOURS] if question else []), GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"

@@ -216,3 +216,50 @@ def test_time_owed_by_an_unfilled_late_packet_is_paid_in_a_pause_not_inside_a_wo
     assert stream.events.get(LATE_FILL) == 2
     # The owed time went into the silence after the last word: the stream keeps real time.
     assert len(out) * F == pytest.approx(7.0, abs=0.1)
+
+
+def _run_taking_back(
+    stream: InboundStream, arrivals: list[tuple[float, RtpPacket]], until: float
+) -> tuple[list[bytes], list[bytes]]:
+    """As ``_run``, but a consumer that takes back the fill the stream retracts; returns (out, taken back)."""
+    out: list[bytes] = []
+    taken: list[bytes] = []
+    tick = 0.0
+    for at, packet in sorted(arrivals, key=lambda a: a[0]):
+        while tick <= at + 1e-9:
+            out += stream.tick(tick)
+            tick += F
+        played = stream.receive(packet, at)[1]
+        n = stream.take_retraction()
+        if n:
+            taken += out[len(out) - n :]
+            del out[len(out) - n :]
+        out += played
+    while tick <= until + 1e-9:
+        out += stream.tick(tick)
+        tick += F
+    return out, taken
+
+
+def test_silence_filled_during_a_stall_inside_a_word_is_retracted_when_the_audio_comes() -> None:
+    # The path stalls 580 ms in mid-talkspurt (as seen under CPU load in issue 12: a question
+    # reached the recogniser with 580 ms of silence inside "open" and was heard as "bye").
+    arrivals = _delay(_talk(0, 0, 0.0, 100), 50, 0.580)
+    plain = InboundStream(ULAW, 40, 0.0)
+    assert _silence_inside_speech(_run(plain, arrivals, until=3.0)) == [29]
+    stream = InboundStream(ULAW, 40, 0.0)
+    out, taken = _run_taking_back(stream, arrivals, until=3.0)
+    # Exactly the fill is taken back, nothing of the caller's audio, and the word is whole again.
+    assert taken == [SILENCE] * 29
+    assert _silence_inside_speech(out) == []
+    assert out.count(LOUD) == 100
+    assert stream.retracted_frames == 29 and stream.take_retraction() == 0
+
+
+def test_silence_before_a_marked_talkspurt_is_not_retracted() -> None:
+    # The sender's own silence (marker, timestamps jumped) was right to fill: nothing comes back.
+    arrivals = _talk(0, 0, 0.0, 50) + _talk(50, 100, 2.0, 50, marker=True)
+    stream = InboundStream(ULAW, 40, 0.0)
+    out, taken = _run_taking_back(stream, arrivals, until=3.5)
+    assert taken == [] and stream.retracted_frames == 0
+    assert len(_silence_inside_speech(out)) == 1

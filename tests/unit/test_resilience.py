@@ -380,6 +380,36 @@ async def test_build_chain_reads_timeouts_and_retries_from_options() -> None:
     assert set(board.states()) == {"p:llm:tests.unit.test_resilience:ScriptLLM"}
 
 
+class KeepsPcmSTT(STT):
+    """A turn-by-turn STT that keeps the audio it was asked to recognise."""
+
+    name = "keeps-pcm"
+
+    def __init__(self) -> None:
+        self.heard: list[bytes] = []
+
+    async def _recognize(self, pcm: bytes, sample_rate: int) -> Transcript:
+        self.heard.append(pcm)
+        return Transcript("ok")
+
+
+async def test_audio_taken_back_through_the_chain_never_reaches_a_turn_by_turn_recogniser() -> None:
+    # Issue 12: silence the receive clock filled for a stalled word is retracted before the
+    # turn is recognised; the chain passes that on, and its replay buffer forgets it too.
+    inner = KeepsPcmSTT()
+    chain = FallbackSTT([member(inner)])
+    stream = await chain.stream(PCM16_16K)
+    word, fill = b"\x01\x02" * 3200, bytes(9600)
+    stream.push(word + fill)
+    assert stream.retract(len(fill))
+    assert not stream.retract(10**6)  # more than was pushed: nothing is taken
+    stream.push(word)
+    await stream.finalize()
+    await collect(stream, lambda e: isinstance(e, EndOfTurn))
+    await stream.aclose()
+    assert inner.heard == [word + word]
+
+
 def test_a_scoped_chain_has_its_own_breakers() -> None:
     # A language's voice is the profile's TTS with other options: its failures must not open the
     # breaker of the default voice that every other call of the profile uses.

@@ -16,6 +16,7 @@ from ari_agent.conversation.turns import (
     PredictTurn,
     PushAudio,
     ResumeAgent,
+    RetractAudio,
     SayFiller,
     StartEarly,
     TurnEngine,
@@ -612,3 +613,42 @@ def test_hold_after_ms_lets_shorter_sounds_by() -> None:
     start = clock.now
     clock.speech(120, interruptible=True, audible=True)
     assert clock.first(PauseAgent)[0] == pytest.approx(start + 0.1)  # type: ignore[index]
+
+
+def test_silence_filled_for_a_stalled_word_is_taken_back_from_the_utterance() -> None:
+    # Issue 12: a stall of the caller's packets mid-word reached the recogniser as a 580 ms pause
+    # inside the word. The receive side retracts the fill once the late audio comes.
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600))
+    clock = Clock(engine)
+    pushed = b"".join(a.audio for a in _of(clock.speech(600), PushAudio))  # type: ignore[attr-defined]
+    pushed += b"".join(a.audio for a in _of(clock.silence(580), PushAudio))  # type: ignore[attr-defined]
+    acts = engine.retract(29)
+    assert acts == [RetractAudio(29 * 640)]
+    pushed = pushed[: len(pushed) - 29 * 640]
+    acts = clock.speech(400)
+    pushed += b"".join(a.audio for a in _of(acts, PushAudio))  # type: ignore[attr-defined]
+    assert SILENT not in [pushed[i : i + 640] for i in range(0, len(pushed), 640)]
+    # The taken-back silence does not count towards the end of the turn either.
+    assert not _of(clock.silence(580), Finalize)
+    assert _of(clock.silence(20), Finalize)
+
+
+def test_a_retraction_takes_back_only_the_trailing_silence_of_an_open_utterance() -> None:
+    engine = TurnEngine(TurnSettings(end_of_turn="silence", end_of_turn_ms=600))
+    assert engine.retract(10) == []  # quiet: nothing of a turn to take back
+    clock = Clock(engine)
+    clock.speech(600)
+    clock.silence(100)
+    # More than the silence heard: never the caller's words.
+    assert engine.retract(20) == [RetractAudio(5 * 640)]
+    assert engine.retract(5) == []
+
+
+def test_no_retraction_once_the_utterance_went_to_the_recogniser_at_a_pause() -> None:
+    engine = TurnEngine(
+        TurnSettings(end_of_turn="model", turn_pause_ms=200, end_of_turn_ms=600, finalize_at_pause=True)
+    )
+    clock = Clock(engine)
+    clock.speech(600)
+    assert _of(clock.silence(300), Finalize)
+    assert engine.retract(15) == []
