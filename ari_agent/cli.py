@@ -415,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command in ("check", "run", "doctor", "call", "test"):
         from ari_agent.ari.tls import client_ssl
+        from ari_agent.media.listener_tls import settings_ssl
         from ari_agent.observability.http import http_token
         from ari_agent.store.crypto import data_cipher
 
@@ -423,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_token(settings.http)
             data_cipher(settings.store)
             client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
+            # The chan_websocket listener's certificate and key, whenever they are set.
+            settings_ssl(settings.media.websocket.tls_cert_file, settings.media.websocket.tls_key_file)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
