@@ -130,6 +130,12 @@ def test_check_refuses_a_bad_pair_without_a_traceback(
     assert "Traceback" not in err and "BEGIN" not in err
     monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__TLS_KEY_FILE", str(pki.key))
     assert main(["check"]) == 0
+    assert "tls_cert_file" not in capsys.readouterr().err
+    # Set where no listener uses it: said, but not fatal.
+    monkeypatch.setenv("AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE", "server")
+    assert main(["check"]) == 0
+    err = capsys.readouterr().err
+    assert "media.websocket.tls_cert_file: is set, but only the WebSocket client listener uses it" in err
 
 
 # ---------------------------------------------------------------- the listener over TLS
