@@ -641,7 +641,7 @@ def test_doctor_checks_websocket_client_through_websocket_client_conf(
     code, checks = doctor(env)
     media = checks["media"][0]
     assert code == 0 and media["status"] == "ok", checks
-    where = f"websocket_client.conf [ari-agent] -> 127.0.0.1:{lab.ws_client_port}"
+    where = f"websocket_client.conf [ari-agent] -> ws://127.0.0.1:{lab.ws_client_port}"
     assert f"two-way audio over WebSocket via {where} " in media["detail"]
     # The wrong password: Asterisk's connection is refused, and the fix says where to look.
     code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
