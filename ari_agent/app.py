@@ -34,6 +34,7 @@ from ari_agent.errors import AgentError, ConfigError
 from ari_agent.knowledge.answer import knowledge_search
 from ari_agent.leads.handoff import LeadHandoff
 from ari_agent.media.audiosocket_leg import AudioSocketServer
+from ari_agent.media.listener_tls import settings_ssl
 from ari_agent.media.transport import PortPool
 from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.observability.http import HttpServer, http_token, make_http_app
@@ -121,6 +122,8 @@ class AgentApp:
                     if wsc.username is not None and wsc.password is not None
                     else None
                 ),
+                # Unreadable or mismatched files raise ConfigError here (checked at start too).
+                ssl_context=settings_ssl(wsc.tls_cert_file, wsc.tls_key_file),
             )
             refused_ws = self.metrics.rtp_dropped
             self.ws_listener.on_reject = lambda reason: refused_ws.labels(reason, "websocket").inc()
@@ -162,7 +165,8 @@ class AgentApp:
             log.info("AudioSocket on %s:%d", self.audiosocket.host, self.audiosocket.port)
         if self.ws_listener is not None:
             await self.ws_listener.start()
-            log.info("chan_websocket listener on %s:%d", self.ws_listener.host, self.ws_listener.port)
+            listener = self.ws_listener
+            log.info("chan_websocket listener on %s://%s:%d", listener.scheme, listener.host, listener.port)
         await self._open_store()
         self.leads = LeadHandoff(self.settings.leads, self.store)
         await self.leads.resume()

@@ -215,7 +215,7 @@ def print_problems(problems: list[Problem]) -> None:
 
 def cmd_check(settings: Settings) -> int:
     print(json.dumps(masked(settings), indent=2))
-    problems = all_problems(plan_all(settings))
+    problems = all_problems(plan_all(settings)) + _media_tls_check(settings)
     if not any(p.severity == "error" for p in problems):
         problems += _knowledge_check(settings)
         problems += asyncio.run(_tool_server_check(settings))
@@ -224,6 +224,25 @@ def cmd_check(settings: Settings) -> int:
         return EXIT_CONFIG
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def _media_tls_check(settings: Settings) -> list[Problem]:
+    """The listener's certificate set where no listener runs: the operator expects TLS that isn't."""
+    media = settings.media
+    if media.websocket.tls_cert_file is None:
+        return []
+    if media.transport == "websocket" and media.websocket.connection_type == "client":
+        return []
+    return [
+        Problem(
+            "media.websocket.tls_cert_file",
+            f"is set, but only the WebSocket client listener uses it (media.transport is {media.transport}, "
+            f"connection_type {media.websocket.connection_type}).",
+            "set AGENT_MEDIA__WEBSOCKET__CONNECTION_TYPE=client with AGENT_MEDIA__TRANSPORT=websocket, or "
+            "unset TLS_CERT_FILE/TLS_KEY_FILE (with server, TLS is Asterisk's: a wss:// media URL)",
+            "warning",
+        )
+    ]
 
 
 def _knowledge_check(settings: Settings) -> list[Problem]:
@@ -415,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command in ("check", "run", "doctor", "call", "test"):
         from ari_agent.ari.tls import client_ssl
+        from ari_agent.media.listener_tls import settings_ssl
         from ari_agent.observability.http import http_token
         from ari_agent.store.crypto import data_cipher
 
@@ -423,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             http_token(settings.http)
             data_cipher(settings.store)
             client_ssl(settings.ari.url, settings.ari.ca_file, settings.ari.tls_verify)
+            # The chan_websocket listener's certificate and key, whenever they are set.
+            settings_ssl(settings.media.websocket.tls_cert_file, settings.media.websocket.tls_key_file)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG

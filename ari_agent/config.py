@@ -157,6 +157,22 @@ class WebSocketSettings(_Section):
     # and password); connections without them are refused. None: no check.
     username: str | None = None
     password: SecretStr | None = None
+    # client: the listener serves wss:// with this certificate (PEM, leaf first) and key;
+    # plain ws:// is then refused. Both or neither; the files are checked at check/run start.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSocketSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise invalid(
+                "tls_cert_file and tls_key_file go together (the listener serves wss:// with both)",
+                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
+                "too, or unset both for plain ws://",
+                at=missing,
+            )
+        return self
 
     @model_validator(mode="after")
     def _credentials(self) -> WebSocketSettings:

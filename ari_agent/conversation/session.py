@@ -413,11 +413,19 @@ class CallSession:
         try:
             await asyncio.wait_for(leg.connected.wait(), wsc.connect_timeout)
         except TimeoutError:
+            # With TLS the usual cause is Asterisk not trusting the agent's certificate, which
+            # only Asterisk's log shows (it hangs up after the handshake).
+            tls = (
+                ", tls_enabled, ca_list_file (the CA of AGENT_MEDIA__WEBSOCKET__TLS_CERT_FILE)"
+                if wsc.tls_cert_file is not None
+                else ""
+            )
             log.error(
                 "Asterisk did not open the media WebSocket to the agent within %g s (check "
-                "websocket_client.conf's [%s] uri and Asterisk's log)",
+                "websocket_client.conf's [%s] uri%s and Asterisk's log)",
                 wsc.connect_timeout,
                 wsc.client_name,
+                tls,
             )
             raise Finish("failed") from None
 

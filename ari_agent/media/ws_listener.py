@@ -10,6 +10,10 @@ whose ``connection_id`` is the section's name (the same for every call) and
 whose ``channel_id`` is the channel id the agent chose in the request. So a
 leg waits here under its media channel's id and the connection whose
 MEDIA_START names it is handed to it; anything else is closed.
+
+With a certificate (``listener_tls``) the port serves ``wss://`` only; Asterisk
+verifies it when websocket_client.conf says ``tls_enabled = yes`` (the uri's
+scheme alone does not turn TLS on in 22.10.1) and trusts its CA (``ca_list_file``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import contextlib
 import hmac
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,9 +96,12 @@ class WebSocketMediaServer:
         *,
         hello_timeout: float = 5.0,
         credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self._credentials = credentials
+        # With a context the port speaks TLS only: a plain connection fails its handshake.
+        self._ssl = ssl_context
         self.port = port
         self.hello_timeout = hello_timeout
         self.rejected: dict[str, int] = {}
@@ -108,7 +116,7 @@ class WebSocketMediaServer:
         # not worth waiting aiohttp's default minute for.
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl)
         try:
             await site.start()
         except OSError as exc:
@@ -120,6 +128,10 @@ class WebSocketMediaServer:
             sockets = getattr(server, "sockets", None) or []
             if sockets:
                 self.port = int(sockets[0].getsockname()[1])
+
+    @property
+    def scheme(self) -> str:
+        return "ws" if self._ssl is None else "wss"
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None

@@ -5,7 +5,8 @@ mixing bridge, here WebSocket ones: with ``connection_type=server`` doctor
 connects to them at the media URL the agent would use; with ``client``
 Asterisk connects to doctor's listener on the agent's listen address through
 websocket_client.conf (when the agent holds that port, the server path is
-checked instead and the detail says so). A prompt played into the
+checked instead and the detail says so), over wss:// with the agent's own
+certificate when TLS is set, so Asterisk's trust in it is what is checked. A prompt played into the
 bridge must reach both connections (the URL is right and Asterisk sends
 audio), and a tone sent on one must come out of the other (our frames ->
 Asterisk's play-out -> us).
@@ -23,6 +24,7 @@ from ari_agent.ari.tls import client_ssl
 from ari_agent.config import Settings
 from ari_agent.errors import MediaError
 from ari_agent.media.codecs import SESSION_SAMPLE_RATE
+from ari_agent.media.listener_tls import settings_ssl
 from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_base, media_url
 from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.ops.ariapp import OpsAri, PrivateApp
@@ -47,6 +49,11 @@ CLIENT_FIX = (
     "check that Asterisk's websocket_client.conf has the section AGENT_MEDIA__WEBSOCKET__CLIENT_NAME "
     "names, that its uri reaches AGENT_MEDIA__WEBSOCKET__LISTEN_HOST:LISTEN_PORT from Asterisk, and "
     "that its username/password are AGENT_MEDIA__WEBSOCKET__USERNAME/PASSWORD"
+)
+TLS_FIX = (
+    "; with AGENT_MEDIA__WEBSOCKET__TLS_CERT_FILE set, the section needs tls_enabled = yes and "
+    "ca_list_file = the CA that signed that certificate (a file Asterisk can read), and the "
+    "certificate's common name or DNS name must be the uri's host; Asterisk's log says which failed"
 )
 
 
@@ -81,6 +88,8 @@ async def _client_listener(settings: Settings) -> WebSocketMediaServer | None:
         wsc.listen_port,
         hello_timeout=wsc.connect_timeout,
         credentials=credentials,
+        # The agent's own certificate: what Asterisk must trust in a call, it must trust here.
+        ssl_context=settings_ssl(wsc.tls_cert_file, wsc.tls_key_file),
     )
     try:
         await listener.start()
@@ -93,7 +102,10 @@ async def _client_loopback(
     ari: OpsAri, app: PrivateApp, settings: Settings, listener: WebSocketMediaServer
 ) -> Outcome:
     wsc = settings.media.websocket
-    where = f"websocket_client.conf [{wsc.client_name}] -> {listener.host}:{listener.port}"
+    fix = CLIENT_FIX + (TLS_FIX if wsc.tls_cert_file is not None else "")
+    where = (
+        f"websocket_client.conf [{wsc.client_name}] -> {listener.scheme}://{listener.host}:{listener.port}"
+    )
     ears = (Ear(), Ear())
     legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)
     tag = uuid.uuid4().hex[:8]
@@ -128,12 +140,12 @@ async def _client_loopback(
                 False,
                 f"Asterisk did not connect to {where} within {wsc.connect_timeout:g} s "
                 f"(connections refused: {refused})",
-                CLIENT_FIX,
+                fix,
             )
         return None
 
     try:
-        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, CLIENT_FIX)
+        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, fix)
     finally:
         await _tear_down(ari, bridge_id, channel_ids, legs)
 

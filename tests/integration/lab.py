@@ -665,6 +665,9 @@ class Lab:
         self.ws_client_port = ports.agent_media[0] + 1
         self.ws_client_user = "ari-agent"
         self.ws_client_password = base64.urlsafe_b64encode(os.urandom(12)).decode()
+        # Its wss:// variant (media.websocket.tls_*): websocket_client.conf sections that
+        # Asterisk dials with TLS, one trusting the lab CA and one trusting another CA.
+        self.ws_client_tls_port = ports.agent_media[0] + 2
         self._mounted_proc = False
         self._calls = 0
         self.startup_seconds = 0.0
@@ -708,6 +711,7 @@ class Lab:
             f"username = {self.ws_client_user}\npassword = {self.ws_client_password}",
             "websocket_client.conf",
         )
+        agent_files["websocket_client.conf"] += self._wss_sections()
         agent_files["ari.conf"] = _replace_once(
             shipped["ari.conf"], "= @ARI_PASSWORD@", f"= {self.ari_password}", "ari.conf"
         )
@@ -734,6 +738,29 @@ class Lab:
         self.caller.prepare(caller_files)
         self.recordings.mkdir(parents=True, exist_ok=True)
         self.sounds_dir.mkdir(parents=True, exist_ok=True)
+
+    def _wss_sections(self) -> str:
+        """[ari-agent-tls] trusts the lab CA, which signed the agent's certificate (lab.tls.cert);
+        [ari-agent-untrusted] trusts another CA only. Both verify the certificate and its name;
+        [ari-agent-wss-uri-only] has the wss:// uri but not tls_enabled."""
+        assert self.tls is not None
+        sections = []
+        for name, ca in (("ari-agent-tls", self.tls.ca), ("ari-agent-untrusted", self.tls.other_ca)):
+            sections.append(
+                f"\n[{name}]\ntype = websocket_client\nconnection_type = per_call_config\n"
+                f"uri = wss://127.0.0.1:{self.ws_client_tls_port}/media\nprotocols = media\n"
+                "connection_timeout = 2000\nreconnect_interval = 500\nreconnect_attempts = 3\n"
+                f"username = {self.ws_client_user}\npassword = {self.ws_client_password}\n"
+                f"tls_enabled = yes\nca_list_file = {self.agent.chroot_path(ca)}\n"
+                "verify_server_cert = yes\nverify_server_hostname = yes\n"
+            )
+        # A wss:// uri without tls_enabled: Asterisk 22.10.1 then connects in plain text.
+        sections.append(
+            sections[0]
+            .replace("[ari-agent-tls]", "[ari-agent-wss-uri-only]")
+            .replace("tls_enabled = yes", "tls_enabled = no")
+        )
+        return "".join(sections)
 
     @staticmethod
     def _rtp_conf(text: str, ports: tuple[int, int]) -> str:

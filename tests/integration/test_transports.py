@@ -18,6 +18,14 @@ import aiohttp
 import pytest
 
 from ari_agent.media import audiosocket
+from ari_agent.media.ws_listener import (
+    REJECT_AUTH,
+    REJECT_FORMAT,
+    REJECT_NO_START,
+    REJECT_TAKEN,
+    REJECT_TIMEOUT,
+    REJECT_UNKNOWN,
+)
 from tests.integration.lab import AgentFactory, AgentProcess, Lab, metric, voiced_segments
 from tests.integration.rtp_caller import RtpCaller, cough
 from tests.integration.test_barge_in import (
@@ -59,6 +67,19 @@ def websocket_client_env(lab: Lab) -> dict[str, str]:
         "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT": str(lab.ws_client_port),
         "AGENT_MEDIA__WEBSOCKET__USERNAME": lab.ws_client_user,
         "AGENT_MEDIA__WEBSOCKET__PASSWORD": lab.ws_client_password,
+    }
+
+
+def websocket_wss_env(lab: Lab, section: str = "ari-agent-tls") -> dict[str, str]:
+    # The lab's wss:// websocket_client.conf sections dial this port; the agent serves the
+    # certificate the lab CA signed for 127.0.0.1 (the one Asterisk's own TLS port serves).
+    assert lab.tls is not None
+    return {
+        **websocket_client_env(lab),
+        "AGENT_MEDIA__WEBSOCKET__CLIENT_NAME": section,
+        "AGENT_MEDIA__WEBSOCKET__LISTEN_PORT": str(lab.ws_client_tls_port),
+        "AGENT_MEDIA__WEBSOCKET__TLS_CERT_FILE": str(lab.tls.cert),
+        "AGENT_MEDIA__WEBSOCKET__TLS_KEY_FILE": str(lab.tls.key),
     }
 
 
@@ -390,6 +411,91 @@ def test_websocket_client_with_the_wrong_password_fails_the_call_cleanly(
     assert "not-it" not in agent.log_tail(100000)
 
 
+def listener_refusals(agent: AgentProcess) -> float:
+    """Connections the listener refused after their HTTP request (a failed handshake is not one)."""
+    reasons = (REJECT_AUTH, REJECT_NO_START, REJECT_UNKNOWN, REJECT_TAKEN, REJECT_FORMAT, REJECT_TIMEOUT)
+    dropped = "ari_agent_rtp_packets_dropped_total"
+    return sum(metric(agent, dropped, reason=r, transport="websocket") for r in reasons)
+
+
+def test_websocket_client_over_wss_answers_an_intent_and_goodbye(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    """TLS on the agent's listener: Asterisk (tls_enabled, ca_list_file = the lab CA) dials wss://."""
+    agent = agent_factory.start(websocket_wss_env(lab))
+    # Plain ws:// to the TLS port gets no HTTP answer at all, so never an upgrade.
+    plain = f"ws://127.0.0.1:{lab.ws_client_tls_port}/media"
+    auth = {"Authorization": aiohttp.encode_basic_auth(lab.ws_client_user, lab.ws_client_password)}
+    with pytest.raises(aiohttp.ClientError):
+        asyncio.run(_stranger(plain, "MEDIA_START", auth))
+    handle = lab.place_call(["what time do you open", "goodbye"], via="local")
+    names: list[str] = []
+    deadline = time.monotonic() + 30
+    while not names and time.monotonic() < deadline:
+        names = media_channel_names(lab)
+        time.sleep(0.2)
+    assert names and all(n.startswith("WebSocket/ari-agent-tls/") for n in names), names
+    lab.wait_call_ended(handle, timeout=120)
+    record = agent.record_for(handle.number)
+    assert agent_lines(record) == [GREETING, HOURS, GOODBYE]
+    assert record["end_reason"] == "hangup_by_agent"
+    assert status_after_stasis(lab, handle.number) == "COMPLETED"
+    assert heard_turns(lab, handle) >= {0, 1}
+    segments = voiced_segments(handle.recording_path)
+    assert segments and 2.5 < segments[0][1] - segments[0][0] < 5.0, segments
+    assert record["media"]["received"] > 100 and record["media"]["lost"] == 0
+    assert metric(agent, "ari_agent_rtp_packets_in_total", transport="websocket") > 100
+    assert metric(agent, "ari_agent_rtp_packets_out_total", transport="websocket") > 100
+    assert listener_refusals(agent) == 0
+    log = agent.log_tail(100000)
+    assert f"chan_websocket listener on wss://127.0.0.1:{lab.ws_client_tls_port}" in log
+    assert lab.ws_client_password not in log and "PRIVATE KEY" not in log
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
+def test_websocket_client_wss_refused_by_asterisk_fails_the_call_cleanly(
+    lab: Lab, agent_factory: AgentFactory
+) -> None:
+    # [ari-agent-untrusted] trusts another CA: Asterisk refuses the agent's certificate after
+    # the handshake, gives up and hangs its channel up; the caller goes back to the dialplan.
+    agent = agent_factory.start(websocket_wss_env(lab, "ari-agent-untrusted"))
+    messages = lab.agent.log_dir / "messages.log"
+    seen = len(messages.read_text(errors="replace")) if messages.exists() else 0
+    handle = lab.place_call(["what time do you open"], via="local")
+    event = lab.wait_dialplan_event(handle.number, "stasis-return", timeout=60)
+    assert event.fields["AI_AGENT_STATUS"] == "FAILED"
+    record = agent.record_for(handle.number, timeout=20)
+    assert record["end_reason"] == "failed"
+    assert wait_leftovers_gone(lab) == ([], [])
+    # It was the certificate: Asterisk says so (tcptls.c), and never got as far as HTTP.
+    said = messages.read_text(errors="replace")[seen:]
+    assert "did not verify" in said, said[-2000:]
+    assert listener_refusals(agent) == 0
+
+
+def test_doctor_checks_websocket_client_over_wss(
+    lab: Lab, agent_factory: AgentFactory, tmp_path: Path
+) -> None:
+    env = {**agent_factory.base_env(tmp_path / "records"), **websocket_wss_env(lab)}
+    code, checks = doctor(env)
+    media = checks["media"][0]
+    assert code == 0 and media["status"] == "ok", checks
+    where = f"websocket_client.conf [ari-agent-tls] -> wss://127.0.0.1:{lab.ws_client_tls_port}"
+    assert f"two-way audio over WebSocket via {where} " in media["detail"]
+    # A section whose CA did not sign the agent's certificate: the fix says what TLS needs.
+    code, checks = doctor({**env, **websocket_wss_env(lab, "ari-agent-untrusted")})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail", checks
+    assert "did not connect" in media["detail"] and "ca_list_file" in media["fix"]
+    # A wss:// uri alone does not make Asterisk speak TLS (tls_enabled does): its plain
+    # connection is refused by the TLS listener, so nothing connects.
+    code, checks = doctor({**env, **websocket_wss_env(lab, "ari-agent-wss-uri-only")})
+    media = checks["media"][0]
+    assert code == 1 and media["status"] == "fail" and "did not connect" in media["detail"], checks
+    assert "connections refused: none" in media["detail"], media
+    assert wait_leftovers_gone(lab) == ([], [])
+
+
 async def _stranger(url: str, first: str, headers: dict[str, str]) -> str:
     async with (
         aiohttp.ClientSession() as session,
@@ -535,7 +641,7 @@ def test_doctor_checks_websocket_client_through_websocket_client_conf(
     code, checks = doctor(env)
     media = checks["media"][0]
     assert code == 0 and media["status"] == "ok", checks
-    where = f"websocket_client.conf [ari-agent] -> 127.0.0.1:{lab.ws_client_port}"
+    where = f"websocket_client.conf [ari-agent] -> ws://127.0.0.1:{lab.ws_client_port}"
     assert f"two-way audio over WebSocket via {where} " in media["detail"]
     # The wrong password: Asterisk's connection is refused, and the fix says where to look.
     code, checks = doctor({**env, "AGENT_MEDIA__WEBSOCKET__PASSWORD": "not-it"})
