@@ -23,8 +23,8 @@ K = TypeVar("K", bound=Hashable)
 RRF_K = 60
 # The decision's thresholds for the local embedder (all-MiniLM-L6-v2), chosen on the tune half
 # of the question set by tests/bench/bench_knowledge.py (highest top-3 plus rejection there).
-MIN_SIMILARITY = 0.40
-HYBRID_MIN_COVERAGE = 0.10
+MIN_SIMILARITY = 0.38
+HYBRID_MIN_COVERAGE = 0.30
 VECTOR_DTYPE = np.dtype("<f4")  # stored little-endian whatever the machine
 
 
