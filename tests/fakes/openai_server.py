@@ -98,7 +98,7 @@ class TranscriptionReply:
 
 @dataclass
 class EmbeddingsReply:
-    dimensions: int = 64  # unless the request asks for ``dimensions``
+    dimensions: int = 256  # unless the request asks for ``dimensions`` (fewer collisions than 64)
     fault: Fault = field(default_factory=Fault)
     delay: float = 0.0
 

@@ -40,10 +40,10 @@ async def test_vectors_come_back_unit_length_in_order_through_base64(fake: tuple
         vectors = await embedder.embed(texts)
     finally:
         await embedder.aclose()
-    assert vectors.dtype == np.float32 and vectors.shape == (3, 64)
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 256)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     for text, row in zip(texts, vectors, strict=True):
-        expected = bag_of_words_vector(text, 64)
+        expected = bag_of_words_vector(text, 256)
         assert np.allclose(row, expected / np.linalg.norm(expected), atol=1e-6)
     # Texts sharing words are nearer than texts sharing none (the fake's bag of words).
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
@@ -61,7 +61,7 @@ async def test_texts_go_in_batches(fake: tuple[FakeOpenAI, str]) -> None:
         vectors = await embedder.embed([f"passage number {i}" for i in range(5)])
     finally:
         await embedder.aclose()
-    assert vectors.shape == (5, 64)
+    assert vectors.shape == (5, 256)
     assert [len(r.body["input"]) for r in server.requests] == [2, 2, 1]
     assert server.requests[0].body["model"] == DEFAULT_MODEL
 
