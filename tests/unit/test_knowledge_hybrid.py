@@ -3,6 +3,7 @@ search tool with an embedder, and the CLI with the offline embedder configured."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -249,3 +250,41 @@ def test_reindex_without_an_embedder_says_how_to_name_one(
     monkeypatch.setenv("AGENT_KNOWLEDGE__PATH", str(tmp_path / "knowledge.db"))
     assert main(["knowledge", "reindex", "frontdesk"]) == 2
     assert "set profiles.frontdesk.embeddings" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the agent's side
+
+
+async def test_an_embedder_that_cannot_run_leaves_the_profile_searching_by_words(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ari_agent.profiles import ProfileConfig
+    from ari_agent.profiles.build import build_embedder
+    from ari_agent.profiles.catalogue import plan_profile
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY_FILE", "/nonexistent")
+    plan = plan_profile("vet", ProfileConfig(embeddings="openai"))
+    assert [p.severity for p in plan.problems if p.field == "profiles.vet.embeddings"] == ["unready"]
+    assert await build_embedder(plan) is None
+    assert "knowledge searched by words only" in caplog.text and "OPENAI_API_KEY" in caplog.text
+    assert await build_embedder(plan_profile("vet", ProfileConfig())) is None
+
+
+def test_the_agent_searches_by_words_until_the_passages_are_embedded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ari_agent.config import Settings
+    from ari_agent.knowledge.answer import knowledge_search
+
+    monkeypatch.setenv("AGENT_KNOWLEDGE__PATH", str(tmp_path / "knowledge.db"))
+    KnowledgeBase(tmp_path / "knowledge.db").add(
+        "frontdesk", DOCUMENT.name, DOCUMENT.read_text(encoding="utf-8")
+    )
+    embedder = BagOfWords()
+    search = knowledge_search(Settings(), "frontdesk", embedder)
+    assert search is not None and search.embedder is None
+    assert "Fix: ari-agent knowledge reindex frontdesk" in caplog.text
+    asyncio.run(embed_all(KnowledgeBase(tmp_path / "knowledge.db"), "frontdesk", embedder))
+    search = knowledge_search(Settings(), "frontdesk", embedder)
+    assert search is not None and search.embedder is embedder
