@@ -96,17 +96,22 @@ class KnowledgeSearch:
             except ProviderError as exc:
                 log.warning("profile %s: embeddings failed (%s); searching by words", self.profile, exc)
             else:
-                hits = await asyncio.to_thread(
-                    self.base.search_hybrid,
-                    self.profile,
-                    question,
-                    query,
-                    self.embedder.identity,
-                    top=self.top,
-                    min_similarity=self.min_similarity,
-                    min_coverage=self.hybrid_min_coverage,
-                )
-                return tool_output(hits)
+                try:
+                    hits = await asyncio.to_thread(
+                        self.base.search_hybrid,
+                        self.profile,
+                        question,
+                        query,
+                        self.embedder.identity,
+                        top=self.top,
+                        min_similarity=self.min_similarity,
+                        min_coverage=self.hybrid_min_coverage,
+                    )
+                    return tool_output(hits)
+                except KnowledgeError as exc:
+                    # `knowledge add` while the agent runs: the new passages get their vectors a
+                    # moment after their rows (or never, if embedding failed there).
+                    log.warning("profile %s: %s; searching by words", self.profile, exc)
         # SQLite reads the disk: never on the event loop (each search opens its own connection).
         hits = await asyncio.to_thread(
             self.base.search,

@@ -305,16 +305,16 @@ class KnowledgeBase:
             lexical, best_coverage, covered = _lexical(conn, table, words, max(top, candidates))
             near = nearest(matrix, query.astype(np.float32), max(top, candidates))
             similarity = {keys[i]: s for i, s in near}
+            row_of = {key: i for i, key in enumerate(keys)}
             fused = reciprocal_rank_fusion([[(h.source, h.seq) for h in lexical], [keys[i] for i, _ in near]])
             by_key = {(h.source, h.seq): h for h in lexical}
             hits = []
             for key in fused[: max(0, top)]:
                 hit = by_key.get(key) or _passage(conn, table, key, covered)
-                hits.append(
-                    dataclasses.replace(
-                        hit, similarity=similarity.get(key, _cosine(matrix, keys, key, query))
-                    )
-                )
+                alike = similarity.get(key)
+                if alike is None:  # found by its words only: how alike it is all the same
+                    alike = float(matrix[row_of[key]] @ query)
+                hits.append(dataclasses.replace(hit, similarity=alike))
         best_similarity = near[0][1] if near else None
         return Ranking(hits, best_coverage, best_similarity)
 
@@ -441,15 +441,6 @@ def _passage(conn: sqlite3.Connection, table: str, key: tuple[str, int], covered
     if row is None:
         raise KnowledgeError(f"a vector names passage {key[1]} of {key[0]}, which the index lacks")
     return Hit(row[1], row[2], row[3], 0.0, covered(int(row[0])), int(row[4]))
-
-
-def _cosine(
-    matrix: npt.NDArray[np.float32],
-    keys: list[tuple[str, int]],
-    key: tuple[str, int],
-    query: npt.NDArray[np.float32],
-) -> float:
-    return float(matrix[keys.index(key)] @ query)
 
 
 def _embedder(conn: sqlite3.Connection, profile: str) -> tuple[str, int] | None:

@@ -22,7 +22,7 @@ from ari_agent.knowledge.fusion import hybrid_answers
 from ari_agent.knowledge.relevance import answers
 from ari_agent.ops.output import Out, clean, table
 from providers.base import ProviderError
-from providers.embeddings import Embedder
+from providers.embeddings import Embedder, Vectors
 
 EXIT_MISSING = 1
 EXIT_BAD = 2
@@ -57,7 +57,7 @@ def embedder_for(settings: Settings, profile: str) -> Embedder | None:
     return registry.create_embedder(slots[0].name, slots[0].ctx)
 
 
-async def _embed_all(embedder: Embedder, texts: list[str]) -> object:
+async def _embed_all(embedder: Embedder, texts: list[str]) -> Vectors:
     try:
         return await embedder.embed(texts)
     finally:
@@ -66,13 +66,12 @@ async def _embed_all(embedder: Embedder, texts: list[str]) -> object:
 
 def _reindex(base: KnowledgeBase, profile: str, embedder: Embedder) -> int:
     """Embed the profile's passages that lack a vector from ``embedder``; how many were embedded."""
-    import numpy as np
 
     missing = base.unembedded(profile, embedder.identity)
     if not missing:
         return 0
     vectors = asyncio.run(_embed_all(embedder, [embedding_text(p.heading, p.text) for p in missing]))
-    base.store_vectors(profile, embedder.identity, missing, np.asarray(vectors, dtype=np.float32))
+    base.store_vectors(profile, embedder.identity, missing, vectors)
     return len(missing)
 
 
@@ -246,10 +245,9 @@ def _search_hybrid(
     settings: Settings, base: KnowledgeBase, profile: str, question: str, embedder: Embedder, out: Out
 ) -> int:
     """``search`` for a profile with embeddings: what a call's hybrid search would get."""
-    import numpy as np
 
     identity = embedder.identity
-    query = np.asarray(asyncio.run(_embed_all(embedder, [question])), dtype=np.float32)[0]
+    query = asyncio.run(_embed_all(embedder, [question]))[0]
     ranking: Ranking = base.rank_hybrid(profile, question, query, identity, top=settings.knowledge.top)
     knowledge = settings.knowledge
     best_similarity = ranking.best_similarity or 0.0

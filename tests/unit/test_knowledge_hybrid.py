@@ -182,6 +182,12 @@ async def test_the_search_tool_uses_meaning_and_falls_back_to_words(vet: Knowled
     embedder.fail = True
     found = await search("what does a microchip cost")  # by words, since the embedder is down
     assert (DOCUMENT.name, "Microchipping") in found.passages
+    embedder.fail = False
+    # A document added while the agent runs has rows before (or, if embedding failed, without)
+    # vectors: its questions are searched by words rather than failing.
+    vet.add("vet", "extra.md", "# Wifi\n\nThe waiting room has free wifi for clients.")
+    found = await search("is there wifi in the waiting room")
+    assert found.passages and found.passages[0] == ("extra.md", "Wifi")
 
 
 # ------------------------------------------------------------------ the CLI, with the offline embedder
