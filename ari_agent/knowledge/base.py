@@ -24,8 +24,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ari_agent.errors import AgentError
-from ari_agent.knowledge.fusion import from_blobs, hybrid_answers, nearest, reciprocal_rank_fusion, to_blob
-from ari_agent.knowledge.passages import Passage, split_document
+from ari_agent.knowledge.fusion import (
+    from_blobs,
+    hybrid_answers,
+    passage_similarities,
+    reciprocal_rank_fusion,
+    to_blob,
+    top_scores,
+)
+from ari_agent.knowledge.passages import Passage, split_document, vector_texts
 from ari_agent.knowledge.query import STOP_WORDS, quoted, terms
 from ari_agent.knowledge.relevance import answers, coverage, term_weights
 from ari_agent.privatefile import FILE_MODE, make_private, private_dir
@@ -64,6 +71,21 @@ MIGRATIONS: tuple[str, ...] = (
         profile   TEXT PRIMARY KEY,
         identity  TEXT NOT NULL,
         dimension INTEGER NOT NULL
+    );
+    """,
+    # Several vectors per passage (passages.vector_texts): a short question is like one sentence
+    # far more than like a whole passage. One vector per passage cannot be mixed with these, so
+    # they go, and the operator re-indexes (the agent searches by words until then and says so).
+    """
+    DROP TABLE vectors;
+    DELETE FROM embedders;
+    CREATE TABLE vectors (
+        profile TEXT NOT NULL,
+        source  TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        part    INTEGER NOT NULL,
+        vector  BLOB NOT NULL,
+        PRIMARY KEY (profile, source, seq, part)
     );
     """,
 )
@@ -109,9 +131,10 @@ class StoredPassage:
     text: str
 
 
-def embedding_text(heading: str, text: str) -> str:
-    """What is embedded for a passage: its heading names the topic the body may never repeat."""
-    return f"{heading}\n{text}" if heading else text
+def embedding_texts(passages: Sequence[StoredPassage]) -> list[str]:
+    """What is embedded for these passages, in order: each one's passages.vector_texts, one after
+    another; store_vectors takes the vectors of exactly these texts."""
+    return [t for p in passages for t in vector_texts(p.heading, p.text)]
 
 
 def _table(profile: str) -> str:
@@ -178,12 +201,15 @@ class KnowledgeBase:
                 return []
             recorded = _embedder(conn, profile)
             same = recorded is not None and recorded[0] == identity
+            missing = (
+                "WHERE NOT EXISTS (SELECT 1 FROM vectors AS v WHERE v.profile = ? AND v.source = t.source "
+                "AND v.seq = t.seq) "
+            )
             rows = conn.execute(
                 f"SELECT t.source, t.seq, t.heading, t.body FROM {table} AS t "
-                "LEFT JOIN vectors AS v ON v.profile = ? AND v.source = t.source AND v.seq = t.seq "
-                + ("WHERE v.vector IS NULL " if same else "")
+                + (missing if same else "")
                 + "ORDER BY t.source, t.seq",
-                (profile,),
+                (profile,) if same else (),
             ).fetchall()
         return [StoredPassage(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
 
@@ -194,10 +220,14 @@ class KnowledgeBase:
         passages: Sequence[StoredPassage],
         vectors: npt.NDArray[np.float32],
     ) -> None:
-        """Keep ``vectors`` (one unit row per passage) as made by ``identity``; a profile whose
-        vectors came from another embedder loses those first (they cannot be compared)."""
-        if vectors.ndim != 2 or vectors.shape[0] != len(passages) or (passages and vectors.shape[1] == 0):
-            raise KnowledgeError(f"{len(passages)} passages but vectors of shape {vectors.shape}")
+        """Keep ``vectors`` (one unit row per text of embedding_texts(passages)) as made by
+        ``identity``; a profile whose vectors came from another embedder loses those first (they
+        cannot be compared)."""
+        parts = [len(vector_texts(p.heading, p.text)) for p in passages]
+        if vectors.ndim != 2 or vectors.shape[0] != sum(parts) or (passages and vectors.shape[1] == 0):
+            raise KnowledgeError(
+                f"{len(passages)} passages need {sum(parts)} vectors, got an array of shape {vectors.shape}"
+            )
         if not passages:
             return
         dimension = int(vectors.shape[1])
@@ -208,10 +238,16 @@ class KnowledgeBase:
                 conn.execute(
                     "INSERT OR REPLACE INTO embedders VALUES (?, ?, ?)", (profile, identity, dimension)
                 )
+            rows = []
+            start = 0
+            for p, n in zip(passages, parts, strict=True):
+                rows += [(profile, p.source, p.seq, part, to_blob(vectors[start + part])) for part in range(n)]
+                start += n
             conn.executemany(
-                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)",
-                [(profile, p.source, p.seq, to_blob(v)) for p, v in zip(passages, vectors, strict=True)],
+                "DELETE FROM vectors WHERE profile = ? AND source = ? AND seq = ?",
+                [(profile, p.source, p.seq) for p in passages],
             )
+            conn.executemany("INSERT INTO vectors VALUES (?, ?, ?, ?, ?)", rows)
 
     def embedder(self, profile: str) -> tuple[str, int] | None:
         """(identity, dimension) of the embedder the profile's vectors came from; None: no vectors."""
@@ -301,26 +337,24 @@ class KnowledgeBase:
             table = _table(profile)
             if not _has_table(conn, table):
                 return Ranking([], 0.0, None)
-            matrix, keys = self._vectors(conn, profile, table, identity, int(query.shape[0]))
+            matrix, owners, keys = self._vectors(conn, profile, table, identity, int(query.shape[0]))
             lexical, best_coverage, covered = _lexical(conn, table, words, max(top, candidates))
-            near = nearest(matrix, query.astype(np.float32), max(top, candidates))
-            similarity = {keys[i]: s for i, s in near}
-            row_of = {key: i for i, key in enumerate(keys)}
+            alike = passage_similarities(matrix, owners, len(keys), query.astype(np.float32))
+            near = top_scores(alike, max(top, candidates))
+            position = {key: i for i, key in enumerate(keys)}
             fused = reciprocal_rank_fusion([[(h.source, h.seq) for h in lexical], [keys[i] for i, _ in near]])
             by_key = {(h.source, h.seq): h for h in lexical}
             hits = []
             for key in fused[: max(0, top)]:
                 hit = by_key.get(key) or _passage(conn, table, key, covered)
-                alike = similarity.get(key)
-                if alike is None:  # found by its words only: how alike it is all the same
-                    alike = float(matrix[row_of[key]] @ query)
-                hits.append(dataclasses.replace(hit, similarity=alike))
+                hits.append(dataclasses.replace(hit, similarity=float(alike[position[key]])))
         best_similarity = near[0][1] if near else None
         return Ranking(hits, best_coverage, best_similarity)
 
     def _vectors(
         self, conn: sqlite3.Connection, profile: str, table: str, identity: str, dimension: int
-    ) -> tuple[npt.NDArray[np.float32], list[tuple[str, int]]]:
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], list[tuple[str, int]]]:
+        """The stored vectors, each row's passage (an index into the keys), and the passages' keys."""
         fix = f"Fix: ari-agent knowledge reindex {profile}"
         recorded = _embedder(conn, profile)
         if recorded is None:
@@ -334,17 +368,18 @@ class KnowledgeBase:
             )
         passages = int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         rows = conn.execute(
-            "SELECT source, seq, vector FROM vectors WHERE profile = ? ORDER BY source, seq", (profile,)
+            "SELECT source, seq, vector FROM vectors WHERE profile = ? ORDER BY source, seq, part", (profile,)
         ).fetchall()
-        if len(rows) != passages:
-            raise KnowledgeError(
-                f"profile {profile}: {passages - len(rows)} passage(s) have no vector. {fix}"
-            )
+        keys = list(dict.fromkeys((str(r[0]), int(r[1])) for r in rows))
+        if len(keys) != passages:
+            raise KnowledgeError(f"profile {profile}: {passages - len(keys)} passage(s) have no vector. {fix}")
+        index = {key: i for i, key in enumerate(keys)}
+        owners = np.array([index[(str(r[0]), int(r[1]))] for r in rows], dtype=np.intp)
         try:
             matrix = from_blobs([bytes(r[2]) for r in rows], dimension)
         except ValueError as exc:
             raise KnowledgeError(f"profile {profile}: a stored vector is damaged ({exc}). {fix}") from None
-        return matrix, [(str(r[0]), int(r[1])) for r in rows]
+        return matrix, owners, keys
 
     def rank(
         self, profile: str, question: str, *, top: int = DEFAULT_TOP, stop_words: frozenset[str] = STOP_WORDS
@@ -487,6 +522,6 @@ __all__: Sequence[str] = (
     "KnowledgeError",
     "Ranking",
     "StoredPassage",
-    "embedding_text",
+    "embedding_texts",
     "read_document",
 )

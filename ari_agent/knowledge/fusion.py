@@ -55,11 +55,31 @@ def nearest(
     """(row, cosine similarity) of the ``top`` rows most like ``query``, best first (ties: lower row)."""
     if matrix.ndim != 2 or query.ndim != 1 or (matrix.size and matrix.shape[1] != query.shape[0]):
         raise ValueError(f"cannot compare a {query.shape} query with a {matrix.shape} matrix")
-    if top <= 0 or matrix.shape[0] == 0:
+    if matrix.shape[0] == 0:
         return []
-    similarity = matrix @ query
-    order = np.lexsort((np.arange(len(similarity)), -similarity))[:top]
-    return [(int(i), float(similarity[i])) for i in order]
+    return top_scores((matrix @ query).astype(np.float32), top)
+
+
+def passage_similarities(
+    matrix: npt.NDArray[np.float32], owners: npt.NDArray[np.intp], passages: int, query: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """Each passage's cosine similarity to ``query``: the best of its rows (``owners[row]`` is the
+    passage a row belongs to, 0 .. passages - 1); -inf for a passage with no row."""
+    if matrix.ndim != 2 or query.ndim != 1 or (matrix.size and matrix.shape[1] != query.shape[0]):
+        raise ValueError(f"cannot compare a {query.shape} query with a {matrix.shape} matrix")
+    if owners.shape != (matrix.shape[0],) or (owners.size and not 0 <= owners.min() <= owners.max() < passages):
+        raise ValueError(f"owners must name a passage (0..{passages - 1}) for each of {matrix.shape[0]} rows")
+    best = np.full(passages, -np.inf, dtype=np.float32)
+    np.maximum.at(best, owners, (matrix @ query).astype(np.float32))
+    return best
+
+
+def top_scores(scores: npt.NDArray[np.float32], top: int) -> list[tuple[int, float]]:
+    """(index, score) of the ``top`` highest finite scores, best first (ties: lower index)."""
+    if top <= 0:
+        return []
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    return [(int(i), float(scores[i])) for i in order if np.isfinite(scores[i])][:top]
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[K]], k: int = RRF_K) -> list[K]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ari_agent.config import Settings
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError
-from ari_agent.knowledge.base import Hit, Ranking, embedding_text, read_document
+from ari_agent.knowledge.base import Hit, Ranking, embedding_texts, read_document
 from ari_agent.knowledge.fusion import hybrid_answers
 from ari_agent.knowledge.relevance import answers
 from ari_agent.ops.output import Out, clean, table
@@ -70,7 +70,7 @@ def _reindex(base: KnowledgeBase, profile: str, embedder: Embedder) -> int:
     missing = base.unembedded(profile, embedder.identity)
     if not missing:
         return 0
-    vectors = asyncio.run(_embed_all(embedder, [embedding_text(p.heading, p.text) for p in missing]))
+    vectors = asyncio.run(_embed_all(embedder, embedding_texts(missing)))
     base.store_vectors(profile, embedder.identity, missing, vectors)
     return len(missing)
 

@@ -16,7 +16,7 @@ import pytest
 from ari_agent.cli import main
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError
 from ari_agent.knowledge.answer import NOTHING_FOUND, KnowledgeSearch
-from ari_agent.knowledge.base import embedding_text
+from ari_agent.knowledge.base import embedding_texts
 from ari_agent.knowledge.fusion import (
     from_blobs,
     hybrid_answers,
@@ -111,7 +111,7 @@ class BagOfWords(Embedder):
 
 async def embed_all(base: KnowledgeBase, profile: str, embedder: Embedder) -> int:
     missing = base.unembedded(profile, embedder.identity)
-    vectors = await embedder.embed([embedding_text(p.heading, p.text) for p in missing])
+    vectors = await embedder.embed(embedding_texts(missing))
     base.store_vectors(profile, embedder.identity, missing, vectors)
     return len(missing)
 
