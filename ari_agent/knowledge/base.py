@@ -241,7 +241,9 @@ class KnowledgeBase:
             rows = []
             start = 0
             for p, n in zip(passages, parts, strict=True):
-                rows += [(profile, p.source, p.seq, part, to_blob(vectors[start + part])) for part in range(n)]
+                rows += [
+                    (profile, p.source, p.seq, part, to_blob(vectors[start + part])) for part in range(n)
+                ]
                 start += n
             conn.executemany(
                 "DELETE FROM vectors WHERE profile = ? AND source = ? AND seq = ?",
@@ -372,7 +374,9 @@ class KnowledgeBase:
         ).fetchall()
         keys = list(dict.fromkeys((str(r[0]), int(r[1])) for r in rows))
         if len(keys) != passages:
-            raise KnowledgeError(f"profile {profile}: {passages - len(keys)} passage(s) have no vector. {fix}")
+            raise KnowledgeError(
+                f"profile {profile}: {passages - len(keys)} passage(s) have no vector. {fix}"
+            )
         index = {key: i for i, key in enumerate(keys)}
         owners = np.array([index[(str(r[0]), int(r[1]))] for r in rows], dtype=np.intp)
         try:

@@ -62,13 +62,18 @@ def nearest(
 
 
 def passage_similarities(
-    matrix: npt.NDArray[np.float32], owners: npt.NDArray[np.intp], passages: int, query: npt.NDArray[np.float32]
+    matrix: npt.NDArray[np.float32],
+    owners: npt.NDArray[np.intp],
+    passages: int,
+    query: npt.NDArray[np.float32],
 ) -> npt.NDArray[np.float32]:
     """Each passage's cosine similarity to ``query``: the best of its rows (``owners[row]`` is the
     passage a row belongs to, 0 .. passages - 1); -inf for a passage with no row."""
     if matrix.ndim != 2 or query.ndim != 1 or (matrix.size and matrix.shape[1] != query.shape[0]):
         raise ValueError(f"cannot compare a {query.shape} query with a {matrix.shape} matrix")
-    if owners.shape != (matrix.shape[0],) or (owners.size and not 0 <= owners.min() <= owners.max() < passages):
+    if owners.shape != (matrix.shape[0],) or (
+        owners.size and not 0 <= owners.min() <= owners.max() < passages
+    ):
         raise ValueError(f"owners must name a passage (0..{passages - 1}) for each of {matrix.shape[0]} rows")
     best = np.full(passages, -np.inf, dtype=np.float32)
     np.maximum.at(best, owners, (matrix @ query).astype(np.float32))

@@ -16,14 +16,17 @@ import pytest
 from ari_agent.cli import main
 from ari_agent.knowledge import KnowledgeBase, KnowledgeError
 from ari_agent.knowledge.answer import NOTHING_FOUND, KnowledgeSearch
-from ari_agent.knowledge.base import embedding_texts
+from ari_agent.knowledge.base import MIGRATIONS, embedding_texts
 from ari_agent.knowledge.fusion import (
     from_blobs,
     hybrid_answers,
     nearest,
+    passage_similarities,
     reciprocal_rank_fusion,
     to_blob,
+    top_scores,
 )
+from ari_agent.knowledge.passages import vector_texts
 from providers.base import ProviderError
 from providers.embeddings import Embedder, Vectors
 from tests.fakes.openai_server import bag_of_words_vector
@@ -63,6 +66,52 @@ def test_nearest_orders_by_cosine_with_ties_by_row() -> None:
     assert nearest(np.zeros((0, 2), dtype=np.float32), unit([1, 0])[0], 3) == []
     with pytest.raises(ValueError, match="cannot compare"):
         nearest(matrix, unit([1, 0, 0])[0], 1)
+
+
+def test_a_passage_is_embedded_whole_by_heading_and_by_sentence() -> None:
+    body = "Free parking behind the building. The entrance is on Tanner Street!  Twelve spaces?"
+    assert vector_texts("Parking", body) == [
+        f"Parking\n{body}",
+        "Parking",
+        "Parking\nFree parking behind the building.",
+        "Free parking behind the building.",
+        "The entrance is on Tanner Street!",
+        "Twelve spaces?",
+    ]
+    # No heading (a text file): the whole and its sentences; one sentence is the whole, kept once.
+    assert vector_texts("", "Open daily. Closed on Sundays.") == [
+        "Open daily. Closed on Sundays.",
+        "Open daily.",
+        "Closed on Sundays.",
+    ]
+    assert vector_texts("", "Open daily.") == ["Open daily."]
+    assert vector_texts("Hours", "Open\n daily.") == [
+        "Hours\nOpen\n daily.",
+        "Hours",
+        "Hours\nOpen daily.",
+        "Open daily.",
+    ]
+
+
+def test_a_passages_similarity_is_the_best_of_its_vectors() -> None:
+    matrix = unit([1, 0], [0, 1], [1, 1], [0, 1])
+    owners = np.array([0, 0, 1, 2], dtype=np.intp)
+    alike = passage_similarities(matrix, owners, 4, unit([0, 1])[0])
+    assert alike[:3] == pytest.approx([1.0, 0.7071, 1.0], abs=1e-4)
+    assert alike[3] == -np.inf  # passage 3 has no vector
+    assert top_scores(alike, 3) == [
+        (0, pytest.approx(1.0)),
+        (2, pytest.approx(1.0)),
+        (1, pytest.approx(0.7071, abs=1e-4)),
+    ]
+    assert top_scores(alike, 10)[-1][0] == 1  # a passage without a vector is never among the nearest
+    assert top_scores(alike, 0) == []
+    with pytest.raises(ValueError, match="owners must name a passage"):
+        passage_similarities(matrix, np.array([0, 0, 1, 4], dtype=np.intp), 4, unit([0, 1])[0])
+    with pytest.raises(ValueError, match="owners must name a passage"):
+        passage_similarities(matrix, np.array([0, 1], dtype=np.intp), 4, unit([0, 1])[0])
+    with pytest.raises(ValueError, match="cannot compare"):
+        passage_similarities(matrix, owners, 4, unit([0, 1, 0])[0])
 
 
 def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_the_union() -> None:
@@ -138,6 +187,49 @@ async def test_vectors_are_stored_per_passage_and_searched(vet: KnowledgeBase) -
     assert all(h.similarity is not None for h in ranking.hits)
     hits = vet.search_hybrid("vet", question, query, embedder.identity, min_similarity=0.99)
     assert hits == []  # near, but not near enough
+
+
+async def test_a_sentence_asked_back_is_as_alike_as_it_gets(vet: KnowledgeBase) -> None:
+    """The sentence's own vector answers it, not the whole passage's blend of topics."""
+    embedder = BagOfWords()
+    await embed_all(vet, "vet", embedder)
+    with sqlite3.connect(vet.path) as conn:
+        rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT source || seq) FROM vectors").fetchone()
+    assert rows[1] == 28 and rows[0] == len(embedding_texts(vet.unembedded("vet", "none")))
+    question = "A microchip costs 20 pounds and can be fitted during a normal consultation without sedation."
+    query = (await embedder.embed([question]))[0]
+    ranking = vet.rank_hybrid("vet", question, query, embedder.identity)
+    assert ranking.hits[0].heading == "Microchipping"
+    assert ranking.best_similarity == pytest.approx(1.0, abs=1e-5)
+    assert ranking.hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_vectors_of_the_wrong_count_are_refused(vet: KnowledgeBase) -> None:
+    embedder = BagOfWords()
+    missing = vet.unembedded("vet", embedder.identity)
+    vectors = await embedder.embed(embedding_texts(missing))
+    with pytest.raises(KnowledgeError, match=r"28 passages need \d+ vectors, got an array of shape"):
+        vet.store_vectors("vet", embedder.identity, missing, vectors[:-1])
+    assert vet.embedder("vet") is None
+
+
+def test_an_index_of_one_vector_per_passage_asks_for_a_reindex(tmp_path: Path) -> None:
+    """Schema 2 kept one vector per passage: they cannot be mixed with these, so they go."""
+    path = tmp_path / "knowledge.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, migration in enumerate(MIGRATIONS[:2], start=1):
+            conn.executescript(migration)
+            conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        conn.execute("INSERT INTO embedders VALUES ('vet', 'bag:words', 256)")
+        conn.execute("INSERT INTO vectors VALUES ('vet', 'a.md', 0, ?)", (b"\x00" * 1024,))
+    base = KnowledgeBase(path)
+    assert base.embedder("vet") is None
+    base.add("vet", "a.md", "# Wifi\n\nThe waiting room has free wifi.")
+    assert [p.source for p in base.unembedded("vet", "bag:words")] == ["a.md"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 0
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == len(MIGRATIONS)
 
 
 async def test_a_changed_embedder_is_detected_with_the_fix(vet: KnowledgeBase) -> None:
