@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ari_agent.knowledge.passages import split_document, vector_texts
 from tests.fakes.openai_server import ChatReply, FakeOpenAI
 from tests.fakes.threaded import serve_in_thread
 from tests.integration.lab import AgentFactory, Lab, voiced_segments
@@ -110,7 +111,12 @@ base_url = "{url}/v1"
         assert f"added {DOCUMENT.name} to vet" in added.stdout
         assert "embedded 28 passage(s) with openai:text-embedding-3-small" in added.stdout
         at_add = [r for r in fake.requests if r.path.endswith("/embeddings")]
-        assert [len(r.body["input"]) for r in at_add] == [28]
+        # Each passage whole, by heading and by sentence (passages.vector_texts), in requests of
+        # at most the embedder's batch size.
+        passages = split_document(DOCUMENT.name, DOCUMENT.read_text(encoding="utf-8"))
+        texts = [t for p in passages for t in vector_texts(p.heading, p.text)]
+        assert [t for r in at_add for t in r.body["input"]] == texts
+        assert len(at_add) > 1 and all(len(r.body["input"]) <= 64 for r in at_add)
         agent = agent_factory.start(env, records_dir=records)
         handle = lab.place_call(
             ["what time do you open", "can i speak to someone"],
@@ -122,7 +128,7 @@ base_url = "{url}/v1"
     chats = [r for r in fake.requests if r.path.endswith("/chat/completions")]
     assert len(chats) == 4, agent.log_tail()
     # Each question was embedded during the call: the search was hybrid.
-    asked = [r.body["input"] for r in fake.requests if r.path.endswith("/embeddings")][1:]
+    asked = [r.body["input"] for r in fake.requests if r.path.endswith("/embeddings")][len(at_add) :]
     assert asked == [["opening hours on Saturday"], ["discounts for pensioners"]], agent.log_tail()
     # Offered the tool, and the second request carried the passage's text back.
     assert "search_knowledge" in [t["function"]["name"] for t in chats[0].body.get("tools", [])]
