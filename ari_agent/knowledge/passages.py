@@ -28,6 +28,11 @@ class Passage:
     seq: int  # its place in the document, from 0
 
 
+def split_sentences(text: str) -> list[str]:
+    """The text's sentences, reflowed (a line break inside a sentence is layout)."""
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+
+
 def vector_texts(heading: str, text: str) -> list[str]:
     """What is embedded for one passage, whole first: the heading and body together, the heading
     alone, the heading with the first sentence, and each sentence alone (duplicates dropped).
@@ -36,7 +41,7 @@ def vector_texts(heading: str, text: str) -> list[str]:
     than like a whole passage of several topics; the heading names the topic a body may never
     repeat. The passage's similarity is the best of its vectors (fusion.passage_similarities).
     """
-    sentences = [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+    sentences = split_sentences(text)
     texts = [f"{heading}\n{text}" if heading else text]
     if heading:
         texts.append(heading)

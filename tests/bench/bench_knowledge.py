@@ -19,17 +19,20 @@ Three methods from the same run, on the same index:
   thresholds) and "sum" (one combined score, similarity + w x coverage >= t).
   Every parameter is chosen on the tune half the same way, over a grid.
 
-What was tried after looking at results, honestly: this bench's figures for the
-single-vector method (80.0 % top-3) were known before multi-vector passages and
-the "sum" decision were tried, and other sets of texts per passage (sentences
-with the heading in front, with or without the whole passage) were compared by
-hand on all the questions before the set above (the one proposed in the issue
-before any of these were measured) was kept; they ranked alike (43/45 in the
-top 3). The "sum" decision scores higher than "both" on the tune half (and in
-a leave-one-out on the tune half) but lets one or two held-out no-answer
-questions through; "both" is shipped because it was the rule before this
-change, not because the tune half preferred it: a choice between the two rules
-by the tune half alone would have shipped "sum" and missed the rejection target.
+What was tried after looking at results, honestly: the single-vector figures
+(80.0 % top-3 on all) were known before any of this was tried. Multi-vector
+passages and the "sum" decision were then tried on all the questions at once,
+with other sets of texts per passage (the variants below), before the set
+proposed in the issue ahead of any measurement (whole, heading, heading + first
+sentence, each sentence) was kept and its thresholds chosen on the tune half.
+The shipped method is NOT what a choice by the tune half among everything
+printed would pick: "sum" beats "both" there for every set of texts (91.3 % /
+100 % on tune), and among the "both" rules the sets without the heading alone
+lead ("whole+sentences": 87.0 % / 100 % on tune against 82.6 %), yet those let
+1 to 3 of the 6 held-out no-answer questions through. The bench prints which methods lead on the tune half. The
+rule "both" is shipped because it was the rule before this change, and the set
+of texts because the issue proposed it; say so when quoting the held-out figures.
+
 The coverage threshold is chosen on half the questions (the even-numbered ones
 of each list, "tune") as the one with the highest top-3 rate plus rejection
 rate there (ties: the lowest), and reported on the other half ("held out") and
@@ -60,10 +63,11 @@ from ari_agent.knowledge.fusion import (
     HYBRID_MIN_COVERAGE,
     MIN_SIMILARITY,
     hybrid_answers,
-    nearest,
+    passage_similarities,
     reciprocal_rank_fusion,
+    top_scores,
 )
-from ari_agent.knowledge.passages import vector_texts
+from ari_agent.knowledge.passages import split_sentences
 from ari_agent.knowledge.query import FUNCTION_WORDS
 from ari_agent.knowledge.relevance import MIN_COVERAGE
 from tests.knowledge.questions import ANSWERABLE, DOCUMENT, NO_ANSWER
@@ -214,25 +218,59 @@ def decided(rankings: dict[str, Ranking], decide: Decide, p: Params | None) -> S
     return search
 
 
-def single_vector_ranking(
-    kb: KnowledgeBase,
-    question: str,
+# The sets of texts per passage compared: each passage's vectors are those of its texts of
+# these kinds; "sentence" is each sentence alone, "heading+sentence" each with the heading in
+# front. The shipped set (passages.vector_texts) is "whole, heading, heading+first, sentences".
+KINDS = ("whole", "heading", "heading+first", "heading+sentence", "sentence")
+VARIANTS: dict[str, frozenset[str]] = {
+    name: frozenset(kinds)
+    for name, kinds in (
+        ("1 vector", {"whole"}),
+        ("whole+heading+first", {"whole", "heading", "heading+first"}),
+        ("whole+sentences", {"whole", "sentence"}),
+        ("whole+first+sentences", {"whole", "heading+first", "sentence"}),
+        ("whole+heading+sentences", {"whole", "heading", "sentence"}),
+        ("multi (shipped set)", {"whole", "heading", "heading+first", "sentence"}),
+        ("heading+first+sentences", {"heading", "heading+first", "sentence"}),
+        ("whole+headed sentences", {"whole", "heading+sentence"}),
+        ("heading+headed sentences", {"heading", "heading+sentence"}),
+        ("whole+heading+headed sent.", {"whole", "heading", "heading+sentence"}),
+        ("all five kinds", set(KINDS)),
+    )
+}
+
+
+def labelled_texts(p: StoredPassage) -> list[tuple[str, str]]:
+    """(kind, text) of every kind for one passage."""
+    sentences = split_sentences(p.text)
+    out = [("whole", f"{p.heading}\n{p.text}" if p.heading else p.text)]
+    if p.heading:
+        out += [("heading", p.heading)]
+        out += [("heading+first", f"{p.heading}\n{sentences[0]}")] if sentences else []
+        out += [("heading+sentence", f"{p.heading}: {s}") for s in sentences]
+    return out + [("sentence", s) for s in sentences]
+
+
+def variant_ranking(
+    lexical: Ranking,
     query: npt.NDArray[np.float32],
-    whole: npt.NDArray[np.float32],
+    matrix: npt.NDArray[np.float32],
+    owners: npt.NDArray[np.intp],
     passages: Sequence[StoredPassage],
 ) -> Ranking:
-    """The ranking the index made before multi-vector passages (one vector per passage, heading and
-    body together), rebuilt from the same pure parts: BM25's and the nearest 10 fused by RRF."""
-    lexical = kb.rank("bench", question, top=CANDIDATES)
-    near = nearest(whole, query, CANDIDATES)
+    """What KnowledgeBase.rank_hybrid does, from the same pure parts, over any set of vectors:
+    BM25's 10 best (``lexical``) and the 10 nearest (a passage's best vector) fused by RRF."""
+    alike = passage_similarities(matrix, owners, len(passages), query)
+    near = top_scores(alike, CANDIDATES)
     keys = [(p.source, p.seq) for p in passages]
     fused = reciprocal_rank_fusion([[(h.source, h.seq) for h in lexical.hits], [keys[i] for i, _ in near]])
     by_key = {(h.source, h.seq): h for h in lexical.hits}
     hits = []
     for key in fused[:3]:
-        p = passages[keys.index(key)]
+        i = keys.index(key)
+        p = passages[i]
         hit = by_key.get(key) or Hit(p.source, p.heading, p.text, 0.0, 0.0, p.seq)
-        hits.append(dataclasses.replace(hit, similarity=float(whole[keys.index(key)] @ query)))
+        hits.append(dataclasses.replace(hit, similarity=float(alike[i])))
     return Ranking(hits, lexical.best_coverage, near[0][1] if near else None)
 
 
@@ -253,12 +291,14 @@ def measure_hybrid(kb: KnowledgeBase, halves: Halves) -> Hybrid:
     vectors = asyncio.run(embedder.embed(texts))
     embed_passages_s = time.perf_counter() - start
     kb.store_vectors("bench", embedder.identity, passages, vectors)
-    # Each passage's first vector is its whole text (heading and body): the single-vector index.
-    firsts = np.cumsum([0] + [len(vector_texts(p.heading, p.text)) for p in passages])[:-1]
-    whole = vectors[firsts]
+    # Every kind of text of every passage, embedded once; each variant takes its kinds' rows.
+    labelled = [(i, kind, text) for i, p in enumerate(passages) for kind, text in labelled_texts(p)]
+    every = asyncio.run(embedder.embed([text for _, _, text in labelled]))
+    kinds = np.array([kind for _, kind, _ in labelled])
+    owners = np.array([i for i, _, _ in labelled], dtype=np.intp)
     questions = [q for q, _, _ in ANSWERABLE] + list(NO_ANSWER)
     multi: dict[str, Ranking] = {}
-    single: dict[str, Ranking] = {}
+    variants: dict[str, dict[str, Ranking]] = {name: {} for name in VARIANTS}
     embed_times: list[float] = []
     search_times: list[float] = []
     single_times: list[float] = []
@@ -269,13 +309,21 @@ def measure_hybrid(kb: KnowledgeBase, halves: Halves) -> Hybrid:
         t1 = time.perf_counter()
         multi[question] = kb.rank_hybrid("bench", question, query, embedder.identity, top=3)
         t2 = time.perf_counter()
-        single[question] = single_vector_ranking(kb, question, query, whole, passages)
+        lexical = kb.rank("bench", question, top=CANDIDATES)
+        whole = kinds == "whole"
+        variants["1 vector"][question] = variant_ranking(
+            lexical, query, every[whole], owners[whole], passages
+        )
         t3 = time.perf_counter()
         kb.search("bench", question, top=3, min_coverage=MIN_COVERAGE)
         lexical_times.append(time.perf_counter() - t3)
         embed_times.append(t1 - t0)
         search_times.append(t2 - t1)
         single_times.append(t3 - t2)
+        for name, chosen in VARIANTS.items():
+            rows = np.isin(kinds, list(chosen))
+            variants[name][question] = variant_ranking(lexical, query, every[rows], owners[rows], passages)
+    single = variants["1 vector"]
 
     def method(label: str, rankings: dict[str, Ranking], decide: Decide, p: Params | None) -> Method:
         figures = {h: measure(decided(rankings, decide, p), *halves[h]) for h in ("tune", "held_out", "all")}
@@ -283,14 +331,21 @@ def measure_hybrid(kb: KnowledgeBase, halves: Halves) -> Hybrid:
 
     methods = [
         method("1 vector, shipped before", single, decide_both, SINGLE_VECTOR_SHIPPED),
-        method("1 vector, both", single, decide_both, chosen_on_tune(single, decide_both, BOTH_GRID, halves)),
-        method("1 vector, sum", single, decide_sum, chosen_on_tune(single, decide_sum, SUM_GRID, halves)),
-        method("1 vector, no threshold", single, decide_both, None),
         method("multi, shipped now", multi, decide_both, (MIN_SIMILARITY, HYBRID_MIN_COVERAGE)),
-        method("multi, both", multi, decide_both, chosen_on_tune(multi, decide_both, BOTH_GRID, halves)),
-        method("multi, sum", multi, decide_sum, chosen_on_tune(multi, decide_sum, SUM_GRID, halves)),
-        method("multi, no threshold", multi, decide_both, None),
     ]
+    for name, rankings in variants.items():
+        methods += [
+            method(
+                f"{name}, both",
+                rankings,
+                decide_both,
+                chosen_on_tune(rankings, decide_both, BOTH_GRID, halves),
+            ),
+            method(
+                f"{name}, sum", rankings, decide_sum, chosen_on_tune(rankings, decide_sum, SUM_GRID, halves)
+            ),
+            method(f"{name}, no threshold", rankings, decide_both, None),
+        ]
     sweep = {
         p: (
             measure(decided(multi, decide_both, p), *halves["tune"]),
@@ -400,7 +455,7 @@ def report_hybrid(lexical: dict[str, Figures], hybrid: Hybrid) -> Figures:
         f"hybrid ({hybrid.embedder}, RRF of BM25's and the embedder's 10 best); top-3 / rejected, "
         "parameters chosen on the tune half unless said:"
     )
-    print(f"  {'method':<28} {'parameters':<24} {'tune':^17} | {'held out':^17} | {'all':^17}")
+    print(f"  {'method':<42} {'parameters':<26} {'tune':^17} | {'held out':^17} | {'all':^17}")
     rows = [Method("lexical (today's main)", (MIN_COVERAGE, 0.0), lexical), *hybrid.methods]
     for m in rows:
         if m.params is None:
@@ -413,7 +468,15 @@ def report_hybrid(lexical: dict[str, Figures], hybrid: Hybrid) -> Figures:
             params = f"sim >= {m.params[0]:g}, cov >= {m.params[1]:g}"
         cells = " | ".join(figures_cell(m.figures[h]) for h in ("tune", "held_out", "all"))
         mark = "  <- shipped" if m.label == "multi, shipped now" else ""
-        print(f"  {m.label:<28} {params:<24} {cells}{mark}")
+        print(f"  {m.label:<42} {params:<26} {cells}{mark}")
+    lead = max(m.figures["tune"].top3 + m.figures["tune"].rejected for m in hybrid.methods)
+    leaders = [m for m in hybrid.methods if m.figures["tune"].top3 + m.figures["tune"].rejected == lead]
+    print(
+        f"  leading on the tune half ({len(leaders)} tied; the shipped one is not among them unless listed):"
+    )
+    for m in leaders:
+        cells = " | ".join(figures_cell(m.figures[h]) for h in ("tune", "held_out", "all"))
+        print(f"    {m.label:<40} {cells}")
     shipped = next(m for m in hybrid.methods if m.label == "multi, shipped now")
     for half in ("tune", "held_out", "all"):
         print(line(f"{half} lexical", lexical[half]))
