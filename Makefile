@@ -43,7 +43,10 @@ deps:
 	fi
 
 install: deps
-	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp,otel]'
+	# The embeddings extra needs torch: the CPU build named exactly (a wheel on these machines'
+	# disk, ~13 s) before the extras, else pip resolves a multi-GB CUDA one.
+	$(PYTHON) -m pip install -q 'torch==2.13.0'
+	$(PYTHON) -m pip install -q -e '.[dev,openai,deepgram,azure,turn,audio,mcp,otel,embeddings]'
 	$(PYTHON) -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'  # the turn model's file only
 
 rootfs: deps

@@ -46,7 +46,7 @@ from ari_agent.observability.tracing import make_tracer
 from ari_agent.ops.audit import AuditError, AuditLog
 from ari_agent.pool import BEAT_INTERVAL, PeerWatch, beat_variable, claim_delay, peer_instance
 from ari_agent.profiles import ProfileConfig
-from ari_agent.profiles.build import ProfileUnavailable, build_providers
+from ari_agent.profiles.build import ProfileUnavailable, build_embedder, build_providers
 from ari_agent.profiles.catalogue import all_problems, plan_all, plan_profile
 from ari_agent.store import CallStore, StoredCall, StoreError
 from ari_agent.store.crypto import data_cipher
@@ -361,11 +361,13 @@ class AgentApp:
 
     async def _build_providers(self, name: str, profile: ProfileConfig) -> ProfileProviders:
         # The catalogue `check` reads: run builds exactly what check judged.
-        providers = await build_providers(plan_profile(name, profile))
+        plan = plan_profile(name, profile)
+        providers = await build_providers(plan)
         if profile.realtime:
             return providers  # the search tool is offered to pipeline LLMs (realtime: not yet)
         # Documents added later are seen on the next reload (SIGHUP) or start.
-        knowledge = await asyncio.to_thread(knowledge_search, self.settings, name)
+        embedder = await build_embedder(plan)
+        knowledge = await asyncio.to_thread(knowledge_search, self.settings, name, embedder)
         # Tool servers start once for the process; a reload reuses those configured alike.
         remote = await self.tool_hub.tools_for(name, profile)
         return dataclasses.replace(providers, knowledge=knowledge, remote_tools=remote)

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _knowledge_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     knowledge = sub.add_parser(
-        "knowledge", help="a profile's documents, searched by its LLM: add, list, remove, search"
+        "knowledge", help="a profile's documents, searched by its LLM: add, list, remove, search, reindex"
     )
     actions = knowledge.add_subparsers(dest="knowledge_action", required=True)
     add = actions.add_parser(
@@ -149,6 +149,12 @@ def _knowledge_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     search.add_argument("profile")
     search.add_argument("question")
+    reindex = actions.add_parser(
+        "reindex",
+        parents=parents,
+        help="embed the profile's passages with its embeddings provider (after naming or changing it)",
+    )
+    reindex.add_argument("profile")
 
 
 def _load_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -278,7 +284,35 @@ def _knowledge_check(settings: Settings) -> list[Problem]:
             )
         else:
             print(f"profile {name}: search_knowledge offered ({path})", file=sys.stderr)
+            problems += _embedding_check(settings, name)
     return problems
+
+
+def _embedding_check(settings: Settings, name: str) -> list[Problem]:
+    """A profile with embeddings whose passages lack that embedder's vectors is searched by words."""
+    from ari_agent.knowledge import KnowledgeBase, KnowledgeError
+    from ari_agent.ops.knowledge import EmbedderUnusable, embedder_for
+
+    try:
+        embedder = embedder_for(settings, name)
+        if embedder is None:
+            return []
+        missing = KnowledgeBase(settings.knowledge_path).unembedded(name, embedder.identity)
+    except (EmbedderUnusable, KnowledgeError):
+        return []  # the catalogue or the knowledge check has said so
+    if not missing:
+        print(
+            f"profile {name}: knowledge searched by words and meaning ({embedder.identity})", file=sys.stderr
+        )
+        return []
+    return [
+        Problem(
+            f"profiles.{name}.embeddings",
+            f"{len(missing)} passage(s) have no {embedder.identity} vector; calls search by words only.",
+            f"ari-agent knowledge reindex {name}",
+            "warning",
+        )
+    ]
 
 
 async def _tool_server_check(settings: Settings) -> list[Problem]:
@@ -408,6 +442,8 @@ def _knowledge(settings: Settings, args: argparse.Namespace) -> int:
         return knowledge.list_documents(settings, args.profile, args.json)
     if action == "remove":
         return knowledge.remove(settings, args.profile, args.file, args.json)
+    if action == "reindex":
+        return knowledge.reindex(settings, args.profile, args.json)
     return knowledge.search(settings, args.profile, args.question, args.json)
 
 

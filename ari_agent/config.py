@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from ari_agent.errors import ConfigError, ConfigErrors
 from ari_agent.knowledge.answer import MIN_SCORE
+from ari_agent.knowledge.fusion import HYBRID_MIN_COVERAGE, MIN_SIMILARITY
 from ari_agent.knowledge.relevance import MIN_COVERAGE
 from ari_agent.pool import pool_app
 from ari_agent.profiles import ProfileConfig, builtin_profiles
@@ -416,6 +417,12 @@ class KnowledgeSettings(_Section):
     # A BM25 floor under each passage handed over; 0: none.
     min_score: float = Field(MIN_SCORE, ge=0)
     top: int = Field(3, ge=1, le=10)  # passages handed to the LLM per search
+    # Hybrid search (a profile with embeddings): answered only when the nearest passage's cosine
+    # similarity reaches min_similarity and some passage covers hybrid_min_coverage of the
+    # question's words. Measured for the local embedder (all-MiniLM-L6-v2); another embedder's
+    # similarities have another scale: measure yours (tests/bench/bench_knowledge.py).
+    min_similarity: float = Field(MIN_SIMILARITY, ge=-1, le=1)
+    hybrid_min_coverage: float = Field(HYBRID_MIN_COVERAGE, ge=0, le=1)
 
 
 class OtelSettings(_Section):

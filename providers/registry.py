@@ -10,9 +10,10 @@ import importlib
 from typing import Literal, Protocol, cast
 
 from providers.base import LLM, STT, TTS, ProviderContext, Realtime, STTCapabilities
+from providers.embeddings import Embedder
 from providers.options import ProviderOptions
 
-Stage = Literal["stt", "llm", "tts", "realtime"]
+Stage = Literal["stt", "llm", "tts", "realtime", "embeddings"]
 
 _REGISTRY: dict[Stage, dict[str, str]] = {
     "stt": {
@@ -34,7 +35,15 @@ _REGISTRY: dict[Stage, dict[str, str]] = {
     "realtime": {
         "openai": "providers.openai.realtime:OpenAIRealtime",
     },
+    # Optional: a profile that names one searches its knowledge base by meaning too (hybrid).
+    "embeddings": {
+        "openai": "providers.openai.embeddings:OpenAIEmbeddings",
+        "local": "providers.local.embeddings:MiniLMEmbeddings",
+    },
 }
+
+# The extra that brings a provider's packages, where it is not named after the provider.
+_EXTRAS: dict[tuple[Stage, str], str] = {("embeddings", "local"): "embeddings"}
 
 
 class _Factory(Protocol):
@@ -53,7 +62,7 @@ class ProviderUnavailable(LookupError):
     """The provider exists but this installation lacks a package it needs."""
 
 
-_BASES: dict[Stage, type] = {"stt": STT, "llm": LLM, "tts": TTS, "realtime": Realtime}
+_BASES: dict[Stage, type] = {"stt": STT, "llm": LLM, "tts": TTS, "realtime": Realtime, "embeddings": Embedder}
 _OURS = ("providers", "ari_agent", "tests")
 
 
@@ -88,7 +97,7 @@ def load(stage: Stage, name: str) -> type[_Factory]:
             raise UnknownProvider(f"{stage} provider '{name}': there is no module {module_name}") from None
         if missing.split(".")[0] in _OURS:
             raise  # our own code is broken: not the operator's to fix
-        extra = f"'ari-agent[{name}]'" if registered else missing
+        extra = f"'ari-agent[{_EXTRAS.get((stage, name), name)}]'" if registered else missing
         raise ProviderUnavailable(
             f"{stage} provider '{name}' needs a package that is not installed ({missing}); "
             f"install it: pip install {extra}"
@@ -138,6 +147,10 @@ def create_tts(name: str, ctx: ProviderContext) -> TTS:
 
 def create_realtime(name: str, ctx: ProviderContext) -> Realtime:
     return cast(Realtime, load("realtime", name).create(ctx))
+
+
+def create_embedder(name: str, ctx: ProviderContext) -> Embedder:
+    return cast(Embedder, load("embeddings", name).create(ctx))
 
 
 def stt_capabilities(name: str, ctx: ProviderContext) -> STTCapabilities:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ari_agent.knowledge.base import Hit, KnowledgeBase, KnowledgeError
+from ari_agent.knowledge.fusion import HYBRID_MIN_COVERAGE, MIN_SIMILARITY
 from ari_agent.knowledge.relevance import MIN_COVERAGE
-from providers.base import ToolSpec
+from providers.base import ProviderError, ToolSpec
+from providers.embeddings import Embedder
 
 if TYPE_CHECKING:
     from ari_agent.config import Settings
@@ -59,7 +61,12 @@ def tool_output(hits: Sequence[Hit]) -> Found:
 
 
 class KnowledgeSearch:
-    """One profile's search, as calls use it: off the event loop, with the operator's threshold."""
+    """One profile's search, as calls use it: off the event loop, with the operator's threshold.
+
+    With an embedder the search is hybrid (words and meaning, base.search_hybrid); when the
+    embedder fails for a question, that question is searched by words alone, so a call still
+    gets an answer the lexical way rather than none.
+    """
 
     def __init__(
         self,
@@ -69,14 +76,42 @@ class KnowledgeSearch:
         top: int = 3,
         min_score: float = MIN_SCORE,
         min_coverage: float = MIN_COVERAGE,
+        embedder: Embedder | None = None,
+        min_similarity: float = MIN_SIMILARITY,
+        hybrid_min_coverage: float = HYBRID_MIN_COVERAGE,
     ):
         self.base = base
         self.profile = profile
         self.top = top
         self.min_score = min_score
         self.min_coverage = min_coverage
+        self.embedder = embedder
+        self.min_similarity = min_similarity
+        self.hybrid_min_coverage = hybrid_min_coverage
 
     async def __call__(self, question: str) -> Found:
+        if self.embedder is not None:
+            try:
+                query = (await self.embedder.embed([question]))[0]
+            except ProviderError as exc:
+                log.warning("profile %s: embeddings failed (%s); searching by words", self.profile, exc)
+            else:
+                try:
+                    hits = await asyncio.to_thread(
+                        self.base.search_hybrid,
+                        self.profile,
+                        question,
+                        query,
+                        self.embedder.identity,
+                        top=self.top,
+                        min_similarity=self.min_similarity,
+                        min_coverage=self.hybrid_min_coverage,
+                    )
+                    return tool_output(hits)
+                except KnowledgeError as exc:
+                    # `knowledge add` while the agent runs: the new passages get their vectors a
+                    # moment after their rows (or never, if embedding failed there).
+                    log.warning("profile %s: %s; searching by words", self.profile, exc)
         # SQLite reads the disk: never on the event loop (each search opens its own connection).
         hits = await asyncio.to_thread(
             self.base.search,
@@ -89,22 +124,40 @@ class KnowledgeSearch:
         return tool_output(hits)
 
 
-def knowledge_search(settings: Settings, profile: str) -> KnowledgeSearch | None:
-    """The profile's search when it has documents (reads the file: call it off the event loop)."""
+def knowledge_search(
+    settings: Settings, profile: str, embedder: Embedder | None = None
+) -> KnowledgeSearch | None:
+    """The profile's search when it has documents (reads the file: call it off the event loop).
+
+    With an embedder whose vectors the index lacks (documents added before it was named, or by
+    another embedder), the search is by words, and the log says how to re-index."""
     base = KnowledgeBase(settings.knowledge_path)
     try:
         documents = base.documents(profile)
+        if embedder is not None and base.unembedded(profile, embedder.identity):
+            log.error(
+                "profile %s: the knowledge base has passages without %s vectors; searching by words "
+                "only. Fix: ari-agent knowledge reindex %s",
+                profile,
+                embedder.identity,
+                profile,
+            )
+            embedder = None
     except KnowledgeError as exc:
         # A broken knowledge file costs the profile its search tool, not its calls.
         log.error("profile %s: knowledge base unusable, no search tool: %s", profile, exc)
         return None
     if not documents:
         return None
-    log.info("profile %s: search tool over %d document(s)", profile, len(documents))
+    how = f"words and meaning ({embedder.identity})" if embedder is not None else "words"
+    log.info("profile %s: search tool over %d document(s), by %s", profile, len(documents), how)
     return KnowledgeSearch(
         base,
         profile,
         top=settings.knowledge.top,
         min_score=settings.knowledge.min_score,
         min_coverage=settings.knowledge.min_coverage,
+        embedder=embedder,
+        min_similarity=settings.knowledge.min_similarity,
+        hybrid_min_coverage=settings.knowledge.hybrid_min_coverage,
     )

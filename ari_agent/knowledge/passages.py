@@ -28,6 +28,29 @@ class Passage:
     seq: int  # its place in the document, from 0
 
 
+def split_sentences(text: str) -> list[str]:
+    """The text's sentences, reflowed (a line break inside a sentence is layout)."""
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+
+
+def vector_texts(heading: str, text: str) -> list[str]:
+    """What is embedded for one passage, whole first: the heading and body together, the heading
+    alone, the heading with the first sentence, and each sentence alone (duplicates dropped).
+
+    A short question ("what's your address?") is like the one sentence that answers it far more
+    than like a whole passage of several topics; the heading names the topic a body may never
+    repeat. The passage's similarity is the best of its vectors (fusion.passage_similarities).
+    """
+    sentences = split_sentences(text)
+    texts = [f"{heading}\n{text}" if heading else text]
+    if heading:
+        texts.append(heading)
+        if sentences:
+            texts.append(f"{heading}\n{sentences[0]}")
+    texts.extend(sentences)
+    return list(dict.fromkeys(t for t in texts if t.strip()))
+
+
 def split_document(source: str, text: str, max_chars: int = MAX_CHARS) -> list[Passage]:
     """The passages of a Markdown (.md, .markdown) or plain text document named ``source``."""
     if max_chars < 80:

@@ -138,6 +138,10 @@ class ProfileConfig(_Model):
     # Speech-to-speech instead of the three stages, when set (failover order).
     realtime: list[str] = []
     turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"  # realtime only
+    # An embeddings provider ("local", "openai"): the knowledge base is then searched by meaning
+    # as well as by words (hybrid). None: by words only. Documents are embedded at
+    # `knowledge add`; after changing it, `ari-agent knowledge reindex PROFILE`.
+    embeddings: str | None = None
     # Per provider name: its own settings (model, base_url, voice...), e.g.
     # [profiles.x.options.openai] model = "gpt-4o-mini"
     options: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,8 @@ from ari_agent.conversation.session import ProfileProviders
 from ari_agent.conversation.speech import SESSION_RATE
 from ari_agent.profiles.catalogue import ProfilePlan, Slot, language_context
 from providers import registry
-from providers.base import TTS
+from providers.base import TTS, ProviderError
+from providers.embeddings import Embedder
 from providers.resilience import build_chain
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,29 @@ async def build_providers(plan: ProfilePlan) -> ProfileProviders:
         *(voice.prepare((), SESSION_RATE) for voice in voices.values()),
     )
     return ProfileProviders(tts=tts, stt=stt, llm=llm, canned=canned, voices=voices)
+
+
+async def build_embedder(plan: ProfilePlan) -> Embedder | None:
+    """The profile's embeddings provider, warmed (a local model loads now, not in a call); None when
+    it names none or the one it names cannot run here: its knowledge is then searched by words."""
+    if not plan.profile.embeddings:
+        return None
+    slots = plan.ready("embeddings")
+    if not slots:
+        for problem in plan.problems:
+            if problem.field == f"profiles.{plan.name}.embeddings":
+                log.error("profile %s: knowledge searched by words only: %s", plan.name, problem)
+        return None
+    embedder = registry.create_embedder(slots[0].name, slots[0].ctx)
+    try:
+        await embedder.prepare()
+    except (ProviderError, OSError, RuntimeError) as exc:
+        log.error(
+            "profile %s: embeddings %s cannot start (%s); searching by words", plan.name, embedder.name, exc
+        )
+        await embedder.aclose()
+        return None
+    return embedder
 
 
 def _voices(plan: ProfilePlan) -> dict[str, TTS]:

@@ -79,7 +79,10 @@ def _stages(profile: ProfileConfig) -> list[tuple[registry.Stage, str, list[str]
         if profile.realtime
         else [("stt", "stt", profile.stt), ("llm", "llm", profile.llm), ("tts", "tts", profile.tts)]
     )
-    return [*chains, ("tts", "apology_tts", [profile.apology_tts])]
+    embeddings: list[tuple[registry.Stage, str, list[str]]] = (
+        [("embeddings", "embeddings", [profile.embeddings])] if profile.embeddings else []
+    )
+    return [*chains, ("tts", "apology_tts", [profile.apology_tts]), *embeddings]
 
 
 def _own_options(model: type[ProviderOptions]) -> str:
@@ -155,7 +158,8 @@ def _unused_options(name: str, profile: ProfileConfig, used: set[str]) -> list[P
                 )
             )
         else:
-            known = sorted({n for s in ("stt", "llm", "tts", "realtime") for n in registry.names(s)})
+            stages: tuple[registry.Stage, ...] = ("stt", "llm", "tts", "realtime", "embeddings")
+            known = sorted({n for s in stages for n in registry.names(s)})
             problems.append(
                 Problem(
                     at,

@@ -31,3 +31,7 @@ class OpenAIOptions(ProviderOptions):
     eagerness: Literal["low", "medium", "high", "auto"] | None = Field(
         None, description="Realtime with semantic_vad"
     )
+    embedding_model: str | None = Field(None, description="embeddings model (knowledge search by meaning)")
+    embedding_dimensions: int | None = Field(
+        None, ge=1, description="embeddings: shorter vectors, where the model can (text-embedding-3)"
+    )

@@ -9,6 +9,9 @@ Endpoints (under ``/v1``):
 - ``POST /audio/transcriptions``: multipart upload, ``{"text": ...}``; with
   ``response_format=verbose_json`` (whisper) also ``language`` as whisper names
   it ("spanish"), and for ``gpt-transcribe`` ``languages: [{"code": ...}]``.
+- ``POST /embeddings``: one vector per input, a hashed bag of its words (so texts
+  sharing words are alike, deterministically), in the real response shape; as
+  base64 float32 when ``encoding_format`` is "base64" (the SDK's default).
 - ``GET /realtime``: the Realtime WebSocket (GA event names), for
   speech-to-speech sessions (``?model=``) and transcription sessions
   (``?intent=transcription``). Speech is detected by energy in the
@@ -27,6 +30,7 @@ import base64
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import shutil
@@ -90,6 +94,26 @@ class TranscriptionReply:
     text: str = "hello there"
     fault: Fault = field(default_factory=Fault)
     language: str = "en"  # ISO-639-1; verbose_json names it as whisper does
+
+
+@dataclass
+class EmbeddingsReply:
+    dimensions: int = 256  # unless the request asks for ``dimensions`` (fewer collisions than 64)
+    fault: Fault = field(default_factory=Fault)
+    delay: float = 0.0
+
+
+def bag_of_words_vector(text: str, dimensions: int) -> np.ndarray:
+    """A deterministic vector for ``text``: each word (and its first five letters, a poor man's
+    stem) adds one to a slot chosen by its hash; a text of no word gets a constant vector."""
+    vector = np.zeros(dimensions, dtype=np.float32)
+    for word in "".join(c if c.isalnum() else " " for c in text.lower()).split():
+        for token in {word, word[:5]}:
+            digest = hashlib.sha256(token.encode("utf-8")).digest()
+            vector[int.from_bytes(digest[:4], "little") % dimensions] += 1.0
+    if not vector.any():
+        vector[0] = 1.0
+    return vector
 
 
 # A few of whisper's names, for verbose_json answers.
@@ -184,6 +208,8 @@ class FakeOpenAI:
         self.transcription_replies: collections.deque[TranscriptionReply] = collections.deque()
         self.default_transcription = TranscriptionReply()
         self.realtime = RealtimeScript()
+        self.embeddings_replies: collections.deque[EmbeddingsReply] = collections.deque()
+        self.default_embeddings = EmbeddingsReply()
         self.requests: list[Request] = []
         self.realtime_events: list[dict[str, Any]] = []  # client events, appends summarised
         self.realtime_connections: list[dict[str, str]] = []  # query of each WebSocket
@@ -197,6 +223,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/speech", self._speech)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/realtime", self._realtime)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -346,6 +373,46 @@ class FakeOpenAI:
             await response.write(pcm[start : start + step])
         await response.write_eof()
         return response
+
+    # -- embeddings
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        if self._auth_error(request):
+            return self._auth_failure(request)
+        reply = self.embeddings_replies.popleft() if self.embeddings_replies else self.default_embeddings
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.fault.status:
+            return self._error(reply.fault.status)
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            return self._error(400)
+        dimensions = int(body.get("dimensions") or reply.dimensions)
+        base64_wanted = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = bag_of_words_vector(text, dimensions)
+            # Like the service: vectors come back unit length.
+            vector /= np.linalg.norm(vector)
+            encoded: Any = (
+                base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+                if base64_wanted
+                else [float(x) for x in vector]
+            )
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(t.split()) for t in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", ""),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     # -- transcriptions
 

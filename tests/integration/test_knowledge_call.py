@@ -3,7 +3,9 @@
 The OpenAI wire fake asks for the search tool, then repeats back the sentence of
 the passage it was sent: the caller hears it only if the passage reached the model.
 A second question the document does not answer gets "nothing found" back, and
-the agent says it does not know.
+the agent says it does not know. The profile searches by words and meaning
+(``embeddings = "openai"``): the passages are embedded at ``knowledge add`` and
+each question during the call, both through the fake's ``/v1/embeddings``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ari_agent.knowledge.passages import split_document, vector_texts
 from tests.fakes.openai_server import ChatReply, FakeOpenAI
 from tests.fakes.threaded import serve_in_thread
 from tests.integration.lab import AgentFactory, Lab, voiced_segments
@@ -73,6 +76,7 @@ greeting = "Hello, how can I help?"
 stt = ["local"]
 llm = ["openai"]
 tts = ["local"]
+embeddings = "openai"
 filler_after_ms = 0
 [[profiles.vet.intents]]
 name = "hours"
@@ -87,7 +91,13 @@ base_url = "{url}/v1"
 """,
             encoding="utf-8",
         )
-        env = {"AGENT_CONFIG": str(config), "OPENAI_API_KEY": KEY}
+        env = {
+            "AGENT_CONFIG": str(config),
+            "OPENAI_API_KEY": KEY,
+            # The shipped similarity floor is measured for all-MiniLM-L6-v2; the fake's bag-of-words
+            # vectors have their own scale (the README says to measure one's own embedder).
+            "AGENT_KNOWLEDGE__MIN_SIMILARITY": "0.1",
+        }
         # The operator's command, as documented, into the file the agent will read.
         added = subprocess.run(
             [sys.executable, "-m", "ari_agent.cli", "knowledge", "add", "vet", str(DOCUMENT)],
@@ -99,6 +109,14 @@ base_url = "{url}/v1"
         )
         assert added.returncode == 0, added.stderr
         assert f"added {DOCUMENT.name} to vet" in added.stdout
+        assert "embedded 28 passage(s) with openai:text-embedding-3-small" in added.stdout
+        at_add = [r for r in fake.requests if r.path.endswith("/embeddings")]
+        # Each passage whole, by heading and by sentence (passages.vector_texts), in requests of
+        # at most the embedder's batch size.
+        passages = split_document(DOCUMENT.name, DOCUMENT.read_text(encoding="utf-8"))
+        texts = [t for p in passages for t in vector_texts(p.heading, p.text)]
+        assert [t for r in at_add for t in r.body["input"]] == texts
+        assert len(at_add) > 1 and all(len(r.body["input"]) <= 64 for r in at_add)
         agent = agent_factory.start(env, records_dir=records)
         handle = lab.place_call(
             ["what time do you open", "can i speak to someone"],
@@ -109,6 +127,9 @@ base_url = "{url}/v1"
         lab.wait_call_ended(handle, timeout=90)
     chats = [r for r in fake.requests if r.path.endswith("/chat/completions")]
     assert len(chats) == 4, agent.log_tail()
+    # Each question was embedded during the call: the search was hybrid.
+    asked = [r.body["input"] for r in fake.requests if r.path.endswith("/embeddings")][len(at_add) :]
+    assert asked == [["opening hours on Saturday"], ["discounts for pensioners"]], agent.log_tail()
     # Offered the tool, and the second request carried the passage's text back.
     assert "search_knowledge" in [t["function"]["name"] for t in chats[0].body.get("tools", [])]
     assert "on Saturdays from 9 until 1" in tool_result(chats[1].body)

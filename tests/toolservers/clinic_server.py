@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
+# Plain logging before the SDK configures its own: with rich installed (sentence-transformers
+# brings it, through transformers and typer) the SDK logs a tool's error with a rich traceback,
+# which took longer to render than the tests' 300 ms tool timeout: a failed tool looked hung.
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
 server = MCPServer("clinic")
 
 
