@@ -165,27 +165,32 @@ class WebSocketSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSocketSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
-            raise invalid(
-                "tls_cert_file and tls_key_file go together (the listener serves wss:// with both)",
-                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
-                "too, or unset both for plain ws://",
-                at=missing,
-            )
+        self._both_or_neither(
+            "tls_cert_file",
+            "tls_key_file",
+            "the listener serves wss:// with both",
+            "too, or unset both for plain ws://",
+        )
         return self
 
     @model_validator(mode="after")
     def _credentials(self) -> WebSocketSettings:
-        if (self.username is None) != (self.password is None):
-            missing = "password" if self.password is None else "username"
+        self._both_or_neither(
+            "username",
+            "password",
+            "websocket_client.conf sends both",
+            "to the same value as websocket_client.conf's, or unset both",
+        )
+        return self
+
+    def _both_or_neither(self, first: str, second: str, why: str, fix_tail: str) -> None:
+        if (getattr(self, first) is None) != (getattr(self, second) is None):
+            missing = second if getattr(self, second) is None else first
             raise invalid(
-                "username and password go together (websocket_client.conf sends both)",
-                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
-                "to the same value as websocket_client.conf's, or unset both",
+                f"{first} and {second} go together ({why})",
+                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') {fix_tail}",
                 at=missing,
             )
-        return self
 
     @field_validator("connection_type", mode="before")
     @classmethod
