@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 import soxr
 from aiohttp import WSMsgType, web
 
@@ -782,3 +783,19 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def fake_fixture(key: str) -> Any:
+    """A pytest fixture ``fake``: this server on loopback with ``key`` as OPENAI_API_KEY, and its URL.
+
+    For the unit tests of each OpenAI adapter: ``fake = fake_fixture(KEY)`` at module level.
+    """
+
+    @pytest.fixture
+    async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        server = FakeOpenAI(api_key=key)
+        async with server.running() as url:
+            yield server, url
+
+    return fake

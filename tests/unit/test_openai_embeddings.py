@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -11,17 +10,12 @@ import pytest
 from providers import registry
 from providers.base import ProviderContext, ProviderError
 from providers.openai.embeddings import DEFAULT_MODEL, OpenAIEmbeddings
-from tests.fakes.openai_server import EmbeddingsReply, FakeOpenAI, Fault, bag_of_words_vector
+from tests.fakes.openai_server import EmbeddingsReply, FakeOpenAI, Fault, bag_of_words_vector, fake_fixture
 
 KEY = "sk-test-embeddings-0123456789abcdef"
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    server = FakeOpenAI(api_key=KEY)
-    async with server.running() as url:
-        yield server, url
+fake = fake_fixture(KEY)
 
 
 def make(url: str, **options: object) -> OpenAIEmbeddings:

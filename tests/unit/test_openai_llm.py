@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from providers.base import Message, ProviderContext, ProviderError, TextDelta, ToolCall, ToolSpec
 from providers.openai.llm import OpenAILLM
-from tests.fakes.openai_server import ChatReply, FakeOpenAI, Fault
+from tests.fakes.openai_server import ChatReply, FakeOpenAI, Fault, fake_fixture
 
 KEY = "sk-test-llm-0123456789abcdef"
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    server = FakeOpenAI(api_key=KEY)
-    async with server.running() as url:
-        yield server, url
+fake = fake_fixture(KEY)
 
 
 def make(url: str, **options: object) -> OpenAILLM:

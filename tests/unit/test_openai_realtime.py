@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,18 +25,13 @@ from providers.base import (
     ToolSpec,
 )
 from providers.openai.realtime import PCM16_24K, OpenAIRealtime, RealtimeEvents
-from tests.fakes.openai_server import FakeOpenAI, RealtimeReply, tone_pcm
+from tests.fakes.openai_server import FakeOpenAI, RealtimeReply, fake_fixture, tone_pcm
 
 KEY = "sk-test-realtime-0123456789abcdef"
 GUARD = 30  # seconds: only a deadlock guard, never a latency assertion
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    server = FakeOpenAI(api_key=KEY)
-    async with server.running() as url:
-        yield server, url
+fake = fake_fixture(KEY)
 
 
 def make(url: str, **options: object) -> OpenAIRealtime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -23,18 +22,13 @@ from providers.base import (
     SpeechStream,
 )
 from providers.openai.stt import OpenAISTT, TranscriptionEvents, language_code
-from tests.fakes.openai_server import FakeOpenAI, Fault, TranscriptionReply, tone_pcm
+from tests.fakes.openai_server import FakeOpenAI, Fault, TranscriptionReply, fake_fixture, tone_pcm
 
 KEY = "sk-test-stt-0123456789abcdef"
 GUARD = 30  # seconds: a deadlock guard only
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    server = FakeOpenAI(api_key=KEY)
-    async with server.running() as url:
-        yield server, url
+fake = fake_fixture(KEY)
 
 
 def make(url: str, hints: tuple[str, ...] = (), **options: object) -> OpenAISTT:

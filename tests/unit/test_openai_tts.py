@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from providers.base import ProviderContext, ProviderError
 from providers.openai.tts import OpenAITTS
-from tests.fakes.openai_server import RATE, FakeOpenAI, Fault, SpeechReply, speech_pcm
+from tests.fakes.openai_server import RATE, FakeOpenAI, Fault, SpeechReply, fake_fixture, speech_pcm
 
 KEY = "sk-test-tts-0123456789abcdef"
 TEXT = "Thank you for calling. We open at nine."
 
 
-@pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeOpenAI, str]]:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    server = FakeOpenAI(api_key=KEY)
-    async with server.running() as url:
-        yield server, url
+fake = fake_fixture(KEY)
 
 
 def make(url: str, voice: str | None = None, **options: object) -> OpenAITTS:
