@@ -137,6 +137,18 @@ _WS_URL_FIX = (
 )
 
 
+def _both_or_neither(first: tuple[str, object], second: tuple[str, object], why: str, then: str) -> None:
+    """Two media.websocket settings that make sense only together: the error names the one missing."""
+    (a, a_value), (b, b_value) = first, second
+    if (a_value is None) != (b_value is None):
+        missing = b if b_value is None else a
+        raise invalid(
+            f"{a} and {b} go together ({why})",
+            f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') {then}",
+            at=missing,
+        )
+
+
 class WebSocketSettings(_Section):
     """chan_websocket (ExternalMedia ``transport=websocket``, Asterisk 22.6+)."""
 
@@ -165,26 +177,22 @@ class WebSocketSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSocketSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
-            raise invalid(
-                "tls_cert_file and tls_key_file go together (the listener serves wss:// with both)",
-                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
-                "too, or unset both for plain ws://",
-                at=missing,
-            )
+        _both_or_neither(
+            ("tls_cert_file", self.tls_cert_file),
+            ("tls_key_file", self.tls_key_file),
+            "the listener serves wss:// with both",
+            "too, or unset both for plain ws://",
+        )
         return self
 
     @model_validator(mode="after")
     def _credentials(self) -> WebSocketSettings:
-        if (self.username is None) != (self.password is None):
-            missing = "password" if self.password is None else "username"
-            raise invalid(
-                "username and password go together (websocket_client.conf sends both)",
-                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') "
-                "to the same value as websocket_client.conf's, or unset both",
-                at=missing,
-            )
+        _both_or_neither(
+            ("username", self.username),
+            ("password", self.password),
+            "websocket_client.conf sends both",
+            "to the same value as websocket_client.conf's, or unset both",
+        )
         return self
 
     @field_validator("connection_type", mode="before")
