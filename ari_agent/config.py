@@ -137,6 +137,18 @@ _WS_URL_FIX = (
 )
 
 
+def _both_or_neither(first: tuple[str, object], second: tuple[str, object], why: str, then: str) -> None:
+    """Two media.websocket settings that make sense only together: the error names the one missing."""
+    (a, a_value), (b, b_value) = first, second
+    if (a_value is None) != (b_value is None):
+        missing = b if b_value is None else a
+        raise invalid(
+            f"{a} and {b} go together ({why})",
+            f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') {then}",
+            at=missing,
+        )
+
+
 class WebSocketSettings(_Section):
     """chan_websocket (ExternalMedia ``transport=websocket``, Asterisk 22.6+)."""
 
@@ -165,9 +177,9 @@ class WebSocketSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSocketSettings:
-        self._both_or_neither(
-            "tls_cert_file",
-            "tls_key_file",
+        _both_or_neither(
+            ("tls_cert_file", self.tls_cert_file),
+            ("tls_key_file", self.tls_key_file),
             "the listener serves wss:// with both",
             "too, or unset both for plain ws://",
         )
@@ -175,22 +187,13 @@ class WebSocketSettings(_Section):
 
     @model_validator(mode="after")
     def _credentials(self) -> WebSocketSettings:
-        self._both_or_neither(
-            "username",
-            "password",
+        _both_or_neither(
+            ("username", self.username),
+            ("password", self.password),
             "websocket_client.conf sends both",
             "to the same value as websocket_client.conf's, or unset both",
         )
         return self
-
-    def _both_or_neither(self, first: str, second: str, why: str, fix_tail: str) -> None:
-        if (getattr(self, first) is None) != (getattr(self, second) is None):
-            missing = second if getattr(self, second) is None else first
-            raise invalid(
-                f"{first} and {second} go together ({why})",
-                f"set AGENT_MEDIA__WEBSOCKET__{missing.upper()} (or 'media.websocket.{missing}') {fix_tail}",
-                at=missing,
-            )
 
     @field_validator("connection_type", mode="before")
     @classmethod

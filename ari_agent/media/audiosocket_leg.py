@@ -21,6 +21,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 from ari_agent.errors import MediaError
@@ -28,7 +29,7 @@ from ari_agent.media import audiosocket as wire_codec
 from ari_agent.media import inbound
 from ari_agent.media.audiosocket import AudioSocketError, Decoder
 from ari_agent.media.clock import ReceiveClock
-from ari_agent.media.codecs import Pcm, WireFormat, pcm_from_bytes
+from ari_agent.media.codecs import HOST_SLIN8, HOST_SLIN16, Pcm, WireFormat
 from ari_agent.media.leg import DEFAULT_JITTER_MS, DropCounters, ReceiveSide
 
 log = logging.getLogger(__name__)
@@ -47,32 +48,10 @@ REJECT_TIMEOUT = "timeout"
 MAX_WRITE_BUFFER = 32000
 
 
-def _le_encode(pcm: Pcm) -> bytes:
-    return pcm.astype("<i2", copy=False).tobytes()
-
-
-# Asterisk's signed linear is in its host order (little-endian on x86 and ARM).
-SLIN8 = WireFormat(
-    name="slin",
-    sample_rate=8000,
-    send_payload_type=11,  # only labels the numbered frames fed to the inbound stream
-    bytes_per_sample=2,
-    _decode=pcm_from_bytes,
-    _encode=_le_encode,
-    receive_payload_types=None,
-)
+SLIN8 = HOST_SLIN8
 # 16 kHz in (speech recognition gets the bandwidth), 8 kHz back as on RTP: Asterisk takes
 # any slin rate on the socket, and the echo references are 8 kHz (what the pacer reports).
-SLIN16 = WireFormat(
-    name="slin16",
-    sample_rate=16000,
-    send_payload_type=11,
-    bytes_per_sample=2,
-    _decode=pcm_from_bytes,
-    _encode=_le_encode,
-    receive_payload_types=None,
-    send_as=SLIN8,
-)
+SLIN16 = replace(HOST_SLIN16, send_as=HOST_SLIN8)
 
 
 def wire_for(media_format: str) -> WireFormat:

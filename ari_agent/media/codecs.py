@@ -1,4 +1,4 @@
-"""G.711 (µ-law, A-law) by lookup tables, slin16 big-endian, and the per-call wire format.
+"""G.711 by lookup tables, slin16 (big-endian on RTP, little-endian on sockets), the wire formats.
 
 The tables are built once at import from the segment algorithm of the ITU
 G.711 reference (the same one audioop used), so encoding and decoding are a
@@ -104,6 +104,11 @@ def pcm_from_bytes(data: bytes) -> Pcm:
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 
+def pcm_to_bytes(pcm: Pcm) -> bytes:
+    """An int16 array to little-endian PCM16 bytes."""
+    return pcm.astype("<i2", copy=False).tobytes()
+
+
 @dataclass(frozen=True)
 class WireFormat:
     """How audio travels on one call's RTP leg.
@@ -196,3 +201,24 @@ def wire_format(name: str) -> WireFormat:
     except KeyError:
         known = ", ".join(sorted(WIRE_FORMATS))
         raise ValueError(f"unknown wire format {name!r}; known: {known}") from None
+
+
+# Signed linear as Asterisk hands it over a socket (AudioSocket, chan_websocket) rather
+# than RTP: in its host byte order, little-endian on x86 and ARM. The transports differ
+# only in the rate they take back on a slin16 call: each leg module picks its ``send_as``.
+HOST_SLIN8 = WireFormat(
+    name="slin",
+    sample_rate=8000,
+    send_payload_type=11,  # only labels the numbered frames fed to the inbound stream
+    bytes_per_sample=2,
+    _decode=pcm_from_bytes,
+    _encode=pcm_to_bytes,
+)
+HOST_SLIN16 = WireFormat(
+    name="slin16",
+    sample_rate=16000,
+    send_payload_type=11,
+    bytes_per_sample=2,
+    _decode=pcm_from_bytes,
+    _encode=pcm_to_bytes,
+)

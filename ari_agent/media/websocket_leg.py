@@ -29,7 +29,7 @@ from ari_agent.ari.tls import SslArg
 from ari_agent.errors import MediaError
 from ari_agent.media import inbound, wsmedia
 from ari_agent.media.clock import ReceiveClock
-from ari_agent.media.codecs import ULAW, Pcm, WireFormat, pcm_from_bytes
+from ari_agent.media.codecs import HOST_SLIN8, HOST_SLIN16, ULAW, Pcm, WireFormat
 from ari_agent.media.leg import DEFAULT_JITTER_MS, DropCounters, ReceiveSide
 from ari_agent.media.ws_outbound import WebSocketOutbound
 
@@ -39,28 +39,9 @@ DROP_GARBAGE = "not_websocket"  # a control message that could not be read, or t
 CONNECT_TIMEOUT = 5.0
 
 
-def _le_encode(pcm: Pcm) -> bytes:
-    return pcm.astype("<i2", copy=False).tobytes()
-
-
-# chan_websocket copies slin frames as they are: host byte order (little-endian on x86 and ARM).
 # Asterisk plays what it is given at the channel's own rate, so slin16 is 16 kHz both ways.
-SLIN16 = WireFormat(
-    name="slin16",
-    sample_rate=16000,
-    send_payload_type=11,  # only labels the numbered frames fed to the inbound stream
-    bytes_per_sample=2,
-    _decode=pcm_from_bytes,
-    _encode=_le_encode,
-)
-SLIN8 = WireFormat(
-    name="slin",
-    sample_rate=8000,
-    send_payload_type=11,
-    bytes_per_sample=2,
-    _decode=pcm_from_bytes,
-    _encode=_le_encode,
-)
+SLIN16 = HOST_SLIN16
+SLIN8 = HOST_SLIN8
 
 
 def wire_for(media_format: str) -> WireFormat:

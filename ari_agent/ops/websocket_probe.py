@@ -15,36 +15,27 @@ Asterisk's play-out -> us).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from collections.abc import Awaitable, Callable
 
-from ari_agent.ari.client import AriError, AriHttpError
+from ari_agent.ari.client import AriHttpError
 from ari_agent.ari.tls import client_ssl
 from ari_agent.config import Settings
 from ari_agent.errors import MediaError
-from ari_agent.media.codecs import SESSION_SAMPLE_RATE
+from ari_agent.media.codecs import Pcm
 from ari_agent.media.listener_tls import settings_ssl
 from ari_agent.media.websocket_leg import SLIN8, WebSocketLeg, media_base, media_url
 from ari_agent.media.ws_listener import WebSocketMediaServer
 from ari_agent.ops.ariapp import OpsAri, PrivateApp
-from ari_agent.ops.audiosocket_probe import (
-    HEARD_DBFS,
-    INBOUND_WAIT,
-    PROMPT,
-    STASIS_WAIT,
-    Ear,
-    Outcome,
-    stasis_start_of,
+from ari_agent.ops.loopback import Outcome, Rig, Transport, bridge_channels, exchange, hang_up, make_rig
+
+WEBSOCKET = Transport(
+    name="WebSocket", over="the WebSocket", stasis_log="chan_websocket", echo_log="chan_websocket"
 )
-from ari_agent.ops.rtpprobe import tone
 
 URL_FIX = (
     "set AGENT_MEDIA__WEBSOCKET__URL to Asterisk's HTTP server as this host reaches it "
     "(ws://host:port, wss:// with TLS), and allow tcp to it"
 )
-
-
 CLIENT_FIX = (
     "check that Asterisk's websocket_client.conf has the section AGENT_MEDIA__WEBSOCKET__CLIENT_NAME "
     "names, that its uri reaches AGENT_MEDIA__WEBSOCKET__LISTEN_HOST:LISTEN_PORT from Asterisk, and "
@@ -106,18 +97,14 @@ async def _client_loopback(
     where = (
         f"websocket_client.conf [{wsc.client_name}] -> {listener.scheme}://{listener.host}:{listener.port}"
     )
-    ears = (Ear(), Ear())
-    legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)
-    tag = uuid.uuid4().hex[:8]
-    bridge_id = f"doctor-{tag}"
-    channel_ids = (f"doctor-{tag}-a", f"doctor-{tag}-b")
-    for leg, cid in zip(legs, channel_ids, strict=True):
+    rig = make_rig(_leg)
+    for leg, cid in zip(rig.legs, rig.channel_ids, strict=True):
         listener.expect(cid, leg)
 
     async def connect() -> Outcome | None:
         try:
-            await ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
-            for cid in channel_ids:
+            await ari.create_bridge(rig.bridge_id, "mixing", name="ari-agent doctor")
+            for cid in rig.channel_ids:
                 await ari.external_media(
                     cid,
                     app.name,
@@ -132,7 +119,7 @@ async def _client_loopback(
                 False, f"Asterisk refused a WebSocket (client) ExternalMedia channel: {exc}", CLIENT_FIX
             )
         try:
-            for leg in legs:
+            for leg in rig.legs:
                 await asyncio.wait_for(leg.connected.wait(), wsc.connect_timeout)
         except TimeoutError:
             refused = ", ".join(f"{k}={v}" for k, v in sorted(listener.rejected.items())) or "none"
@@ -145,56 +132,48 @@ async def _client_loopback(
         return None
 
     try:
-        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, fix)
+        return await _exchange(ari, app, rig, where, connect, fix)
     finally:
-        await _tear_down(ari, bridge_id, channel_ids, legs)
+        await _tear_down(ari, rig)
 
 
-async def _tear_down(
-    ari: OpsAri, bridge_id: str, channel_ids: tuple[str, str], legs: tuple[WebSocketLeg, ...]
-) -> None:
-    for leg in legs:
+def _leg(ear: Callable[[Pcm], None]) -> WebSocketLeg:
+    return WebSocketLeg(SLIN8, ear, None, jitter_ms=0)
+
+
+async def _tear_down(ari: OpsAri, rig: Rig[WebSocketLeg]) -> None:
+    for leg in rig.legs:
         leg.close()
         await leg.closed_io()
-    for cid in channel_ids:
-        with contextlib.suppress(AriError):
-            await ari.hangup(cid)
-    with contextlib.suppress(AriError):
-        await ari.destroy_bridge(bridge_id)
+    await hang_up(ari, rig)
 
 
 async def _server_loopback(ari: OpsAri, app: PrivateApp, settings: Settings) -> Outcome:
     base = settings.media.websocket.url or media_base(settings.ari.url)
     where = media_url(base, "<id>")
-    ears = (Ear(), Ear())
-    legs = tuple(WebSocketLeg(SLIN8, ear, None, jitter_ms=0) for ear in ears)
-    tag = uuid.uuid4().hex[:8]
-    bridge_id = f"doctor-{tag}"
-    channel_ids = (f"doctor-{tag}-a", f"doctor-{tag}-b")
+    rig = make_rig(_leg)
 
     async def connect() -> Outcome | None:
-        return await _connect_server(ari, app, settings, bridge_id, channel_ids, legs, base, where)
+        return await _connect_server(ari, app, settings, rig, base, where)
 
     try:
-        return await _exchange(ari, app, bridge_id, channel_ids, legs, ears, where, connect, URL_FIX)
+        return await _exchange(ari, app, rig, where, connect, URL_FIX)
     finally:
-        await _tear_down(ari, bridge_id, channel_ids, legs)
+        await _tear_down(ari, rig)
 
 
 async def _connect_server(
     ari: OpsAri,
     app: PrivateApp,
     settings: Settings,
-    bridge_id: str,
-    channel_ids: tuple[str, str],
-    legs: tuple[WebSocketLeg, ...],
+    rig: Rig[WebSocketLeg],
     base: str,
     where: str,
 ) -> Outcome | None:
     ids: list[str] = []
     try:
-        await ari.create_bridge(bridge_id, "mixing", name="ari-agent doctor")
-        for cid in channel_ids:
+        await ari.create_bridge(rig.bridge_id, "mixing", name="ari-agent doctor")
+        for cid in rig.channel_ids:
             channel = await ari.external_media(
                 cid,
                 app.name,
@@ -214,7 +193,7 @@ async def _connect_server(
     if not all(ids):
         return Outcome(False, "Asterisk did not say the channel's MEDIA_WEBSOCKET_CONNECTION_ID", "")
     ari_settings = settings.ari
-    for leg, connection_id in zip(legs, ids, strict=True):
+    for leg, connection_id in zip(rig.legs, ids, strict=True):
         url = media_url(base, connection_id)
         ssl = client_ssl(url.replace("wss://", "https://", 1), ari_settings.ca_file, ari_settings.tls_verify)
         try:
@@ -227,10 +206,7 @@ async def _connect_server(
 async def _exchange(
     ari: OpsAri,
     app: PrivateApp,
-    bridge_id: str,
-    channel_ids: tuple[str, str],
-    legs: tuple[WebSocketLeg, ...],
-    ears: tuple[Ear, Ear],
+    rig: Rig[WebSocketLeg],
     where: str,
     connect: Callable[[], Awaitable[Outcome | None]],
     fix: str,
@@ -240,44 +216,9 @@ async def _exchange(
         return failed
     # The channel is answered, and enters Stasis, once its WebSocket is connected.
     try:
-        for cid in channel_ids:
-            if await app.wait_for(stasis_start_of(cid), STASIS_WAIT) is None:
-                return Outcome(
-                    False,
-                    "the WebSocket channel never entered doctor's Stasis app",
-                    "check Asterisk's log for chan_websocket errors",
-                )
-            await ari.add_channel(bridge_id, cid)
+        failed = await bridge_channels(ari, app, rig, WEBSOCKET)
     except AriHttpError as exc:
         return Outcome(False, f"Asterisk would not bridge the WebSocket channels: {exc}", "")
-
-    # Asterisk -> us: a prompt played into the bridge reaches both connections.
-    with contextlib.suppress(AriError):
-        await ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT})
-    for _ in range(int(INBOUND_WAIT / 0.05)):
-        if all(leg.packets_in for leg in legs):
-            break
-        await asyncio.sleep(0.05)
-    if not any(leg.packets_in for leg in legs):
-        return Outcome(False, f"no audio from Asterisk arrived over the WebSocket at {where}", fix)
-
-    # Us -> Asterisk -> us: a tone sent on one connection comes out of the other.
-    outbound = legs[0].make_outbound()
-    outbound.start()
-    mark = len(ears[1].levels)
-    try:
-        outbound.enqueue(tone(1.0, rate=SESSION_SAMPLE_RATE))
-        await asyncio.wait_for(outbound.wait_idle(), 5)
-        await asyncio.sleep(0.3)
-    except TimeoutError:
-        pass  # judged by what came back
-    finally:
-        await outbound.stop()
-    heard = ears[1].loudest(mark)
-    if heard < HEARD_DBFS:
-        return Outcome(
-            False,
-            f"audio sent over the WebSocket never came back through the bridge (loudest {heard:.0f} dBFS)",
-            "check Asterisk's log for chan_websocket errors",
-        )
-    return Outcome(True, f"two-way audio over WebSocket via {where} (tone came back at {heard:.0f} dBFS)")
+    if failed is not None:
+        return failed
+    return await exchange(ari, rig, rig.legs[0].make_outbound(), WEBSOCKET, where, fix)

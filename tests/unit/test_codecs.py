@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from ari_agent.media.codecs import (
+    HOST_SLIN8,
+    HOST_SLIN16,
     SLIN16,
     ULAW,
     alaw_decode,
     alaw_encode,
     pcm_from_bytes,
+    pcm_to_bytes,
     slin_decode,
     slin_encode,
     ulaw_decode,
@@ -80,6 +83,18 @@ def test_pcm_from_bytes_native_little_endian() -> None:
     assert pcm_from_bytes(b"\x01\x00\xff\xff").tolist() == [1, -1]
     with pytest.raises(ValueError):
         pcm_from_bytes(b"\x01")
+
+
+def test_pcm_to_bytes_little_endian() -> None:
+    assert pcm_to_bytes(np.array([1, -1, 300], dtype=np.int16)) == b"\x01\x00\xff\xff\x2c\x01"
+
+
+def test_host_slin_formats_are_little_endian_both_ways() -> None:
+    pcm = np.array([1, -2, 300], dtype=np.int16)
+    for wire, rate in ((HOST_SLIN8, 8000), (HOST_SLIN16, 16000)):
+        assert (wire.sample_rate, wire.bytes_per_frame, wire.outbound is wire) == (rate, rate // 25, True)
+        assert wire.encode(pcm) == b"\x01\x00\xfe\xff\x2c\x01"
+        assert wire.decode(b"\x01\x00\xfe\xff\x2c\x01").tolist() == [1, -2, 300]
 
 
 def test_wire_formats() -> None:

@@ -32,6 +32,7 @@ from ari_agent.media.listener_tls import (
 from ari_agent.media.websocket_leg import SLIN16, WebSocketLeg
 from ari_agent.media.ws_listener import SUBPROTOCOL, WebSocketMediaServer
 from tests.integration.testpki import LabPki, make_pki
+from tests.unit.test_ws_listener import tone_reaches_the_leg
 
 START = (
     "MEDIA_START connection_id:ari-agent channel:WebSocket/ari-agent/0x7f8dcc0042d0 "
@@ -165,13 +166,7 @@ async def test_a_call_both_ways_over_wss(tls_server: WebSocketMediaServer, pki: 
         assert transport is not None and transport.version() in ("TLSv1.2", "TLSv1.3")
         await asterisk.send_str(START.format(cid="m1"))
         await asyncio.wait_for(leg.connected.wait(), 3)
-        tone = (np.arange(320) % 50 * 100).astype("<i2")
-        await asterisk.send_bytes(tone.tobytes())
-        for _ in range(100):
-            if heard:
-                break
-            await asyncio.sleep(0.02)
-        assert heard and np.array_equal(heard[0], tone)
+        await tone_reaches_the_leg(asterisk, heard)
         await leg.send_media(bytes(range(256)) * 5)
         got = await asterisk.receive(timeout=3)
         assert got.type == WSMsgType.BINARY and got.data == bytes(range(256)) * 5

@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 
+from ari_agent.ops.loopback import Ear, make_rig
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, level_dbfs, tone
 from ari_agent.ops.testcall import Ears
 
@@ -67,3 +68,27 @@ def test_ears_find_a_turn_and_its_end() -> None:
     assert ears.done.is_set() and not ears.speaking
     ears.next_turn()
     assert not ears.onset.is_set() and not ears.done.is_set()
+
+
+def test_loopback_rig_pairs_each_leg_with_its_own_ear() -> None:
+    from ari_agent.media.audiosocket_leg import SLIN8, AudioSocketServer
+
+    server = AudioSocketServer("127.0.0.1", 0)
+    rig = make_rig(lambda ear: server.expect(SLIN8, ear, jitter_ms=0))
+    a, b = rig.channel_ids
+    assert a != b and a.startswith(rig.bridge_id + "-") and b.startswith(rig.bridge_id + "-")
+    assert rig.legs[0] is not rig.legs[1] and rig.ears[0] is not rig.ears[1]
+    assert make_rig(lambda ear: server.expect(SLIN8, ear, jitter_ms=0)).bridge_id != rig.bridge_id
+    for leg in rig.legs:
+        leg.close()
+
+
+def test_ear_reports_the_loudest_chunk_since_a_mark() -> None:
+    ear = Ear()
+    assert ear.loudest(0) == -90.0  # nothing heard yet
+    ear(tone(0.02, dbfs=-6.0))
+    mark = len(ear.levels)
+    ear(np.zeros(160, dtype=np.int16))
+    ear(tone(0.02, dbfs=-30.0))
+    assert -35.0 < ear.loudest(mark) < -31.0  # a sine's RMS is 3 dB under its peak
+    assert -11.0 < ear.loudest(0) < -7.0

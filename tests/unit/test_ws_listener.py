@@ -45,6 +45,17 @@ def make_leg(heard: list[np.ndarray] | None = None) -> WebSocketLeg:
     return WebSocketLeg(SLIN16, sink.append, DropCounters(), jitter_ms=0)
 
 
+async def tone_reaches_the_leg(asterisk: aiohttp.ClientWebSocketResponse, heard: list[np.ndarray]) -> None:
+    """One frame of slin16 sent as Asterisk would arrives whole at the leg's ``heard``."""
+    tone = (np.arange(320) % 50 * 100).astype("<i2")
+    await asterisk.send_bytes(tone.tobytes())
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.02)
+    assert heard and np.array_equal(heard[0], tone)
+
+
 def test_route_vectors() -> None:
     leg = make_leg()
     waiting = {"aia-m-0123456789ab": leg}
@@ -109,13 +120,7 @@ async def test_connection_reaches_its_leg_both_ways_and_strangers_are_refused(
         await asterisk.send_str(START.format(cid="aia-m-0123456789ab", fmt="slin16", size=640))
         await asyncio.wait_for(leg.connected.wait(), 3)
         assert leg.start is not None and leg.start.channel == "WebSocket/ari-agent/0x7f8dcc0042d0"
-        tone = (np.arange(320) % 50 * 100).astype("<i2")
-        await asterisk.send_bytes(tone.tobytes())
-        for _ in range(100):
-            if heard:
-                break
-            await asyncio.sleep(0.02)
-        assert heard and np.array_equal(heard[0], tone)
+        await tone_reaches_the_leg(asterisk, heard)
 
         # A second connection for the same call is refused; the first goes on.
         again = await _connect(server, session)
