@@ -35,12 +35,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ari_agent.ari.client import AriError, AriHttpError, AriNotFound, AriTlsError, AriUnavailable
-from ari_agent.ari.events import Event, StasisStart
 from ari_agent.ari.tls import CA_SETTING, UNVERIFIED_WARNING, is_tls
 from ari_agent.config import Settings
 from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.audiosocket_probe import audiosocket_loopback
+from ari_agent.ops.loopback import HEARD_DBFS, INBOUND_WAIT, PROMPT, STASIS_WAIT, stasis_start_of
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
 from ari_agent.ops.websocket_probe import websocket_loopback
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
@@ -55,10 +55,6 @@ TRANSPORT_MODULES: dict[str, tuple[str, ...]] = {
     "audiosocket": ("res_audiosocket.so", "chan_audiosocket.so"),
     "websocket": ("res_websocket_client.so", "chan_websocket.so"),
 }
-HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
-PROMPT = "sound:beep"
-STASIS_WAIT = 5.0
-INBOUND_WAIT = 3.0
 EXTENSION_WAIT = 6.0
 
 
@@ -358,7 +354,7 @@ class Doctor:
             for cid, probe in zip(channel_ids, probes, strict=True):
                 await self.ari.external_media(cid, app.name, rtp_address(advertised, probe.port), "ulaw")
             for cid in channel_ids:
-                started = await app.wait_for(_stasis_start_of(cid), STASIS_WAIT)
+                started = await app.wait_for(stasis_start_of(cid), STASIS_WAIT)
                 if started is None:
                     return Check(
                         "media",
@@ -520,10 +516,6 @@ class Doctor:
             await _quietly(self.ari.hangup(caller))
         ran = ", ".join(apps_seen) or "nothing we could see"
         return Check("extension", "fail", f"{target} never reached Stasis({agent_app}) (it ran: {ran})", fix)
-
-
-def _stasis_start_of(channel_id: str) -> Callable[[Event], bool]:
-    return lambda e: isinstance(e, StasisStart) and e.channel.id == channel_id
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:

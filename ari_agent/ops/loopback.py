@@ -25,7 +25,7 @@ from ari_agent.media.pacer import OutboundPacer
 from ari_agent.ops.ariapp import OpsAri, PrivateApp
 from ari_agent.ops.rtpprobe import level_dbfs, tone
 
-HEARD_DBFS = -35.0
+HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"
 STASIS_WAIT = 5.0
 INBOUND_WAIT = 3.0
