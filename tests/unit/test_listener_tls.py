@@ -14,6 +14,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import WSMsgType
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ari_agent.cli import EXIT_CONFIG, main
@@ -38,7 +39,6 @@ START = (
     "MEDIA_START connection_id:ari-agent channel:WebSocket/ari-agent/0x7f8dcc0042d0 "
     "channel_id:{cid} format:slin16 optimal_frame_size:640 ptime:20"
 )
-NOW = datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture
@@ -56,26 +56,31 @@ def other(tmp_path: Path) -> LabPki:
 
 def test_check_pair_vectors(pki: LabPki, other: LabPki, tmp_path: Path) -> None:
     cert, key = pki.cert.read_bytes(), pki.key.read_bytes()
-    leaf = check_pair(cert, key, NOW)
+    # Instants from the certificate's own dates, not the clock: the lab's PKI is made when the
+    # test runs, and a time taken at import (before it) fell outside its validity in one CI run.
+    valid = x509.load_pem_x509_certificate(cert)
+    inside = valid.not_valid_before_utc + datetime.timedelta(minutes=1)
+    second = datetime.timedelta(seconds=1)
+    leaf = check_pair(cert, key, inside)
     assert leaf.subject.rfc4514_string() == "CN=127.0.0.1"
     # The chain may follow the leaf; the key must be the first certificate's.
-    assert check_pair(cert + pki.ca.read_bytes(), key, NOW) == leaf
+    assert check_pair(cert + pki.ca.read_bytes(), key, inside) == leaf
     encrypted = serialization.load_pem_private_key(key, None).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"passphrase"),
     )
     cases: list[tuple[bytes, bytes, datetime.datetime, str, str]] = [
-        (cert, other.key.read_bytes(), NOW, KEY_FIELD, "does not match"),
-        (pki.ca.read_bytes(), key, NOW, KEY_FIELD, "does not match"),  # the CA's cert, not the leaf
-        (key, key, NOW, CERT_FIELD, "no PEM certificate"),
-        (b"", key, NOW, CERT_FIELD, "no PEM certificate"),
-        (b"\x00\xff garbage", key, NOW, CERT_FIELD, "no PEM certificate"),
-        (cert, cert, NOW, KEY_FIELD, "no PEM private key"),
-        (cert, b"", NOW, KEY_FIELD, "no PEM private key"),
-        (cert, encrypted, NOW, KEY_FIELD, "encrypted"),
-        (cert, key, NOW + datetime.timedelta(days=30), CERT_FIELD, "expired on"),
-        (cert, key, NOW - datetime.timedelta(days=1), CERT_FIELD, "not valid before"),
+        (cert, other.key.read_bytes(), inside, KEY_FIELD, "does not match"),
+        (pki.ca.read_bytes(), key, inside, KEY_FIELD, "does not match"),  # the CA's cert, not the leaf
+        (key, key, inside, CERT_FIELD, "no PEM certificate"),
+        (b"", key, inside, CERT_FIELD, "no PEM certificate"),
+        (b"\x00\xff garbage", key, inside, CERT_FIELD, "no PEM certificate"),
+        (cert, cert, inside, KEY_FIELD, "no PEM private key"),
+        (cert, b"", inside, KEY_FIELD, "no PEM private key"),
+        (cert, encrypted, inside, KEY_FIELD, "encrypted"),
+        (cert, key, valid.not_valid_after_utc + second, CERT_FIELD, "expired on"),
+        (cert, key, valid.not_valid_before_utc - second, CERT_FIELD, "not valid before"),
     ]
     for cert_pem, key_pem, now, field, words in cases:
         with pytest.raises(PairError) as caught:
