@@ -41,8 +41,9 @@ async def test_a_rooms_echo_interrupts_the_agent_only_without_the_canceller(
                 said = await call.say("what time do you open")
                 await call.wait_agent_speech(timeout=20, after=said.last_sent)
             # Without the canceller the echo reaches the recogniser as a caller would: what it
-            # makes of it is not this test's point (one clean-clone run heard "bye" in the greeting's
-            # echo, and the agent said goodbye and hung up), only that the echo stopped the agent.
+            # makes of it is not this test's point (in one clean-clone run it heard "bye" after the
+            # echo barged in, and the agent said goodbye and hung up), only that the echo stopped
+            # the agent.
             await call.wait_agent_silence(min_silence_ms=1500, timeout=40)
         except BaseException:
             call.dump_wav(tmp_path / "echo.wav")
