@@ -40,7 +40,7 @@ from ari_agent.config import Settings
 from ari_agent.media.transport import rtp_address
 from ari_agent.ops.ariapp import OpsAri, PrivateApp, ops_client
 from ari_agent.ops.audiosocket_probe import audiosocket_loopback
-from ari_agent.ops.loopback import HEARD_DBFS, INBOUND_WAIT, PROMPT, STASIS_WAIT, stasis_start_of
+from ari_agent.ops.loopback import HEARD_DBFS, STASIS_WAIT, prompt_until_heard, stasis_start_of
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, tone
 from ari_agent.ops.websocket_probe import websocket_loopback
 from ari_agent.pool import POOL_MARK, broadcast_filter, filter_matches, peer_instance
@@ -381,11 +381,7 @@ class Doctor:
             )
 
         # Asterisk -> us: a prompt played into the bridge reaches both sockets.
-        await _quietly(self.ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT}))
-        for _ in range(int(INBOUND_WAIT / 0.05)):
-            if all(p.packets for p in probes):
-                break
-            await asyncio.sleep(0.05)
+        await prompt_until_heard(self.ari, bridge_id, lambda: all(p.packets for p in probes))
         if not any(p.packets for p in probes):
             return Check(
                 "media",

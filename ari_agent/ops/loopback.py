@@ -28,7 +28,10 @@ from ari_agent.ops.rtpprobe import level_dbfs, tone
 HEARD_DBFS = -35.0  # a -12 dBFS tone through a µ-law bridge arrives far above this; silence far below
 PROMPT = "sound:beep"
 STASIS_WAIT = 5.0
-INBOUND_WAIT = 3.0
+# Generous: a check that passes returns as soon as the audio arrives, and on a busy host the
+# bridge can take a second or more to start mixing (a failed CI run of the AudioSocket check).
+INBOUND_WAIT = 8.0
+PROMPT_EVERY = 1.0  # a short prompt played before the bridge mixes is lost: play it again
 
 L = TypeVar("L", bound=ReceiveSide)
 
@@ -101,17 +104,25 @@ async def bridge_channels(ari: OpsAri, app: PrivateApp, rig: Rig[L], transport: 
     return None
 
 
+async def prompt_until_heard(ari: OpsAri, bridge_id: str, heard: Callable[[], bool]) -> None:
+    """Play the prompt into the bridge until ``heard`` (every leg got audio) or INBOUND_WAIT passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INBOUND_WAIT
+    next_prompt = loop.time()
+    while not heard() and loop.time() < deadline:
+        if loop.time() >= next_prompt:
+            with contextlib.suppress(AriError):
+                await ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT})
+            next_prompt = loop.time() + PROMPT_EVERY
+        await asyncio.sleep(0.05)
+
+
 async def exchange(
     ari: OpsAri, rig: Rig[L], outbound: OutboundPacer, transport: Transport, where: str, fix: str
 ) -> Outcome:
     """Prompt in, tone across: the verdict on bridged, connected legs (``outbound`` sends on the first)."""
     # Asterisk -> us: a prompt played into the bridge reaches both connections.
-    with contextlib.suppress(AriError):
-        await ari.raw("POST", f"/bridges/{rig.bridge_id}/play", {"media": PROMPT})
-    for _ in range(int(INBOUND_WAIT / 0.05)):
-        if all(leg.packets_in for leg in rig.legs):
-            break
-        await asyncio.sleep(0.05)
+    await prompt_until_heard(ari, rig.bridge_id, lambda: all(leg.packets_in for leg in rig.legs))
     if not any(leg.packets_in for leg in rig.legs):
         return Outcome(False, f"no audio from Asterisk arrived over {transport.over} at {where}", fix)
 

@@ -313,7 +313,8 @@ def test_doctor_checks_audiosocket_modules_and_two_way_audio(
     # With the agent holding the port, doctor proves the address on a port of its own.
     agent_factory.start(audiosocket_env(lab))
     code, checks = doctor(env)
-    assert code == 0 and checks["media"][0]["status"] == "ok", checks
+    assert checks["media"][0]["status"] == "ok", checks["media"]
+    assert code == 0, checks
     assert "the agent holds its own" in checks["media"][0]["detail"]
     lab.agent.rx("module unload chan_audiosocket.so")
     try:

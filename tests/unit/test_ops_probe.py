@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import cast
 
 import numpy as np
+import pytest
 
+from ari_agent.ari.client import AriError
+from ari_agent.ops.ariapp import OpsAri
 from ari_agent.ops.loopback import Ear, make_rig
 from ari_agent.ops.rtpprobe import RtpProbe, bind_in_range, level_dbfs, tone
 from ari_agent.ops.testcall import Ears
@@ -92,3 +96,35 @@ def test_ear_reports_the_loudest_chunk_since_a_mark() -> None:
     ear(tone(0.02, dbfs=-30.0))
     assert -35.0 < ear.loudest(mark) < -31.0  # a sine's RMS is 3 dB under its peak
     assert -11.0 < ear.loudest(0) < -7.0
+
+
+async def test_prompt_is_played_again_until_every_leg_hears_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A prompt played before the bridge mixes is lost: the check plays it again, and stops
+    # playing once every leg has heard audio.
+    from ari_agent.ops import loopback
+
+    monkeypatch.setattr(loopback, "PROMPT_EVERY", 0.1)
+    plays: list[tuple[str, str]] = []
+
+    class Ari:
+        async def raw(self, method: str, path: str, params: dict[str, str]) -> None:
+            plays.append((path, params["media"]))
+
+    await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: len(plays) >= 3)
+    assert plays == [("/bridges/b1/play", loopback.PROMPT)] * 3
+
+
+async def test_prompt_gives_up_after_the_inbound_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ari_agent.ops import loopback
+
+    monkeypatch.setattr(loopback, "PROMPT_EVERY", 0.1)
+    monkeypatch.setattr(loopback, "INBOUND_WAIT", 0.35)
+    plays: list[str] = []
+
+    class Ari:
+        async def raw(self, method: str, path: str, params: dict[str, str]) -> None:
+            plays.append(path)
+            raise AriError("bridge gone")  # a failed play is not the check's verdict
+
+    await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: False)
+    assert 3 <= len(plays) <= 5
