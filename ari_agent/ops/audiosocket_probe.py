@@ -102,4 +102,12 @@ async def _run(
         except TimeoutError:
             return Outcome(False, f"Asterisk connected to {where} but never sent the call's UUID", reach_fix)
     pacer = OutboundPacer(rig.legs[0].send, SLIN8, rtp=False)
-    return await exchange(ari, rig, pacer, AUDIOSOCKET, where, reach_fix)
+    outcome = await exchange(ari, rig, pacer, AUDIOSOCKET, where, reach_fix)
+    if outcome.ok:
+        return outcome
+    seen = [
+        f"leg {i + 1}: {'closed by Asterisk' if leg.disconnected else 'connected'}, "
+        f"{leg.asterisk_errors} errors from Asterisk"
+        for i, leg in enumerate(rig.legs)
+    ]
+    return Outcome(False, f"{outcome.detail} ({'; '.join(seen)})", outcome.fix)

@@ -381,12 +381,12 @@ class Doctor:
             )
 
         # Asterisk -> us: a prompt played into the bridge reaches both sockets.
-        await prompt_until_heard(self.ari, bridge_id, lambda: all(p.packets for p in probes))
+        plays = await prompt_until_heard(self.ari, bridge_id, lambda: all(p.packets for p in probes))
         if not any(p.packets for p in probes):
             return Check(
                 "media",
                 "fail",
-                f"no RTP from Asterisk arrived at {advertised}:{ports} (bound on {media.bind_host})",
+                f"no RTP from Asterisk arrived at {advertised}:{ports} (bound on {media.bind_host}; {plays})",
                 f"set AGENT_MEDIA__ADVERTISE_HOST to an address of this host that Asterisk can reach, "
                 f"and allow udp {media.port_min}-{media.port_max} from Asterisk in the firewall",
             )

@@ -104,17 +104,35 @@ async def bridge_channels(ari: OpsAri, app: PrivateApp, rig: Rig[L], transport: 
     return None
 
 
-async def prompt_until_heard(ari: OpsAri, bridge_id: str, heard: Callable[[], bool]) -> None:
-    """Play the prompt into the bridge until ``heard`` (every leg got audio) or INBOUND_WAIT passes."""
+async def prompt_until_heard(ari: OpsAri, bridge_id: str, heard: Callable[[], bool]) -> str:
+    """Play the prompt into the bridge until ``heard`` (every leg got audio) or INBOUND_WAIT passes.
+
+    Returns how the plays went ("3 prompts played, 1 refused: ..."), for a failed check's detail.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + INBOUND_WAIT
     next_prompt = loop.time()
+    played = 0
+    refused: list[str] = []
     while not heard() and loop.time() < deadline:
         if loop.time() >= next_prompt:
-            with contextlib.suppress(AriError):
+            played += 1
+            try:
                 await ari.raw("POST", f"/bridges/{bridge_id}/play", {"media": PROMPT})
+            except AriError as exc:
+                refused.append(str(exc))
             next_prompt = loop.time() + PROMPT_EVERY
         await asyncio.sleep(0.05)
+    summary = f"{played} prompts played"
+    if refused:
+        summary += f", {len(refused)} refused (last: {refused[-1]})"
+    return summary
+
+
+def leg_state(leg: ReceiveSide) -> str:
+    """What a leg got, for a failed check's detail: frames taken and dropped by reason."""
+    drops = ", ".join(f"{kind} {n}" for kind, n in sorted(leg.counters.counts.items())) or "none"
+    return f"{leg.packets_in} frames in, dropped: {drops}"
 
 
 async def exchange(
@@ -122,9 +140,13 @@ async def exchange(
 ) -> Outcome:
     """Prompt in, tone across: the verdict on bridged, connected legs (``outbound`` sends on the first)."""
     # Asterisk -> us: a prompt played into the bridge reaches both connections.
-    await prompt_until_heard(ari, rig.bridge_id, lambda: all(leg.packets_in for leg in rig.legs))
+    plays = await prompt_until_heard(ari, rig.bridge_id, lambda: all(leg.packets_in for leg in rig.legs))
     if not any(leg.packets_in for leg in rig.legs):
-        return Outcome(False, f"no audio from Asterisk arrived over {transport.over} at {where}", fix)
+        # What was seen goes in the detail: a check that fails only on a busy host needs it.
+        legs = "; ".join(f"leg {i + 1}: {leg_state(leg)}" for i, leg in enumerate(rig.legs))
+        return Outcome(
+            False, f"no audio from Asterisk arrived over {transport.over} at {where} ({plays}; {legs})", fix
+        )
 
     # Us -> Asterisk -> us: a tone sent on one connection comes out of the other.
     outbound.start()

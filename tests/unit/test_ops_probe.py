@@ -110,8 +110,9 @@ async def test_prompt_is_played_again_until_every_leg_hears_it(monkeypatch: pyte
         async def raw(self, method: str, path: str, params: dict[str, str]) -> None:
             plays.append((path, params["media"]))
 
-    await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: len(plays) >= 3)
+    summary = await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: len(plays) >= 3)
     assert plays == [("/bridges/b1/play", loopback.PROMPT)] * 3
+    assert summary == "3 prompts played"
 
 
 async def test_prompt_gives_up_after_the_inbound_wait(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,5 +127,7 @@ async def test_prompt_gives_up_after_the_inbound_wait(monkeypatch: pytest.Monkey
             plays.append(path)
             raise AriError("bridge gone")  # a failed play is not the check's verdict
 
-    await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: False)
+    summary = await loopback.prompt_until_heard(cast(OpsAri, Ari()), "b1", lambda: False)
     assert 3 <= len(plays) <= 5
+    # How the plays went is kept for the check's detail.
+    assert summary == f"{len(plays)} prompts played, {len(plays)} refused (last: bridge gone)"
