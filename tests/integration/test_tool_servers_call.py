@@ -1,4 +1,4 @@
-"""MCP tools during a real call through Asterisk: one that hangs (stdio), one that answers (HTTP).
+"""MCP tools during a real call through Asterisk: one that hangs (stdio), then two that answer (stdio, HTTP).
 
 The OpenAI wire fake asks for the tools; the servers are real MCP servers written
 with the SDK (tests/toolservers/clinic_server.py).
@@ -24,13 +24,19 @@ FILLER = "One moment."
 NOT_FOUND = "I do not know."
 
 
-def slot_sentence(body: dict[str, Any]) -> str:
-    """Repeat the tool's result as the model would, if it reached the model."""
-    for message in body["messages"]:
-        content = message.get("content") or ""
-        if "clinic_http__next_free_slot:" in content:
-            return content.split("clinic_http__next_free_slot:", 1)[1].strip()
-    return NOT_FOUND
+def slot_sentences(body: dict[str, Any]) -> str:
+    """Repeat both servers' results as the model would, if they reached the model."""
+    said = []
+    for tool in ("clinic_http__next_free_slot:", "clinic__next_free_slot:"):
+        for message in body["messages"]:
+            content = message.get("content") or ""
+            if tool in content:
+                # Several results share one message: "<tool>: <result>; <tool>: <result>".
+                said.append(content.split(tool, 1)[1].split("; clinic", 1)[0].strip())
+                break
+        else:
+            said.append(NOT_FOUND)
+    return " ".join(said)
 
 
 def free_port() -> int:
@@ -52,8 +58,14 @@ def test_a_hung_tool_gets_filler_and_fallback_and_the_next_question_an_answer(
     fake.chat_replies.extend(
         [
             ChatReply(text="", tool_calls=[("clinic__hang", {"question": "opening hours"})]),
-            ChatReply(text="", tool_calls=[("clinic_http__next_free_slot", {"day": "Monday"})]),
-            ChatReply(respond=slot_sentence),
+            ChatReply(
+                text="",
+                tool_calls=[
+                    ("clinic_http__next_free_slot", {"day": "Monday"}),
+                    ("clinic__next_free_slot", {"day": "Tuesday"}),
+                ],
+            ),
+            ChatReply(respond=slot_sentences),
         ]
     )
     try:
@@ -88,7 +100,7 @@ reply = "unused"
 base_url = "{url}/v1"
 [profiles.tools.tool_servers.clinic]
 command = ["{sys.executable}", "{SERVER}"]
-tools = ["hang"]
+tools = ["hang", "next_free_slot"]
 [profiles.tools.tool_servers.clinic_http]
 url = "http://127.0.0.1:{port}/mcp"
 headers = {{ Authorization = "Bearer ${{CLINIC_TOKEN}}" }}
@@ -113,13 +125,15 @@ tools = ["next_free_slot"]
     assert len(chats) == 3, agent.log_tail()
     # Only the allowed tools were offered: never delete_all_records, broken, or the other server's.
     offered = sorted(t["function"]["name"] for t in chats[0].body.get("tools", []))
-    assert offered == ["clinic__hang", "clinic_http__next_free_slot", "hangup"]
+    assert offered == ["clinic__hang", "clinic__next_free_slot", "clinic_http__next_free_slot", "hangup"]
     record = agent.record_for(handle.number)
     replies = [t for t in record["turns"] if t["role"] == "agent"]
     texts = [t["text"] for t in replies]
-    answer = "The next free appointment on Monday is at half past ten."
-    # The hung tool: the filler while waiting, then the fallback; the next question: its answer.
-    assert texts == ["Hello, how can I help?", FILLER, FALLBACK, answer], texts
+    monday = "The next free appointment on Monday is at half past ten."
+    tuesday = "The next free appointment on Tuesday is at half past ten."
+    # The hung tool: the filler while waiting, then the fallback; the next question: both
+    # servers' results, spoken.
+    assert texts == ["Hello, how can I help?", FILLER, FALLBACK, f"{monday} {tuesday}"], texts
     # The records directory is the transcript opt-in: the calls' arguments and results are there.
     assert replies[2]["tools"] == [
         {"tool": "clinic__hang", "status": "timeout", "arguments": '{"question": "opening hours"}'}
@@ -129,8 +143,14 @@ tools = ["next_free_slot"]
             "tool": "clinic_http__next_free_slot",
             "status": "ok",
             "arguments": '{"day": "Monday"}',
-            "result": answer,
-        }
+            "result": monday,
+        },
+        {
+            "tool": "clinic__next_free_slot",
+            "status": "ok",
+            "arguments": '{"day": "Tuesday"}',
+            "result": tuesday,
+        },
     ]
     log = agent.log_path.read_text(encoding="utf-8", errors="replace")
     assert "tok-SECRET" not in log
