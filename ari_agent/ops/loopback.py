@@ -107,7 +107,7 @@ async def bridge_channels(ari: OpsAri, app: PrivateApp, rig: Rig[L], transport: 
 async def prompt_until_heard(ari: OpsAri, bridge_id: str, heard: Callable[[], bool]) -> str:
     """Play the prompt into the bridge until ``heard`` (every leg got audio) or INBOUND_WAIT passes.
 
-    Returns how the plays went ("3 prompts played, 1 refused: ..."), for a failed check's detail.
+    Returns how the plays went ("3 prompts played, 1 refused (last: ...)"), for a failed check's detail.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + INBOUND_WAIT
