@@ -141,7 +141,9 @@ class InboundStream:
         self._in_gap = False
         kind, slot = self._classify(packet)
         placed = self.buffer.put(packet.sequence, slot, now)
-        if placed == "late":
+        if placed == "late" and kind not in (COMFORT_NOISE, TELEPHONE_EVENT):
+            # Comfort noise and events carry no audio to miss: late, they still count as what
+            # they say (a new source's first packet, a comfort-noise one, often comes late).
             kind = DROP_LATE
         elif placed == "duplicate":
             kind = DROP_DUPLICATE

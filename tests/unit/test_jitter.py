@@ -206,6 +206,25 @@ def test_comfort_noise_and_telephone_events_are_silence_not_loss() -> None:
     assert stream.events == {"comfort_noise": 1, "telephone_event": 1}
 
 
+def test_a_late_comfort_noise_packet_still_counts_as_the_senders_silence() -> None:
+    # A new source's first packet, a comfort-noise one, arrives after its second (the relay in
+    # test_media_input does this): too late to play, but a signal, not lost audio.
+    stream = InboundStream(SLIN16, 40, 0.0)
+    voice = bytes(range(256)) * 2 + bytes(128)
+    first = RtpPacket(payload_type=118, sequence=7, timestamp=0, ssrc=5, payload=voice)
+    stream.receive(first, 0.0)
+    later = RtpPacket(payload_type=118, sequence=11, timestamp=32000, ssrc=9, payload=voice)
+    cn = RtpPacket(payload_type=13, sequence=10, timestamp=16000, ssrc=9, payload=b"\x40")
+    stream.receive(later, 2.0)
+    kind, played = stream.receive(cn, 2.001)
+    assert kind == "comfort_noise"
+    assert played == []
+    assert stream.events.get("comfort_noise") == 1
+    # A late audio packet is still a late drop.
+    old = RtpPacket(payload_type=118, sequence=9, timestamp=15680, ssrc=9, payload=voice)
+    assert stream.receive(old, 2.002)[0] == "late"
+
+
 def test_ssrc_change_plays_on_without_phantom_loss() -> None:
     stream = InboundStream(ULAW, 40, 0.0)
     arrivals = [(i * F, _ulaw_packet(60000 + i, ssrc=1)) for i in range(100)]
