@@ -11,14 +11,17 @@ Inbound audio is cut into 20 ms frames and fed, numbered like RTP packets,
 to the same :class:`InboundStream` as RTP (so TCP's coalesced and split
 reads, and a silent leg that sends nothing, are handled on the agent's
 clock exactly as on RTP). Outbound frames come from the same pacer, every
-20 ms, each as one audio message.
+20 ms, each as one audio message; between the pacer's talkspurts the leg
+sends silence on the receive clock's beat (see ``KEEP_FED_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,6 +49,14 @@ REJECT_TIMEOUT = "timeout"
 # Outbound bytes Asterisk has not read yet beyond which frames are dropped, not queued:
 # 1 s of slin16 (a stalled reader must not grow the agent's memory).
 MAX_WRITE_BUFFER = 32000
+
+# Asterisk's AudioSocket channel reads a message by polling until one has arrived
+# (res_audiosocket's ast_audiosocket_receive_frame), inside the channel's read. Read with nothing
+# pending, it waits there until the agent next sends: on a quiet connection, seconds, and the
+# likely cause of doctor's AudioSocket check failing on CI (one channel's addChannel unanswered
+# for 5.5 s, the agent's ARI socket dropped meanwhile, until doctor closed the connection). So a
+# connection never stays quiet: silence goes out once nothing was sent for this long.
+KEEP_FED_S = 0.04
 
 
 SLIN8 = HOST_SLIN8
@@ -90,7 +101,9 @@ class AudioSocketLeg(ReceiveSide):
         self.uuid = uuid.uuid4()
         self.connected = asyncio.Event()
         self.disconnected = False
-        self.packets_out = 0
+        self.packets_out = 0  # the pacer's frames; the keep-fed silence is counted apart
+        self.silence_out = 0
+        self._last_sent = -math.inf
         self.send_errors = 0
         self.asterisk_errors = 0
         self._conn: _Connection | None = None
@@ -104,6 +117,7 @@ class AudioSocketLeg(ReceiveSide):
         self._conn = conn
         self._start_receiving()
         self.connected.set()
+        self._send_silence(time.monotonic())
         return True
 
     def detach(self) -> None:
@@ -146,7 +160,21 @@ class AudioSocketLeg(ReceiveSide):
             return False
         conn.write(wire_codec.encode_audio(data, self._out_rate))
         self.packets_out += 1
+        self._last_sent = time.monotonic()
         return True
+
+    def tick(self, now: float) -> None:
+        super().tick(now)
+        if now - self._last_sent >= KEEP_FED_S:
+            self._send_silence(now)
+
+    def _send_silence(self, now: float) -> None:
+        conn = self._conn
+        if conn is None or self._closed or not conn.writable():
+            return
+        conn.write(wire_codec.encode_audio(bytes(self._out_rate // 50 * 2), self._out_rate))
+        self.silence_out += 1
+        self._last_sent = now
 
     def close(self) -> None:
         """Stop receiving, forget the UUID, ask Asterisk to hang the leg up and close; safe twice."""

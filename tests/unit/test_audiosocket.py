@@ -213,13 +213,23 @@ async def test_leg_takes_its_connection_by_uuid_and_hears_split_and_coalesced_au
         assert leg.inbound.events.get(inbound.TELEPHONE_EVENT) == 1
         assert leg.stats.received == 5 and leg.stats.lost == 0
         assert leg.connected.is_set() and server.waiting == 1
-        # Outbound: one 8 kHz audio message per frame sent.
-        assert leg.send(bytes(320))
-        got = await asyncio.wait_for(reader.readexactly(3 + 320), 5)
-        assert got[:3] == bytes.fromhex("100140")
+        # Outbound: one 8 kHz audio message per frame sent, and silence while nothing is sent
+        # (from the moment the UUID matched), so Asterisk never waits on a quiet socket.
+        spoken = b"\x01" * 320
+        assert leg.send(spoken)
+        await asyncio.sleep(0.1)
         leg.close()
         # Closing asks Asterisk to hang the leg up, then closes the socket.
-        assert await _closed_by_peer(reader) == HANGUP_VECTOR
+        got = await _closed_by_peer(reader)
+        assert got.endswith(HANGUP_VECTOR)
+        decoder = a.Decoder()
+        decoder.feed(got[: -len(HANGUP_VECTOR)])
+        sent = list(decoder.messages())
+        assert all(isinstance(m, a.Audio) and m.sample_rate == 8000 for m in sent)
+        payloads = [m.pcm for m in sent if isinstance(m, a.Audio)]
+        assert payloads.count(spoken) == 1
+        assert payloads[0] == bytes(320)  # the silence sent once the UUID matched
+        assert len(payloads) - 1 == leg.silence_out >= 2  # and more on the clock's beat after
         assert server.waiting == 0 and leg.closed
         assert not leg.send(bytes(320)) and leg.send_errors == 1
     finally:
