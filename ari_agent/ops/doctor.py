@@ -144,21 +144,31 @@ class Doctor:
         if not modules_ok:
             self._skip(later[2:], "needs the modules above")
             return
+        registered = False
         try:
             async with PrivateApp(self.settings, "doctor") as app:
+                registered = True
                 await self._check_media(app)
                 if self.extension:
                     await self._check_extension(app, self.extension, app_registered)
         except AriError as exc:
-            self._add(
-                Check(
+            if registered:
+                # Not the registration: ARI failed in the middle of a check (an answer that never came).
+                check = Check(
+                    "media",
+                    "fail",
+                    f"ARI failed during the check: {exc}",
+                    "check Asterisk's log around this time for what held it up, then run doctor again",
+                )
+            else:
+                check = Check(
                     "media",
                     "fail",
                     f"could not register doctor's own Stasis app: {exc}",
                     "check that res_http_websocket.so is loaded and nothing between here and "
                     "Asterisk blocks WebSocket upgrades",
                 )
-            )
+            self._add(check)
 
     # ------------------------------------------------------------------ 1-2
 
