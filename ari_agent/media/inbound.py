@@ -143,7 +143,7 @@ class InboundStream:
         placed = self.buffer.put(packet.sequence, slot, now)
         if placed == "late" and kind not in (COMFORT_NOISE, TELEPHONE_EVENT):
             # Comfort noise and events carry no audio to miss: late, they still count as what
-            # they say (a new source's first packet, a comfort-noise one, often comes late).
+            # they say (a new source's first packet can come after its second, and be comfort noise).
             kind = DROP_LATE
         elif placed == "duplicate":
             kind = DROP_DUPLICATE
