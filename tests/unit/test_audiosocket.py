@@ -19,6 +19,7 @@ from ari_agent.media.audiosocket_leg import (
     REJECT_TAKEN,
     REJECT_TIMEOUT,
     REJECT_UNKNOWN,
+    SLIN8,
     SLIN16,
     AudioSocketServer,
     wire_for,
@@ -318,3 +319,43 @@ async def test_kind_0x10_carries_the_calls_format_for_asterisk_before_per_rate_k
         leg.close()
         writer.close()
         await server.close()
+
+
+class _Wire:
+    """A connection stand-in: what the leg wrote, message by message."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self, *, hangup: bool) -> None:
+        pass
+
+
+async def test_a_quiet_leg_sends_silence_on_the_clock_and_none_while_the_pacer_sends() -> None:
+    server = AudioSocketServer("127.0.0.1", 0)
+    leg = server.expect(SLIN8, lambda pcm: None, jitter_ms=0, clock=ReceiveClock())
+    wire = _Wire()
+    silence = a.encode_audio(bytes(320), 8000)
+    assert leg.attach(wire)  # type: ignore[arg-type]
+    assert wire.sent == [silence]  # at once: Asterisk may already be waiting in a read
+    t = leg._last_sent
+    leg.tick(t + 0.02)  # nothing sent for 20 ms: not yet quiet
+    assert len(wire.sent) == 1
+    leg.tick(t + 0.041)
+    assert wire.sent[-1] == silence and leg.silence_out == 2
+    # While the pacer sends, the clock adds nothing.
+    assert leg.send(b"\x01" * 320)
+    sent_at = leg._last_sent
+    leg.tick(sent_at + 0.02)
+    assert wire.sent[-1] == a.encode_audio(b"\x01" * 320, 8000) and leg.packets_out == 1
+    leg.tick(sent_at + 0.041)
+    assert wire.sent[-1] == silence and leg.silence_out == 3
+    leg.close()
+    leg.tick(sent_at + 1.0)  # closed: nothing more
+    assert leg.silence_out == 3
