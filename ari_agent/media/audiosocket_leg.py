@@ -108,6 +108,8 @@ class AudioSocketLeg(ReceiveSide):
         self.asterisk_errors = 0
         self._conn: _Connection | None = None
         self._out_rate = wire.outbound.sample_rate
+        # One message, made once: it goes out every 20 ms of every quiet call.
+        self._silence = wire_codec.encode_audio(bytes(wire.outbound.bytes_per_frame), self._out_rate)
 
     # -- from the connection
 
@@ -154,13 +156,10 @@ class AudioSocketLeg(ReceiveSide):
 
     def send(self, data: bytes) -> bool:
         """Send one frame of outbound wire audio; False when it could not go (counted)."""
-        conn = self._conn
-        if conn is None or not conn.writable():
+        if not self._write(wire_codec.encode_audio(data, self._out_rate), time.monotonic()):
             self.send_errors += 1
             return False
-        conn.write(wire_codec.encode_audio(data, self._out_rate))
         self.packets_out += 1
-        self._last_sent = time.monotonic()
         return True
 
     def tick(self, now: float) -> None:
@@ -169,12 +168,16 @@ class AudioSocketLeg(ReceiveSide):
             self._send_silence(now)
 
     def _send_silence(self, now: float) -> None:
-        conn = self._conn
-        if conn is None or self._closed or not conn.writable():
-            return
-        conn.write(wire_codec.encode_audio(bytes(self._out_rate // 50 * 2), self._out_rate))
-        self.silence_out += 1
+        if self._write(self._silence, now):
+            self.silence_out += 1
+
+    def _write(self, message: bytes, now: float) -> bool:
+        conn = self._conn  # None once closed
+        if conn is None or not conn.writable():
+            return False
+        conn.write(message)
         self._last_sent = now
+        return True
 
     def close(self) -> None:
         """Stop receiving, forget the UUID, ask Asterisk to hang the leg up and close; safe twice."""
